@@ -1,0 +1,232 @@
+//! The chunker: boundary search over slices, a chunk iterator, and the
+//! candidate bookkeeping they share with the streaming and parallel paths.
+
+use crate::resolve::{Resolution, Resolver};
+use crate::{Candidate, ChunkerParams, GearTable, Kernel, ParamsError};
+
+/// Bytes scanned per step by the slice iterator. Large enough to amortize a
+/// kernel's set-up (16 lane states of 32 bytes each), small enough that the
+/// scan stays close behind the cuts and skips most of each chunk's minimum.
+const SCAN_BLOCK: usize = 64 * 1024;
+
+/// A content-defined chunker: validated parameters, a keyed gear table and
+/// the fastest scan kernel of this CPU.
+#[derive(Debug, Clone)]
+pub struct Chunker {
+    params: ChunkerParams,
+    table: GearTable,
+    resolver: Resolver,
+    relaxed: u32,
+    kernel: Kernel,
+}
+
+/// One chunk: its offset in the input and its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// Offset of the first byte in the whole input.
+    pub offset: u64,
+    /// The chunk's bytes, borrowed from the input or the stream buffer.
+    pub data: &'a [u8],
+}
+
+impl Chunker {
+    /// A chunker with the given parameters and gear table, using the fastest
+    /// kernel this CPU supports.
+    pub fn new(params: ChunkerParams, table: GearTable) -> Result<Self, ParamsError> {
+        params.validate()?;
+        Ok(Self {
+            params,
+            resolver: Resolver::new(&params),
+            relaxed: params.thresholds().relaxed,
+            table,
+            kernel: Kernel::detect(),
+        })
+    }
+
+    /// The same chunker using `kernel` (falls back to scalar if this CPU
+    /// lacks it). For tests and benchmarks: boundaries never depend on it.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &ChunkerParams {
+        &self.params
+    }
+
+    /// The kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// The gear table.
+    pub fn table(&self) -> &GearTable {
+        &self.table
+    }
+
+    /// Length of the chunk at the start of `data`: the pure boundary finder.
+    ///
+    /// `last` says `data` runs to the end of the input. Returns `None` when
+    /// `data` is empty, or when it is not `last` and holds no boundary yet
+    /// (pass more data). Never allocates; skips the first `min_size` bytes.
+    pub fn find_boundary(&self, data: &[u8], last: bool) -> Option<usize> {
+        let p = &self.params;
+        let t = self.params.thresholds();
+        let g = self.table.values();
+        let limit = data.len().min(p.max_size);
+        if limit >= p.min_size {
+            let first = p.min_size - 1;
+            let mut h = crate::scan::state_before(&self.table, data, first);
+            let strict_end = limit.min(p.avg_size - 1);
+            for (e, &b) in data[first..strict_end].iter().enumerate() {
+                h = (h << 1).wrapping_add(g[b as usize]);
+                if h < t.strict {
+                    return Some(first + e + 1);
+                }
+            }
+            let from = strict_end.max(first);
+            for (e, &b) in data[from..limit].iter().enumerate() {
+                h = (h << 1).wrapping_add(g[b as usize]);
+                if h < t.relaxed {
+                    return Some(from + e + 1);
+                }
+            }
+            if limit == p.max_size {
+                return Some(limit);
+            }
+        }
+        (last && !data.is_empty()).then_some(data.len())
+    }
+
+    /// Iterates over the chunks of `data` (for example a memory-mapped disk).
+    pub fn chunks<'a>(&'a self, data: &'a [u8]) -> Chunks<'a> {
+        Chunks {
+            chunker: self,
+            data,
+            pos: 0,
+            cuts: CutState::default(),
+            threads: 1,
+        }
+    }
+
+    /// Iterates over the chunks of `data`, scanning on `threads` threads.
+    ///
+    /// Gives exactly the chunks of [`chunks`](Self::chunks). The input is
+    /// scanned in windows of `threads` x 4 MiB; each thread scans its part of
+    /// a window independently (hash positions do not depend on each other),
+    /// and the cheap size rules then run over the merged candidates.
+    pub fn chunks_parallel<'a>(&'a self, data: &'a [u8], threads: usize) -> Chunks<'a> {
+        Chunks {
+            threads: threads.max(1),
+            ..self.chunks(data)
+        }
+    }
+
+    /// Scans `start..end` of `data` for relaxed candidates into `out`.
+    pub(crate) fn scan(&self, data: &[u8], start: usize, end: usize, out: &mut Vec<Candidate>) {
+        self.kernel
+            .scan(&self.table, data, start, end, self.relaxed, out);
+    }
+
+    pub(crate) fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+}
+
+/// Candidates found so far and how far they reach; shared by the slice
+/// iterator and the stream adapter.
+#[derive(Debug, Default)]
+pub(crate) struct CutState {
+    /// Relaxed candidates, ascending; the ones before `cursor` are used up.
+    pub candidates: Vec<Candidate>,
+    pub cursor: usize,
+    /// Every position below this (and at or past the current chunk's first
+    /// position) has been scanned.
+    pub scanned_end: usize,
+}
+
+impl CutState {
+    /// Finds the end of the chunk at `start` in `data`, scanning as needed.
+    /// Returns `None` if more data is needed (or, when `last`, if `start` is
+    /// the end of the data).
+    pub fn next_cut(
+        &mut self,
+        chunker: &Chunker,
+        data: &[u8],
+        start: usize,
+        last: bool,
+        threads: usize,
+    ) -> Option<usize> {
+        loop {
+            let resolution = chunker.resolver().resolve(
+                start,
+                &self.candidates,
+                &mut self.cursor,
+                self.scanned_end,
+                data.len(),
+                last,
+            );
+            match resolution {
+                Resolution::Cut(end) => return Some(end),
+                Resolution::Done => return None,
+                Resolution::NeedScan(from) if from >= data.len() => return None,
+                Resolution::NeedScan(from) => self.scan_from(chunker, data, from, threads),
+            }
+        }
+    }
+
+    fn scan_from(&mut self, chunker: &Chunker, data: &[u8], from: usize, threads: usize) {
+        if self.cursor == self.candidates.len() {
+            self.candidates.clear();
+            self.cursor = 0;
+        }
+        let end = if threads <= 1 {
+            let end = data.len().min(from + SCAN_BLOCK);
+            chunker.scan(data, from, end, &mut self.candidates);
+            end
+        } else {
+            let end = data.len().min(from + threads * crate::parallel::PART);
+            crate::parallel::scan(chunker, data, from, end, threads, &mut self.candidates);
+            end
+        };
+        self.scanned_end = end;
+    }
+
+    /// Forgets everything before `shift` (the data moved down by `shift`).
+    pub fn shift_down(&mut self, shift: usize) {
+        self.candidates.drain(..self.cursor);
+        self.cursor = 0;
+        self.candidates.retain(|c| c.pos >= shift);
+        for c in &mut self.candidates {
+            c.pos -= shift;
+        }
+        self.scanned_end = self.scanned_end.saturating_sub(shift);
+    }
+}
+
+/// Iterator over the chunks of a slice; see [`Chunker::chunks`].
+#[derive(Debug)]
+pub struct Chunks<'a> {
+    chunker: &'a Chunker,
+    data: &'a [u8],
+    pos: usize,
+    cuts: CutState,
+    threads: usize,
+}
+
+impl<'a> Iterator for Chunks<'a> {
+    type Item = Chunk<'a>;
+
+    fn next(&mut self) -> Option<Chunk<'a>> {
+        let end = self
+            .cuts
+            .next_cut(self.chunker, self.data, self.pos, true, self.threads)?;
+        let chunk = Chunk {
+            offset: self.pos as u64,
+            data: &self.data[self.pos..end],
+        };
+        self.pos = end;
+        Some(chunk)
+    }
+}

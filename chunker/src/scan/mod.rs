@@ -1,0 +1,196 @@
+//! Candidate scanning: the hot loop of the chunker.
+//!
+//! A scanner computes the gear hash at every position of a range and reports
+//! the positions whose hash is below a threshold (the *candidates*). Because
+//! the hash at a position depends only on the 32 bytes ending there, positions
+//! are independent: a scanner may split its range into lanes and process them
+//! side by side (SIMD), and several threads may scan disjoint ranges. The
+//! chunking rules (minimum, normalization, maximum) are applied afterwards, by
+//! [`crate::resolve`], to the sparse candidate list.
+//!
+//! Every kernel must report exactly the candidates of [`scalar`]; the property
+//! tests compare them on random data, ranges and thresholds.
+
+pub(crate) mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod vbmi;
+
+use crate::GearTable;
+
+/// A position whose gear hash is below the scan threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Candidate {
+    /// Position of the last byte of the hash window, in the scanned slice.
+    pub pos: usize,
+    /// The gear hash at `pos`.
+    pub hash: u32,
+}
+
+/// A candidate scanner implementation, picked at run time by CPU features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Portable scalar loop.
+    Scalar,
+    /// 8 lanes of 32-bit hashes in AVX2 registers, table lookups by gather.
+    Avx2,
+    /// 16 lanes of 32-bit hashes in AVX-512 registers, table lookups by gather.
+    Avx512,
+    /// 16 lanes as `Avx512`, table lookups by AVX-512 VBMI byte permutes.
+    Avx512Vbmi,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_vbmi() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vbmi")
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU supports.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_vbmi() {
+                return Self::Avx512Vbmi;
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Self::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Self::Avx2;
+            }
+        }
+        Self::Scalar
+    }
+
+    /// Every kernel this CPU can run, slowest first (for tests and benches).
+    pub fn available() -> Vec<Self> {
+        let mut kernels = vec![Self::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(Self::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(Self::Avx512);
+            }
+            if has_vbmi() {
+                kernels.push(Self::Avx512Vbmi);
+            }
+        }
+        kernels
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_supported(self) -> bool {
+        Self::available().contains(&self)
+    }
+
+    /// Appends to `out`, in ascending order, every position `e` in
+    /// `start..end` whose gear hash is below `threshold`.
+    ///
+    /// Positions past the end of `data` are ignored. A kernel the CPU does
+    /// not support falls back to the scalar loop.
+    pub fn scan(
+        self,
+        table: &GearTable,
+        data: &[u8],
+        start: usize,
+        end: usize,
+        threshold: u32,
+        out: &mut Vec<Candidate>,
+    ) {
+        let end = end.min(data.len());
+        if start >= end {
+            return;
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512Vbmi if has_vbmi() => {
+                // SAFETY: the CPU supports AVX-512F, BW and VBMI, checked just above.
+                unsafe { vbmi::scan(table, data, start, end, threshold, out) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                unsafe { avx512::scan(table, data, start, end, threshold, out) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { avx2::scan(table, data, start, end, threshold, out) }
+            }
+            _ => scalar::scan(table, data, start, end, threshold, out),
+        }
+    }
+}
+
+/// The gear hash at `pos - 1`, i.e. the state a scan starting at `pos`
+/// continues from (zero at the start of the data).
+#[inline]
+pub(crate) fn state_before(table: &GearTable, data: &[u8], pos: usize) -> u32 {
+    if pos == 0 {
+        0
+    } else {
+        crate::reference::window_hash(table, data, pos - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::pseudo_random;
+
+    fn scan_all(kernel: Kernel, data: &[u8], start: usize, end: usize, thr: u32) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        kernel.scan(&GearTable::for_tests(), data, start, end, thr, &mut out);
+        out
+    }
+
+    #[test]
+    fn scalar_matches_the_definition() {
+        let table = GearTable::for_tests();
+        let data = pseudo_random(7, 5000);
+        let thr = 1 << 26;
+        let got = scan_all(Kernel::Scalar, &data, 0, data.len(), thr);
+        let want: Vec<Candidate> = (0..data.len())
+            .map(|pos| Candidate {
+                pos,
+                hash: crate::reference::window_hash(&table, &data, pos),
+            })
+            .filter(|c| c.hash < thr)
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn every_kernel_matches_scalar_on_odd_ranges() {
+        let data = pseudo_random(11, 300_000);
+        for kernel in Kernel::available() {
+            for &(start, end) in &[
+                (0, 300_000),
+                (1, 299_999),
+                (31, 1024),
+                (33, 1057),
+                (4097, 200_003),
+                (0, 0),
+                (10, 5),
+            ] {
+                for thr in [1 << 20, 1 << 26, u32::MAX] {
+                    assert_eq!(
+                        scan_all(kernel, &data, start, end, thr),
+                        scan_all(Kernel::Scalar, &data, start, end, thr),
+                        "{kernel:?} {start}..{end} thr {thr}"
+                    );
+                }
+            }
+        }
+    }
+}
