@@ -34,6 +34,7 @@ mod params;
 pub mod reference;
 pub mod resolve;
 mod scan;
+mod stream;
 pub mod testdata;
 
 pub use chunker::{Chunk, Chunker, Chunks};
@@ -43,3 +44,4 @@ pub use params::{
     MIN_SIZE_FLOOR, ParamsError,
 };
 pub use scan::{Candidate, Kernel};
+pub use stream::StreamChunker;

@@ -1,0 +1,1 @@
+//! Shared helpers for cairn's benchmarks and measurement tools.
