@@ -7,7 +7,7 @@ use crate::{Candidate, ChunkerParams, GearTable, Kernel, ParamsError};
 /// Bytes scanned per step by the slice iterator. Large enough to amortize a
 /// kernel's set-up (16 lane states of 32 bytes each), small enough that the
 /// scan stays close behind the cuts and skips most of each chunk's minimum.
-const SCAN_BLOCK: usize = 64 * 1024;
+const SCAN_BLOCK: usize = 128 * 1024;
 
 /// A content-defined chunker: validated parameters, a keyed gear table and
 /// the fastest scan kernel of this CPU.

@@ -20,6 +20,9 @@ pub const TEST_SEED: [u8; 32] = *b"cairn-chunker public test seed!!";
 #[derive(Clone, PartialEq, Eq)]
 pub struct GearTable {
     values: [u32; 256],
+    /// `planes[p][x]` is byte `p` of `values[x]`: the layout the byte-permute
+    /// scanner looks values up in, computed once here rather than per scan.
+    planes: [[u8; 256]; 4],
 }
 
 impl std::fmt::Debug for GearTable {
@@ -45,7 +48,13 @@ impl GearTable {
         for v in values.iter_mut() {
             *v = (rng.next() >> 32) as u32;
         }
-        Self { values }
+        let mut planes = [[0u8; 256]; 4];
+        for (x, v) in values.iter().enumerate() {
+            for (p, plane) in planes.iter_mut().enumerate() {
+                plane[x] = v.to_le_bytes()[p];
+            }
+        }
+        Self { values, planes }
     }
 
     /// The table built from [`TEST_SEED`].
@@ -57,6 +66,13 @@ impl GearTable {
     #[inline(always)]
     pub fn values(&self) -> &[u32; 256] {
         &self.values
+    }
+
+    /// The gear values split into byte planes: `byte_planes()[p][x]` is byte
+    /// `p` (little-endian) of `values()[x]`.
+    #[inline(always)]
+    pub(crate) fn byte_planes(&self) -> &[[u8; 256]; 4] {
+        &self.planes
     }
 }
 

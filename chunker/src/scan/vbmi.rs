@@ -44,33 +44,23 @@ pub(super) unsafe fn scan(
         return scalar::scan(table, data, start, end, threshold, out);
     }
     let first_new = out.len();
-    // planes[p][x] = byte p of G[x], as 4 registers of 64 entries each.
-    let mut planes = [[0u8; 256]; 4];
-    for (x, v) in table.values().iter().enumerate() {
-        for (p, plane) in planes.iter_mut().enumerate() {
-            plane[x] = (v >> (8 * p)) as u8;
-        }
-    }
+    let planes = table.byte_planes();
     // SAFETY: each load reads 64 bytes inside a 256-byte plane.
     let plane_regs: [[__m512i; 4]; 4] = std::array::from_fn(|p| {
         std::array::from_fn(|k| unsafe { _mm512_loadu_si512(planes[p][64 * k..].as_ptr().cast()) })
     });
     // SAFETY: STEP_MAJOR is 16 bytes.
     let step_major = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(STEP_MAJOR.as_ptr().cast()) });
-
     let lane_start: [usize; LANES] = std::array::from_fn(|j| start + j * lane_len);
-    let init: [u32; LANES] = std::array::from_fn(|j| state_before(table, data, lane_start[j]));
-    let thr = _mm512_set1_epi32(threshold as i32);
-    // SAFETY: `init` holds 16 u32s; loadu has no alignment requirement.
-    let mut h = unsafe { _mm512_loadu_si512(init.as_ptr().cast()) };
-    let mut offset = 0;
-    while offset < lane_len {
-        let round_start = h;
-        // SAFETY: lane j reads data[lane_start[j] + offset ..][..64]; the
-        // last lane ends at start + 16 * lane_len <= end <= data.len(), and
-        // offset + 64 <= lane_len.
+
+    // One round: 64 bytes of every lane from `lane_start[j] + offset`.
+    // Returns the lane-wise minimum hash over the round's positions.
+    let round = |h: &mut __m512i, offset: isize| -> __m512i {
+        // SAFETY: callers keep lane_start[j] + offset .. + 64 inside `data`:
+        // offset >= -64 only when start >= 64, and offset + 64 <= lane_len,
+        // where the last lane ends at start + 16 * lane_len <= data.len().
         let rows: [__m512i; LANES] = std::array::from_fn(|j| unsafe {
-            _mm512_loadu_si512(data.as_ptr().add(lane_start[j] + offset).cast())
+            _mm512_loadu_si512(data.as_ptr().add(lane_start[j]).offset(offset).cast())
         });
         let cols = super::avx512::transpose16(rows);
         let mut min = _mm512_set1_epi32(-1);
@@ -98,10 +88,29 @@ pub(super) unsafe fn scan(
                 _mm512_unpackhi_epi16(hi01, hi23),
             ];
             for gear in steps {
-                h = _mm512_add_epi32(_mm512_slli_epi32::<1>(h), gear);
-                min = _mm512_min_epu32(min, h);
+                *h = _mm512_add_epi32(_mm512_slli_epi32::<1>(*h), gear);
+                min = _mm512_min_epu32(min, *h);
             }
         }
+        min
+    };
+
+    let mut h = if start >= ROUND {
+        // Warm up on the 64 bytes before each lane: from a zero state, they
+        // leave exactly the hash of the 32 bytes before the lane's start.
+        let mut h = _mm512_setzero_si512();
+        round(&mut h, -(ROUND as isize));
+        h
+    } else {
+        let init: [u32; LANES] = std::array::from_fn(|j| state_before(table, data, lane_start[j]));
+        // SAFETY: `init` holds 16 u32s; loadu has no alignment requirement.
+        unsafe { _mm512_loadu_si512(init.as_ptr().cast()) }
+    };
+    let thr = _mm512_set1_epi32(threshold as i32);
+    let mut offset = 0;
+    while offset < lane_len {
+        let round_start = h;
+        let min = round(&mut h, offset as isize);
         let hits = _mm512_cmplt_epu32_mask(min, thr);
         if hits != 0 {
             let mut before = [0u32; LANES];
