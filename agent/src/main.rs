@@ -1,1 +1,39 @@
-fn main() {}
+//! The `cairn` command line: parses arguments and hands each command to its
+//! file under `cmd/`, which calls the library. Nothing here knows how
+//! chunking or storage work; this file only maps outcomes to exit codes.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use cairn::exit::{self, UsageError};
+use clap::Parser;
+
+/// cairn: deduplicating backups from inside a VM to storage outside its cloud.
+///
+/// Status: the content-defined chunker is built and `cairn chunk` shows it at
+/// work on real files and disks. The repository, backup and restore come next.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, after_help = exit::HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+fn main() -> ExitCode {
+    // Command-line errors exit here with code 2, --help and --version with 0.
+    let cli = Cli::parse();
+    let name = cli.command.name();
+    match cli.command.run() {
+        Ok(outcome) => ExitCode::from(outcome.code()),
+        Err(err) => {
+            if let Some(usage) = err.downcast_ref::<UsageError>() {
+                // A usage error found after parsing: reported like clap's own.
+                eprintln!("error: {usage}\n\nFor more information, try 'cairn {name} --help'.");
+                return ExitCode::from(exit::USAGE);
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Process exit codes and the outcome of a command.
+//!
+//! The codes are a contract with the scripts and schedulers that run cairn
+//! (cron, systemd timers, monitoring): they are documented in the README and
+//! in `cairn --help`, and never change meaning.
+
+use std::fmt;
+
+/// Everything went well.
+pub const OK: u8 = 0;
+/// The command failed; the message on standard error says why.
+pub const FAILURE: u8 = 1;
+/// The command line was wrong (unknown option, bad value, invalid sizes).
+pub const USAGE: u8 = 2;
+/// The command finished, but some inputs were skipped with a warning (for
+/// example an unreadable file inside a directory); the warnings say which.
+pub const WARNINGS: u8 = 3;
+
+/// The text of `cairn --help` that documents the exit codes.
+pub const HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure (the message on standard error names what went wrong)
+  2  usage error (bad option or value)
+  3  finished with warnings (some inputs were skipped; see the warnings)";
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything was processed.
+    Clean,
+    /// The command finished, but this many warnings were reported.
+    Warnings(usize),
+}
+
+impl Outcome {
+    /// The outcome of a run that reported `warnings` warnings.
+    pub fn from_warnings(warnings: usize) -> Self {
+        if warnings == 0 {
+            Self::Clean
+        } else {
+            Self::Warnings(warnings)
+        }
+    }
+
+    /// The process exit code for this outcome.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Clean => OK,
+            Self::Warnings(_) => WARNINGS,
+        }
+    }
+}
+
+/// An error in what the user asked for, found after argument parsing (for
+/// example chunk sizes that do not fit together). The binary reports it like
+/// a command-line error and exits with [`USAGE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_codes() {
+        assert_eq!(Outcome::from_warnings(0), Outcome::Clean);
+        assert_eq!(Outcome::from_warnings(0).code(), OK);
+        assert_eq!(Outcome::from_warnings(2), Outcome::Warnings(2));
+        assert_eq!(Outcome::from_warnings(2).code(), WARNINGS);
+    }
+
+    #[test]
+    fn help_lists_every_code() {
+        for code in [OK, FAILURE, USAGE, WARNINGS] {
+            assert!(HELP.contains(&format!("  {code}  ")), "{code} missing");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The cairn agent as a library: everything the `cairn` binary does, minus
+//! argument parsing and printing.
+//!
+//! The binary (`src/main.rs` and one small file per command under `src/cmd/`)
+//! only turns command-line options into calls to this library, so that the
+//! same code paths are reachable from tests and, later, from a scheduler. The
+//! agent is where the crates are wired together: it reads sources (files,
+//! block devices, disk images), cuts them with `cairn-chunker`, and (from the
+//! next issues on) hands chunks to `cairn-store`.
+//!
+//! Today the library holds the `cairn chunk` statistic ([`analyze`]) and the
+//! pieces it is built from, which later backups reuse: the input walker
+//! ([`walk`]), the source readers ([`source`]) and size parsing ([`units`]).
+
+pub mod analyze;
+pub mod exit;
+pub mod source;
+pub mod stats;
+pub mod units;
+pub mod walk;

@@ -1,0 +1,124 @@
+//! Byte sizes as people write and read them.
+//!
+//! Chunk sizes are powers of two, so the command line takes binary multiples
+//! (`64K` and `64KiB` both mean 65,536 bytes) and reports use them too.
+//! Throughput is the exception: it is given in decimal MB/s, the unit disk
+//! and network speeds are quoted in.
+
+use std::fmt;
+
+/// Why a size given on the command line was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeError {
+    input: String,
+    reason: &'static str,
+}
+
+impl fmt::Display for SizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid size {:?}: {}; write a number of bytes with an optional \
+             binary suffix K, M or G (KiB, MiB, GiB), for example 64K or 1MiB",
+            self.input, self.reason
+        )
+    }
+}
+
+impl std::error::Error for SizeError {}
+
+/// Parses a size such as `65536`, `64K`, `64KiB`, `1m` or `1 MiB`.
+///
+/// Suffixes are binary (K = 1024) and case-insensitive; the trailing `B` or
+/// `iB` is optional.
+pub fn parse_size(input: &str) -> Result<usize, SizeError> {
+    let error = |reason| SizeError {
+        input: input.to_owned(),
+        reason,
+    };
+    let s = input.trim();
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(error("it does not start with a number"));
+    }
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(error("unknown suffix")),
+    };
+    let number: usize = digits
+        .parse()
+        .map_err(|_| error("the number is too large"))?;
+    number
+        .checked_mul(1usize << shift)
+        .ok_or_else(|| error("the size is too large"))
+}
+
+/// Formats a byte count for people: exact binary multiples as `64 KiB`,
+/// other counts of a KiB or more with two decimals (`1.50 GiB`), small
+/// counts as `123 B`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && bytes >= 1u64 << (10 * (unit + 1)) {
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes} B");
+    }
+    let scale = 1u64 << (10 * unit);
+    if bytes.is_multiple_of(scale) {
+        format!("{} {}", bytes / scale, UNITS[unit])
+    } else {
+        format!("{:.2} {}", bytes as f64 / scale as f64, UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_suffixed_sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64kib"), Ok(64 << 10));
+        assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("1MB"), Ok(1 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("12b"), Ok(12));
+    }
+
+    #[test]
+    fn refuses_bad_sizes_with_a_hint() {
+        for bad in [
+            "",
+            "K",
+            "-1",
+            "1.5M",
+            "64Q",
+            "99999999999999999999999",
+            "1 TiB",
+        ] {
+            let err = parse_size(bad).expect_err(bad).to_string();
+            assert!(err.contains("for example 64K"), "{bad}: {err}");
+        }
+        assert!(parse_size(&format!("{}G", usize::MAX >> 8)).is_err());
+    }
+
+    #[test]
+    fn formats_bytes() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1024), "1 KiB");
+        assert_eq!(format_bytes(64 << 10), "64 KiB");
+        assert_eq!(format_bytes(1536), "1.50 KiB");
+        assert_eq!(format_bytes(3 << 30), "3 GiB");
+        assert_eq!(format_bytes(u64::MAX), "16384.00 PiB");
+    }
+}
