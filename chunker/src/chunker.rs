@@ -1,6 +1,8 @@
 //! The chunker: boundary search over slices, a chunk iterator, and the
 //! candidate bookkeeping they share with the streaming and parallel paths.
 
+use std::collections::VecDeque;
+
 use crate::resolve::{Resolution, Resolver};
 use crate::{Candidate, ChunkerParams, GearTable, Kernel, ParamsError};
 
@@ -107,23 +109,39 @@ impl Chunker {
             pos: 0,
             cuts: CutState::default(),
             threads: 1,
+            segment: crate::parallel::SEGMENT,
+            pending: VecDeque::new(),
         }
     }
 
     /// Iterates over the chunks of `data`, scanning on `threads` threads.
     ///
     /// Gives exactly the chunks of [`chunks`](Self::chunks). The input is
-    /// scanned in windows of `threads` x 4 MiB; each thread scans its part of
-    /// a window independently (hash positions do not depend on each other),
-    /// and the cheap size rules then run over the merged candidates.
+    /// taken in windows of `threads` segments of 16 MiB; each thread chunks
+    /// its segment speculatively and the chains are joined where they meet
+    /// (see the `parallel` module). Memory stays bounded by the window.
     pub fn chunks_parallel<'a>(&'a self, data: &'a [u8], threads: usize) -> Chunks<'a> {
+        self.chunks_parallel_with_segment(data, threads, crate::parallel::SEGMENT)
+    }
+
+    /// [`chunks_parallel`](Self::chunks_parallel) with `segment` bytes per
+    /// thread per window (at least one maximum chunk size). A tuning knob:
+    /// boundaries never depend on it.
+    pub fn chunks_parallel_with_segment<'a>(
+        &'a self,
+        data: &'a [u8],
+        threads: usize,
+        segment: usize,
+    ) -> Chunks<'a> {
         Chunks {
             threads: threads.max(1),
+            segment: segment.max(self.params.max_size),
             ..self.chunks(data)
         }
     }
 
     /// Scans `start..end` of `data` for relaxed candidates into `out`.
+    #[inline]
     pub(crate) fn scan(&self, data: &[u8], start: usize, end: usize, out: &mut Vec<Candidate>) {
         self.kernel
             .scan(&self.table, data, start, end, self.relaxed, out);
@@ -156,7 +174,6 @@ impl CutState {
         data: &[u8],
         start: usize,
         last: bool,
-        threads: usize,
     ) -> Option<usize> {
         loop {
             let resolution = chunker.resolver().resolve(
@@ -171,25 +188,18 @@ impl CutState {
                 Resolution::Cut(end) => return Some(end),
                 Resolution::Done => return None,
                 Resolution::NeedScan(from) if from >= data.len() => return None,
-                Resolution::NeedScan(from) => self.scan_from(chunker, data, from, threads),
+                Resolution::NeedScan(from) => self.scan_from(chunker, data, from),
             }
         }
     }
 
-    fn scan_from(&mut self, chunker: &Chunker, data: &[u8], from: usize, threads: usize) {
+    fn scan_from(&mut self, chunker: &Chunker, data: &[u8], from: usize) {
         if self.cursor == self.candidates.len() {
             self.candidates.clear();
             self.cursor = 0;
         }
-        let end = if threads <= 1 {
-            let end = data.len().min(from + SCAN_BLOCK);
-            chunker.scan(data, from, end, &mut self.candidates);
-            end
-        } else {
-            let end = data.len().min(from + threads * crate::parallel::PART);
-            crate::parallel::scan(chunker, data, from, end, threads, &mut self.candidates);
-            end
-        };
+        let end = data.len().min(from + SCAN_BLOCK);
+        chunker.scan(data, from, end, &mut self.candidates);
         self.scanned_end = end;
     }
 
@@ -213,15 +223,31 @@ pub struct Chunks<'a> {
     pos: usize,
     cuts: CutState,
     threads: usize,
+    segment: usize,
+    /// Chunk ends computed ahead by the parallel path.
+    pending: VecDeque<usize>,
 }
 
 impl<'a> Iterator for Chunks<'a> {
     type Item = Chunk<'a>;
 
     fn next(&mut self) -> Option<Chunk<'a>> {
-        let end = self
-            .cuts
-            .next_cut(self.chunker, self.data, self.pos, true, self.threads)?;
+        let end = if self.threads > 1 {
+            if self.pending.is_empty() && self.pos < self.data.len() {
+                crate::parallel::chunk_window(
+                    self.chunker,
+                    self.data,
+                    self.pos,
+                    self.threads,
+                    self.segment,
+                    &mut self.pending,
+                );
+            }
+            self.pending.pop_front()?
+        } else {
+            self.cuts
+                .next_cut(self.chunker, self.data, self.pos, true)?
+        };
         let chunk = Chunk {
             offset: self.pos as u64,
             data: &self.data[self.pos..end],

@@ -1,55 +1,96 @@
-//! Scanning one large input on several threads.
+//! Chunking one large input on several threads, with exactly the boundaries
+//! of a single thread.
 //!
-//! Most parallel CDC designs chunk each segment speculatively from its own
-//! start and then merge at the first cut point two segments share. cairn does
-//! not need speculation: a gear hash position depends only on the 32 bytes
-//! before it, so each thread scans its part for candidates exactly as a single
-//! thread would, and the size rules (cheap, sparse) run once over the merged
-//! list. The result is the sequential boundaries by construction, with no work
-//! thrown away.
+//! The input is taken in windows of `threads` segments. Each thread chunks
+//! its segment as if a chunk started at the segment's first byte (a
+//! speculative chain), skipping each chunk's minimum size like the single
+//! thread does. Then the true chain, coming from the previous segment, is
+//! walked serially into the next segment until it lands on a cut of that
+//! segment's speculative chain; from there on the two chains are the same
+//! (a cut depends only on where its chunk starts), so the rest of that
+//! chain is adopted as is. Content-defined chains meet within a chunk or
+//! two, so the serial walk is short; if they never meet inside a segment,
+//! the walk simply continues, and the result is still exact.
 
-use crate::{Candidate, Chunker};
+use std::collections::VecDeque;
 
-/// Bytes each thread scans per window. With the candidate list this bounds
-/// memory: at worst (every position a candidate, as in some degenerate
-/// inputs) 16 bytes per scanned byte of a window.
-pub(crate) const PART: usize = 4 << 20;
+use crate::Chunker;
+use crate::chunker::CutState;
 
-/// Scans `start..end` split into `threads` parts, appending the candidates
-/// in order to `out`.
-pub(crate) fn scan(
+/// Bytes per thread per window by default. Large enough that thread
+/// start-up and the serial walk to the meeting point cost a few percent at
+/// most.
+pub(crate) const SEGMENT: usize = 16 << 20;
+
+/// Chunk ends (exclusive offsets) of the chain starting at `start`, up to
+/// and including the first one at or past `until` (or the end of `data`).
+fn chain(chunker: &Chunker, data: &[u8], start: usize, until: usize) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let mut state = CutState::default();
+    let mut pos = start;
+    while pos < until {
+        match state.next_cut(chunker, data, pos, true) {
+            Some(end) => {
+                cuts.push(end);
+                pos = end;
+            }
+            None => break,
+        }
+    }
+    cuts
+}
+
+/// Appends to `out` the true chunk ends from `start` (a true chunk start)
+/// through one window of `threads` segments. Returns nothing; the last end
+/// pushed is the next window's start (the end of `data` when done).
+pub(crate) fn chunk_window(
     chunker: &Chunker,
     data: &[u8],
     start: usize,
-    end: usize,
     threads: usize,
-    out: &mut Vec<Candidate>,
+    segment: usize,
+    out: &mut VecDeque<usize>,
 ) {
-    let len = end - start;
-    let part = len.div_ceil(threads).max(1);
-    let mut parts: Vec<Vec<Candidate>> = Vec::with_capacity(threads);
+    let seg_start = |k: usize| (start + k * segment).min(data.len());
+    let mut chains: Vec<Vec<usize>> = Vec::with_capacity(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|i| (start + i * part, (start + (i + 1) * part).min(end)))
-            .filter(|(a, b)| a < b)
-            .skip(1)
-            .map(|(a, b)| {
-                s.spawn(move || {
-                    let mut found = Vec::new();
-                    chunker.scan(data, a, b, &mut found);
-                    found
-                })
-            })
+        let handles: Vec<_> = (1..threads)
+            .filter(|&k| seg_start(k) < data.len())
+            .map(|k| s.spawn(move || chain(chunker, data, seg_start(k), seg_start(k + 1))))
             .collect();
-        chunker.scan(data, start, (start + part).min(end), out);
+        chains.push(chain(chunker, data, start, seg_start(1)));
         for h in handles {
             match h.join() {
-                Ok(found) => parts.push(found),
+                Ok(cuts) => chains.push(cuts),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
     });
-    for found in parts {
-        out.extend_from_slice(&found);
+
+    let mut chains = chains.into_iter();
+    let first = chains.next().unwrap_or_default();
+    let mut at = first.last().copied().unwrap_or(start);
+    out.extend(first);
+    let mut walk = CutState::default();
+    for (k, speculative) in chains.enumerate() {
+        let seg_end = seg_start(k + 2);
+        // Walk the true chain until it meets the speculative one.
+        loop {
+            if let Ok(i) = speculative.binary_search(&at) {
+                out.extend(&speculative[i + 1..]);
+                at = speculative.last().copied().unwrap_or(at);
+                break;
+            }
+            if at >= seg_end || at >= data.len() {
+                break;
+            }
+            match walk.next_cut(chunker, data, at, true) {
+                Some(end) => {
+                    out.push_back(end);
+                    at = end;
+                }
+                None => break,
+            }
+        }
     }
 }

@@ -59,10 +59,7 @@ impl<'c, R: Read> StreamChunker<'c, R> {
     pub fn next_chunk(&mut self) -> io::Result<Option<Chunk<'_>>> {
         loop {
             let data = &self.buf[..self.filled];
-            if let Some(end) = self
-                .cuts
-                .next_cut(self.chunker, data, self.pos, self.eof, 1)
-            {
+            if let Some(end) = self.cuts.next_cut(self.chunker, data, self.pos, self.eof) {
                 let start = self.pos;
                 self.pos = end;
                 return Ok(Some(Chunk {

@@ -73,6 +73,7 @@ proptest! {
         p in params(),
         seed in any::<[u8; 32]>(),
         threads in 2usize..5,
+        segment in 1usize..100_000,
         buffer in 1usize..200_000,
         splits in prop::collection::vec(1usize..100_000, 1..6),
     ) {
@@ -86,6 +87,8 @@ proptest! {
             prop_assert_eq!(&lengths(c.chunks(&data)), &want, "kernel {:?}", kernel);
         }
         prop_assert_eq!(&lengths(chunker.chunks_parallel(&data, threads)), &want);
+        let segmented = chunker.chunks_parallel_with_segment(&data, threads, segment);
+        prop_assert_eq!(&lengths(segmented), &want, "segment {}", segment);
 
         let reader = Splits { data: &data, sizes: splits, i: 0 };
         let mut stream = StreamChunker::with_buffer_size(&chunker, reader, buffer);
