@@ -45,9 +45,11 @@ pub(super) unsafe fn scan(
     }
     let first_new = out.len();
     let planes = table.byte_planes();
-    // SAFETY: each load reads 64 bytes inside a 256-byte plane.
     let plane_regs: [[__m512i; 4]; 4] = std::array::from_fn(|p| {
-        std::array::from_fn(|k| unsafe { _mm512_loadu_si512(planes[p][64 * k..].as_ptr().cast()) })
+        std::array::from_fn(|k| {
+            // SAFETY: reads 64 bytes at 64 * k (k < 4) of a 256-byte plane.
+            unsafe { _mm512_loadu_si512(planes[p][64 * k..].as_ptr().cast()) }
+        })
     });
     // SAFETY: STEP_MAJOR is 16 bytes.
     let step_major = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(STEP_MAJOR.as_ptr().cast()) });
