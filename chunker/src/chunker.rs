@@ -82,14 +82,14 @@ impl Chunker {
             let mut h = crate::scan::state_before(&self.table, data, first);
             let strict_end = limit.min(p.avg_size - 1);
             for (e, &b) in data[first..strict_end].iter().enumerate() {
-                h = (h << 1).wrapping_add(g[b as usize]);
+                h = (h << 1) ^ g[b as usize];
                 if h < t.strict {
                     return Some(first + e + 1);
                 }
             }
             let from = strict_end.max(first);
             for (e, &b) in data[from..limit].iter().enumerate() {
-                h = (h << 1).wrapping_add(g[b as usize]);
+                h = (h << 1) ^ g[b as usize];
                 if h < t.relaxed {
                     return Some(from + e + 1);
                 }

@@ -20,8 +20,9 @@ pub const TEST_SEED: [u8; 32] = *b"cairn-chunker public test seed!!";
 #[derive(Clone, PartialEq, Eq)]
 pub struct GearTable {
     values: [u32; 256],
-    /// `planes[p][x]` is byte `p` of `values[x]`: the layout the byte-permute
-    /// scanner looks values up in, computed once here rather than per scan.
+    /// Bit-interleaved planes: bit `i` of `planes[r][x]` is bit `4i + r` of
+    /// `values[x]`. The layout the byte-permute scanner keeps its hashes in
+    /// (see `scan/vbmi.rs`), computed once here rather than per scan.
     planes: [[u8; 256]; 4],
 }
 
@@ -49,9 +50,9 @@ impl GearTable {
             *v = (rng.next() >> 32) as u32;
         }
         let mut planes = [[0u8; 256]; 4];
-        for (x, v) in values.iter().enumerate() {
-            for (p, plane) in planes.iter_mut().enumerate() {
-                plane[x] = v.to_le_bytes()[p];
+        for (x, &v) in values.iter().enumerate() {
+            for (r, plane) in planes.iter_mut().enumerate() {
+                plane[x] = (0..8).fold(0u8, |acc, i| acc | ((((v >> (4 * i + r)) & 1) as u8) << i));
             }
         }
         Self { values, planes }
@@ -68,10 +69,10 @@ impl GearTable {
         &self.values
     }
 
-    /// The gear values split into byte planes: `byte_planes()[p][x]` is byte
-    /// `p` (little-endian) of `values()[x]`.
+    /// The gear values as bit-interleaved byte planes: bit `i` of
+    /// `interleaved_planes()[r][x]` is bit `4i + r` of `values()[x]`.
     #[inline(always)]
-    pub(crate) fn byte_planes(&self) -> &[[u8; 256]; 4] {
+    pub(crate) fn interleaved_planes(&self) -> &[[u8; 256]; 4] {
         &self.planes
     }
 }

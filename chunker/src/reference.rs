@@ -6,8 +6,9 @@
 //! the same rules in prose.
 //!
 //! Definitions, for input `d` and gear table `G`:
-//! - the hash at position `e` is `h(e) = sum_{k=0}^{min(e,31)} G[d[e-k]] << k`
-//!   over wrapping 32-bit integers: a window of the 32 bytes ending at `e`;
+//! - the hash at position `e` is `h(e) = XOR_{k=0}^{min(e,31)} G[d[e-k]] << k`
+//!   over 32-bit words (bits shifted past bit 31 are dropped): a window of the
+//!   32 bytes ending at `e`; equivalently `h(e) = (h(e-1) << 1) ^ G[d[e]]`;
 //! - a chunk starting at `c` ends after the first position `e >= c + min - 1`
 //!   where `h(e) < strict` while the chunk would be shorter than `avg`, or
 //!   `h(e) < relaxed` once it would be `avg` or longer; failing that, it ends
@@ -24,7 +25,7 @@ pub fn window_hash(table: &GearTable, data: &[u8], end: usize) -> u32 {
     let first = end.saturating_sub(31);
     data[first..=end]
         .iter()
-        .fold(0u32, |h, &b| (h << 1).wrapping_add(g[b as usize]))
+        .fold(0u32, |h, &b| (h << 1) ^ g[b as usize])
 }
 
 /// Length of the chunk at the start of `data`, by the definition.

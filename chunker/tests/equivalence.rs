@@ -134,11 +134,14 @@ proptest! {
         a in any::<prop::sample::Index>(),
         b in any::<prop::sample::Index>(),
         shift in 0u32..32,
+        power_of_two in any::<bool>(),
     ) {
         let table = GearTable::for_tests();
         let (mut start, mut end) = (a.index(data.len() + 1), b.index(data.len() + 1));
         if start > end { std::mem::swap(&mut start, &mut end); }
-        let threshold = u32::MAX >> shift;
+        // Chunker parameters only produce powers of two; other thresholds
+        // must still work through the fallback.
+        let threshold = if power_of_two { 1u32 << shift } else { u32::MAX >> shift };
         let mut want = Vec::new();
         Kernel::Scalar.scan(&table, &data, start, end, threshold, &mut want);
         for kernel in Kernel::available() {

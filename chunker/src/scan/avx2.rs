@@ -58,7 +58,7 @@ pub(super) unsafe fn scan(
                     // SAFETY: every index is a byte value (0..=255) and the
                     // table has 256 u32 entries.
                     let gear = unsafe { _mm256_i32gather_epi32::<4>(g.as_ptr().cast(), $idx) };
-                    h = _mm256_add_epi32(_mm256_slli_epi32::<1>(h), gear);
+                    h = _mm256_xor_si256(_mm256_slli_epi32::<1>(h), gear);
                     min = _mm256_min_epu32(min, h);
                 }};
             }

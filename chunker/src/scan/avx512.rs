@@ -63,7 +63,7 @@ pub(super) unsafe fn scan(
                     // SAFETY: every index is a byte value (0..=255) and the
                     // table has 256 u32 entries.
                     let gear = unsafe { _mm512_i32gather_epi32::<4>($idx, g.as_ptr().cast()) };
-                    h = _mm512_add_epi32(_mm512_slli_epi32::<1>(h), gear);
+                    h = _mm512_xor_si512(_mm512_slli_epi32::<1>(h), gear);
                     min = _mm512_min_epu32(min, h);
                 }};
             }

@@ -40,7 +40,9 @@ pub enum Kernel {
     Avx2,
     /// 16 lanes of 32-bit hashes in AVX-512 registers, table lookups by gather.
     Avx512,
-    /// 16 lanes as `Avx512`, table lookups by AVX-512 VBMI byte permutes.
+    /// 64 lanes of byte-sliced hashes, table lookups by AVX-512 VBMI byte
+    /// permutes. Power-of-two thresholds (all that chunker parameters
+    /// produce); other thresholds take the `Avx512` path.
     Avx512Vbmi,
 }
 
@@ -112,9 +114,16 @@ impl Kernel {
         }
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512Vbmi if has_vbmi() => {
+            Self::Avx512Vbmi if has_vbmi() && threshold.is_power_of_two() => {
                 // SAFETY: the CPU supports AVX-512F, BW and VBMI, checked just above.
                 unsafe { vbmi::scan(table, data, start, end, threshold, out) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512Vbmi if std::arch::is_x86_feature_detected!("avx512f") => {
+                // Thresholds that are not a power of two (never produced by
+                // chunker parameters) take the gather kernel.
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                unsafe { avx512::scan(table, data, start, end, threshold, out) }
             }
             #[cfg(target_arch = "x86_64")]
             Self::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
@@ -183,7 +192,7 @@ mod tests {
                 (0, 0),
                 (10, 5),
             ] {
-                for thr in [1 << 20, 1 << 26, u32::MAX] {
+                for thr in [1, 1 << 20, 1 << 26, 1 << 31, u32::MAX, 12345] {
                     assert_eq!(
                         scan_all(kernel, &data, start, end, thr),
                         scan_all(Kernel::Scalar, &data, start, end, thr),

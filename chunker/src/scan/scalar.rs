@@ -15,7 +15,7 @@ pub(crate) fn scan(
     let g = table.values();
     let mut h = state_before(table, data, start);
     for (pos, &byte) in data[start..end].iter().enumerate() {
-        h = (h << 1).wrapping_add(g[byte as usize]);
+        h = (h << 1) ^ g[byte as usize];
         if h < threshold {
             out.push(Candidate {
                 pos: start + pos,
@@ -37,7 +37,7 @@ pub(crate) fn replay(
 ) {
     let g = table.values();
     for (pos, &byte) in data.iter().enumerate() {
-        h = (h << 1).wrapping_add(g[byte as usize]);
+        h = (h << 1) ^ g[byte as usize];
         if h < threshold {
             out.push(Candidate {
                 pos: start + pos,

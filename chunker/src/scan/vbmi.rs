@@ -1,31 +1,70 @@
-//! AVX-512 VBMI scanner: 16 lanes of 32-bit gear hashes, table lookups by
-//! byte permutes instead of gathers.
+//! AVX-512 VBMI scanner: 64 lanes of byte-sliced gear hashes.
 //!
-//! Lanes, rounds and the 16x16 word transpose are those of the AVX-512F
-//! scanner (`avx512.rs`), whose speed is bounded by its gathers (one per
-//! 16 lookups). Here the 256-entry table is split into four byte planes
-//! (byte `p` of every entry); `vpermi2b` looks up 64 bytes in a 128-entry
-//! plane half at once, so 4 planes x 2 halves + 4 blends look up 64 bytes.
-//! The looked-up planes are then interleaved back into 32-bit values with
-//! byte and word unpacks. For that interleave to land each value in the lane
-//! and step where the hash needs it, the input bytes are first reordered
-//! inside each 128-bit block (one `vpshufb`); see the layout notes inline.
+//! The range is cut into 64 lanes, each rolling its own XOR-gear hash
+//! `h = (h << 1) ^ G[byte]` through its own stretch of the input; one byte
+//! of a `zmm` register per lane. A 32-bit hash is held in four registers in
+//! a *bit-interleaved* layout: bit `i` of lane byte `L` of plane `r` is bit
+//! `4i + r` of lane `L`'s hash. In that layout `h << 1` is nearly free:
+//! plane `r` becomes plane `r + 1` (a renaming, no instruction) and plane 0
+//! becomes plane 3 shifted left by one within each byte (one byte add). The
+//! gear table is stored in the same layout (`GearTable::interleaved_planes`)
+//! and looked up 64 bytes at a time with `vpermt2b` (128 entries per
+//! instruction; the two halves are zero-masked by the index's top bit and
+//! XORed into the hash together, one ternary-logic instruction per plane).
+//!
+//! The cut test `h < 2^a` (top `32 - a` bits zero) becomes, per plane, an AND
+//! with a byte mask; since the masks grow with the plane number, the four
+//! tests fold into a chain of `(x | plane) & mask` ternary-logic steps. A
+//! round keeps the lane-wise byte minimum of the test value and checks it
+//! once; lanes whose minimum is zero (rare: a candidate) are replayed by the
+//! scalar loop to report exact positions.
+//!
+//! Feeding 64 lanes one byte per step needs a 64x64 byte transpose per round
+//! of 64 steps; it is done as four 16x16 transposes of 32-bit words (shared
+//! with the AVX-512F scanner), a byte shuffle within 128-bit blocks, and a
+//! 4x4 word transpose across the four groups.
 
 use std::arch::x86_64::*;
 
 use super::{Candidate, scalar, state_before};
 use crate::GearTable;
 
-const LANES: usize = 16;
+/// Lanes per register (bytes of a `zmm`).
+const LANES: usize = 64;
+/// Steps per round: bytes of each lane between two tests.
 const ROUND: usize = 64;
 
 /// Within each 128-bit block: output byte `4m + i` takes input byte `4i + m`
-/// (a 4x4 byte transpose). After the column transpose, input byte `4i + m` of
-/// block `q` is step `m` of lane `4q + i`.
+/// (a 4x4 byte transpose), turning "4 steps of 4 lanes" into "4 lanes of
+/// 4 steps".
 const STEP_MAJOR: [u8; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
 
+/// `(a | b) & c` for `_mm512_ternarylogic_epi32`.
+const OR_AND: i32 = 0xA8;
+/// `a ^ b ^ c` for `_mm512_ternarylogic_epi32`.
+const XOR3: i32 = 0x96;
+
+/// The lane whose hash sits in byte `byte` of a step register. Group `g`
+/// holds lanes `16g..16g + 16`; after the transposes, byte `16q + 4g + i`
+/// holds lane `16g + 4q + i`.
+#[inline]
+fn lane_of_byte(byte: usize) -> usize {
+    let (q, g, i) = (byte >> 4, (byte >> 2) & 3, byte & 3);
+    16 * g + 4 * q + i
+}
+
+/// Byte masks selecting, in each plane, the hash bits at or above bit `a`
+/// (the bits `h < 2^a` requires to be zero). They grow with the plane
+/// number, which the folded test relies on.
+fn test_masks(a: u32) -> [u8; 4] {
+    std::array::from_fn(|r| {
+        let first = (a as i32 - r as i32 + 3).div_euclid(4).max(0);
+        if first >= 8 { 0 } else { 0xFFu8 << first }
+    })
+}
+
 /// Scans `start..end` (`start < end <= data.len()`), see
-/// [`super::Kernel::scan`].
+/// [`super::Kernel::scan`]. `threshold` must be a power of two.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX-512BW and AVX-512VBMI.
@@ -38,98 +77,121 @@ pub(super) unsafe fn scan(
     threshold: u32,
     out: &mut Vec<Candidate>,
 ) {
-    debug_assert!(start < end && end <= data.len());
+    debug_assert!(start < end && end <= data.len() && threshold.is_power_of_two());
     let lane_len = ((end - start) / LANES) & !(ROUND - 1);
     if lane_len == 0 {
         return scalar::scan(table, data, start, end, threshold, out);
     }
     let first_new = out.len();
-    let planes = table.byte_planes();
+    let planes = table.interleaved_planes();
     let plane_regs: [[__m512i; 4]; 4] = std::array::from_fn(|p| {
         std::array::from_fn(|k| {
             // SAFETY: reads 64 bytes at 64 * k (k < 4) of a 256-byte plane.
             unsafe { _mm512_loadu_si512(planes[p][64 * k..].as_ptr().cast()) }
         })
     });
+    let masks = test_masks(threshold.trailing_zeros()).map(|m| _mm512_set1_epi8(m as i8));
     // SAFETY: STEP_MAJOR is 16 bytes.
     let step_major = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(STEP_MAJOR.as_ptr().cast()) });
     let lane_start: [usize; LANES] = std::array::from_fn(|j| start + j * lane_len);
 
     // One round: 64 bytes of every lane from `lane_start[j] + offset`.
-    // Returns the lane-wise minimum hash over the round's positions.
-    let round = |h: &mut __m512i, offset: isize| -> __m512i {
-        // SAFETY: callers keep lane_start[j] + offset .. + 64 inside `data`:
-        // offset >= -64 only when start >= 64, and offset + 64 <= lane_len,
-        // where the last lane ends at start + 16 * lane_len <= data.len().
-        let rows: [__m512i; LANES] = std::array::from_fn(|j| unsafe {
-            _mm512_loadu_si512(data.as_ptr().add(lane_start[j]).offset(offset).cast())
-        });
-        let cols = super::avx512::transpose16(rows);
-        let mut min = _mm512_set1_epi32(-1);
-        for col in cols {
-            // Block q, byte 4m + i: step m of lane 4q + i.
-            let idx = _mm512_shuffle_epi8(col, step_major);
-            let high_half = _mm512_movepi8_mask(idx);
-            let look = |p: usize| {
-                let [a, b, c, d] = plane_regs[p];
-                let low = _mm512_permutex2var_epi8(a, idx, b);
-                let high = _mm512_permutex2var_epi8(c, idx, d);
-                _mm512_mask_blend_epi8(high_half, low, high)
-            };
-            let (b0, b1, b2, b3) = (look(0), look(1), look(2), look(3));
-            // Words (byte0, byte1) and (byte2, byte3) of each value...
-            let lo01 = _mm512_unpacklo_epi8(b0, b1);
-            let hi01 = _mm512_unpackhi_epi8(b0, b1);
-            let lo23 = _mm512_unpacklo_epi8(b2, b3);
-            let hi23 = _mm512_unpackhi_epi8(b2, b3);
-            // ...then whole values: steps[m] lane 4q + i is step m of that lane.
+    // Returns the lane-wise minimum of the test value (zero: a candidate).
+    let round = |h: &mut [__m512i; 4], offset: isize| -> __m512i {
+        let mut cols = [[_mm512_setzero_si512(); 16]; 4];
+        for (g, group_cols) in cols.iter_mut().enumerate() {
+            // SAFETY: callers keep lane_start[j] + offset .. + 64 inside
+            // `data`: offset >= -64 only when start >= 64, and offset + 64 <=
+            // lane_len, where the last lane ends at start + 64 * lane_len <=
+            // data.len().
+            let rows: [__m512i; 16] = std::array::from_fn(|i| unsafe {
+                _mm512_loadu_si512(
+                    data.as_ptr()
+                        .add(lane_start[16 * g + i])
+                        .offset(offset)
+                        .cast(),
+                )
+            });
+            // group_cols[t] word i: bytes 4t..4t+4 of lane 16g + i.
+            *group_cols = super::avx512::transpose16(rows);
+        }
+        let mut min = _mm512_set1_epi8(-1);
+        for t in 0..16 {
+            // Per group, block q byte 4m + i: step 4t + m of lane 16g + 4q + i.
+            let [g0, g1, g2, g3] =
+                std::array::from_fn(|g| _mm512_shuffle_epi8(cols[g][t], step_major));
+            // 4x4 transpose of words within each block across the groups:
+            // steps[m] block q word g = group g's block q word m.
+            let a0 = _mm512_unpacklo_epi32(g0, g1);
+            let a1 = _mm512_unpackhi_epi32(g0, g1);
+            let a2 = _mm512_unpacklo_epi32(g2, g3);
+            let a3 = _mm512_unpackhi_epi32(g2, g3);
             let steps = [
-                _mm512_unpacklo_epi16(lo01, lo23),
-                _mm512_unpackhi_epi16(lo01, lo23),
-                _mm512_unpacklo_epi16(hi01, hi23),
-                _mm512_unpackhi_epi16(hi01, hi23),
+                _mm512_unpacklo_epi64(a0, a2),
+                _mm512_unpackhi_epi64(a0, a2),
+                _mm512_unpacklo_epi64(a1, a3),
+                _mm512_unpackhi_epi64(a1, a3),
             ];
-            for gear in steps {
-                *h = _mm512_add_epi32(_mm512_slli_epi32::<1>(*h), gear);
-                min = _mm512_min_epu32(min, *h);
+            for idx in steps {
+                let high = _mm512_movepi8_mask(idx);
+                let low = !high;
+                let gear = |r: usize| {
+                    let [a, b, c, d] = plane_regs[r];
+                    (
+                        _mm512_maskz_permutex2var_epi8(low, a, idx, b),
+                        _mm512_maskz_permutex2var_epi8(high, c, idx, d),
+                    )
+                };
+                let [p0, p1, p2, p3] = *h;
+                let shifted = _mm512_add_epi8(p3, p3);
+                let next: [__m512i; 4] = std::array::from_fn(|r| {
+                    let (lo, hi) = gear(r);
+                    let prev = [shifted, p0, p1, p2][r];
+                    _mm512_ternarylogic_epi32::<XOR3>(prev, lo, hi)
+                });
+                *h = next;
+                let t = _mm512_and_si512(next[0], masks[0]);
+                let t = _mm512_ternarylogic_epi32::<OR_AND>(t, next[1], masks[1]);
+                let t = _mm512_ternarylogic_epi32::<OR_AND>(t, next[2], masks[2]);
+                let t = _mm512_ternarylogic_epi32::<OR_AND>(t, next[3], masks[3]);
+                min = _mm512_min_epu8(min, t);
             }
         }
         min
     };
 
-    let mut h = if start >= ROUND {
+    let mut h = [_mm512_setzero_si512(); 4];
+    let mut lane_state = [0u32; LANES];
+    if start >= ROUND {
         // Warm up on the 64 bytes before each lane: from a zero state, they
         // leave exactly the hash of the 32 bytes before the lane's start.
-        let mut h = _mm512_setzero_si512();
         round(&mut h, -(ROUND as isize));
-        h
     } else {
-        let init: [u32; LANES] = std::array::from_fn(|j| state_before(table, data, lane_start[j]));
-        // SAFETY: `init` holds 16 u32s; loadu has no alignment requirement.
-        unsafe { _mm512_loadu_si512(init.as_ptr().cast()) }
-    };
-    let thr = _mm512_set1_epi32(threshold as i32);
+        for (j, s) in lane_state.iter_mut().enumerate() {
+            *s = state_before(table, data, lane_start[j]);
+        }
+        h = to_planes(&lane_state);
+    }
     let mut offset = 0;
     while offset < lane_len {
         let round_start = h;
         let min = round(&mut h, offset as isize);
-        let hits = _mm512_cmplt_epu32_mask(min, thr);
+        let hits = _mm512_cmpeq_epi8_mask(min, _mm512_setzero_si512());
         if hits != 0 {
-            let mut before = [0u32; LANES];
-            // SAFETY: `before` holds 16 u32s; storeu has no alignment requirement.
-            unsafe { _mm512_storeu_si512(before.as_mut_ptr().cast(), round_start) };
-            for (j, &lane_state) in before.iter().enumerate() {
-                if hits & (1 << j) != 0 {
-                    let from = lane_start[j] + offset;
-                    scalar::replay(
-                        table,
-                        &data[from..from + ROUND],
-                        from,
-                        lane_state,
-                        threshold,
-                        out,
-                    );
-                }
+            let before = from_planes(&round_start);
+            let mut bits = hits;
+            while bits != 0 {
+                let lane = lane_of_byte(bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+                let from = lane_start[lane] + offset;
+                scalar::replay(
+                    table,
+                    &data[from..from + ROUND],
+                    from,
+                    before[lane],
+                    threshold,
+                    out,
+                );
             }
         }
         offset += ROUND;
@@ -137,4 +199,82 @@ pub(super) unsafe fn scan(
     out[first_new..].sort_unstable_by_key(|c| c.pos);
     let tail = start + LANES * lane_len;
     scalar::scan(table, data, tail, end, threshold, out);
+}
+
+/// Lane hashes (indexed by lane) into the bit-interleaved register layout.
+#[target_feature(enable = "avx512f")]
+fn to_planes(lanes: &[u32; LANES]) -> [__m512i; 4] {
+    let mut bytes = [[0u8; LANES]; 4];
+    for byte in 0..LANES {
+        let h = lanes[lane_of_byte(byte)];
+        for (r, plane) in bytes.iter_mut().enumerate() {
+            plane[byte] = (0..8).fold(0u8, |acc, i| acc | ((((h >> (4 * i + r)) & 1) as u8) << i));
+        }
+    }
+    // SAFETY: each plane is 64 bytes; loadu has no alignment requirement.
+    bytes.map(|p| unsafe { _mm512_loadu_si512(p.as_ptr().cast()) })
+}
+
+/// The inverse of [`to_planes`].
+#[target_feature(enable = "avx512f")]
+fn from_planes(regs: &[__m512i; 4]) -> [u32; LANES] {
+    let mut bytes = [[0u8; LANES]; 4];
+    for (plane, reg) in bytes.iter_mut().zip(regs) {
+        // SAFETY: each plane is 64 bytes; storeu has no alignment requirement.
+        unsafe { _mm512_storeu_si512(plane.as_mut_ptr().cast(), *reg) };
+    }
+    let mut lanes = [0u32; LANES];
+    for byte in 0..LANES {
+        let mut h = 0u32;
+        for (r, plane) in bytes.iter().enumerate() {
+            for i in 0..8 {
+                h |= (((plane[byte] >> i) & 1) as u32) << (4 * i + r);
+            }
+        }
+        lanes[lane_of_byte(byte)] = h;
+    }
+    lanes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_select_the_top_bits() {
+        for a in 0..32u32 {
+            let masks = test_masks(a);
+            let mut selected = 0u32;
+            for (r, m) in masks.iter().enumerate() {
+                for i in 0..8 {
+                    if m & (1 << i) != 0 {
+                        selected |= 1 << (4 * i + r);
+                    }
+                }
+            }
+            assert_eq!(selected, !0u32 << a, "a = {a}");
+            assert!(masks.windows(2).all(|w| w[0] & !w[1] == 0), "masks nest");
+        }
+    }
+
+    #[test]
+    fn lane_mapping_is_a_permutation() {
+        let mut seen = [false; LANES];
+        for b in 0..LANES {
+            seen[lane_of_byte(b)] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn planes_round_trip() {
+        if !(std::arch::is_x86_feature_detected!("avx512f")) {
+            return;
+        }
+        let lanes: [u32; LANES] =
+            std::array::from_fn(|j| (j as u32).wrapping_mul(0x9E37_79B9) ^ 0xA5A5_0F0F);
+        // SAFETY: AVX-512F checked above.
+        let back = unsafe { from_planes(&to_planes(&lanes)) };
+        assert_eq!(back, lanes);
+    }
 }
