@@ -4,6 +4,8 @@
 //! `cargo bench -p cairn-benches --bench chunker`. Results and ratios are
 //! recorded in BENCHMARKS.md.
 
+#![allow(clippy::expect_used)] // a benchmark with fixed, valid parameters
+
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -116,10 +116,11 @@ pub(super) unsafe fn scan(
             *group_cols = super::avx512::transpose16(rows);
         }
         let mut min = _mm512_set1_epi8(-1);
-        for t in 0..16 {
-            // Per group, block q byte 4m + i: step 4t + m of lane 16g + 4q + i.
-            let [g0, g1, g2, g3] =
-                std::array::from_fn(|g| _mm512_shuffle_epi8(cols[g][t], step_major));
+        let [c0, c1, c2, c3] = &cols;
+        for (((c0, c1), c2), c3) in c0.iter().zip(c1).zip(c2).zip(c3) {
+            // Per group, block q byte 4m + i: step 4t + m of lane 16g + 4q + i
+            // (column t of the group transposes).
+            let [g0, g1, g2, g3] = [c0, c1, c2, c3].map(|c| _mm512_shuffle_epi8(*c, step_major));
             // 4x4 transpose of words within each block across the groups:
             // steps[m] block q word g = group g's block q word m.
             let a0 = _mm512_unpacklo_epi32(g0, g1);

@@ -1,0 +1,68 @@
+//! Quick side-by-side throughput of every scan kernel, the slice iterator,
+//! the parallel path and `fastcdc::v2020`, as medians over repetitions in
+//! one run. Faster to read than the criterion bench when tuning a kernel;
+//! the numbers of record come from `cargo bench` (see BENCHMARKS.md).
+//!
+//! `cargo run --release -p cairn-benches --bin kernel_speed [MiB] [reps]`
+
+use std::time::Instant;
+
+use cairn_chunker::{Chunker, ChunkerParams, GearTable, Kernel, testdata};
+
+fn median_gbps(len: usize, reps: usize, mut f: impl FnMut() -> usize) -> (f64, usize) {
+    let mut rates = Vec::with_capacity(reps);
+    let mut n = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        n = std::hint::black_box(f());
+        rates.push(len as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    rates.sort_by(f64::total_cmp);
+    (rates[reps / 2], n)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mib: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(256);
+    let reps: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(7);
+    let data = testdata::pseudo_random(1, mib << 20);
+    let p = ChunkerParams::DISK_DEFAULT;
+    let chunker = Chunker::new(p, GearTable::for_tests())?;
+    let report = |name: &str, (gbps, n): (f64, usize)| println!("{name:<28} {gbps:6.2} GB/s  {n}");
+
+    report(
+        "fastcdc v2020 (level 2)",
+        median_gbps(data.len(), reps, || {
+            fastcdc::v2020::FastCDC::with_level(
+                &data,
+                p.min_size,
+                p.avg_size,
+                p.max_size,
+                fastcdc::v2020::Normalization::Level2,
+            )
+            .count()
+        }),
+    );
+    for kernel in Kernel::available() {
+        let c = chunker.clone().with_kernel(kernel);
+        report(
+            &format!("chunks {kernel:?}"),
+            median_gbps(data.len(), reps, || c.chunks(&data).count()),
+        );
+        report(
+            &format!("raw scan {kernel:?}"),
+            median_gbps(data.len(), reps, || {
+                let mut out = Vec::new();
+                kernel.scan(c.table(), &data, 0, data.len(), 1 << 18, &mut out);
+                out.len()
+            }),
+        );
+    }
+    report(
+        "chunks_parallel 2 threads",
+        median_gbps(data.len(), reps, || {
+            chunker.chunks_parallel(&data, 2).count()
+        }),
+    );
+    Ok(())
+}
