@@ -220,7 +220,12 @@ fuzz_target!(|input: Input| {
     let expected = cuts(chunker.chunks(&data));
     let mut pos = 0u64;
     for (i, &(offset, len)) in expected.iter().enumerate() {
-        assert_eq!(offset, pos, "chunk {i} does not start where {} ended", i.max(1) - 1);
+        assert_eq!(
+            offset,
+            pos,
+            "chunk {i} does not start where {} ended",
+            i.max(1) - 1
+        );
         assert!(len <= params.max_size, "chunk {i} longer than max: {len}");
         if i + 1 < expected.len() {
             assert!(len >= params.min_size, "chunk {i} shorter than min: {len}");
@@ -239,7 +244,11 @@ fuzz_target!(|input: Input| {
     }
 
     // The parallel path.
-    assert_eq!(cuts(chunker.chunks_parallel(&data, 2)), expected, "parallel");
+    assert_eq!(
+        cuts(chunker.chunks_parallel(&data, 2)),
+        expected,
+        "parallel"
+    );
 
     // The stream adapter over uneven reads.
     if params.max_size <= STREAM_MAX_SIZE {
@@ -255,7 +264,11 @@ fuzz_target!(|input: Input| {
         let mut streamed = Vec::new();
         while let Some(chunk) = stream.next_chunk().expect("SplitReader never fails") {
             let start = chunk.offset as usize;
-            assert_eq!(chunk.data, &data[start..start + chunk.data.len()], "stream bytes");
+            assert_eq!(
+                chunk.data,
+                &data[start..start + chunk.data.len()],
+                "stream bytes"
+            );
             streamed.push((chunk.offset, chunk.data.len()));
         }
         assert_eq!(streamed, expected, "stream");
