@@ -117,10 +117,10 @@ fn map(file: &File, len: u64) -> Option<Mmap> {
 /// page-in time counts as reading, not chunking.
 fn chunk_mapped(data: &[u8], chunker: &Chunker, threads: usize, acc: &mut Accumulator) {
     let max_size = chunker.params().max_size;
-    // The parallel scan reads up to `threads` x 4 MiB past the current chunk;
-    // keep well ahead of that (the exact figure is the chunker's business, so
-    // this is generous rather than tight).
-    let ahead = PREFAULT_AHEAD + threads * (16 << 20) + 2 * max_size;
+    // The parallel path works on windows of `threads` segments of 16 MiB
+    // past the current chunk; keep a window or two ahead of that (the exact
+    // figure is the chunker's business, so this is generous, not tight).
+    let ahead = PREFAULT_AHEAD + threads * (64 << 20) + 2 * max_size;
     let mut faulted = 0;
     let mut pos = 0;
     let mut chunks = chunker.chunks_parallel(data, threads);
@@ -256,6 +256,30 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         let r = report(&path, ReadOptions::default());
         assert_eq!((r.files, r.chunks, r.bytes), (1, 0, 0));
+    }
+
+    #[test]
+    fn block_device_size_comes_from_seeking() {
+        // A regular file stands in for a device: seeking to its end must give
+        // its length and leave the position at the start.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image");
+        std::fs::write(&path, vec![7u8; 12345]).unwrap();
+        let mut file = File::open(&path).unwrap();
+        assert_eq!(input_len(&mut file, InputKind::BlockDevice).unwrap(), 12345);
+        let mut first = [0u8; 1];
+        file.read_exact(&mut first).unwrap();
+        assert_eq!(first, [7]);
+        let mut acc = Accumulator::new();
+        chunk_input(
+            &path,
+            InputKind::BlockDevice,
+            &chunker(),
+            ReadOptions::default(),
+            &mut acc,
+        )
+        .unwrap();
+        assert_eq!(acc.bytes(), 12345);
     }
 
     #[test]

@@ -236,7 +236,8 @@ pub struct SizeSummary {
     pub avg: Option<f64>,
     /// Largest chunk, in bytes.
     pub max: Option<u64>,
-    /// Chunks cut at the maximum size because no boundary came before it.
+    /// Chunks of exactly the maximum size: cut there because no boundary
+    /// came before it (or, rarely, an input that ended right there).
     pub max_size_cuts: u64,
 }
 

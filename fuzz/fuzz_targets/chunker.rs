@@ -7,6 +7,7 @@
 //! - `chunks()` concatenates to the input; every chunk but the last has
 //!   `min <= len <= max`, the last `1 <= len <= max`;
 //! - `chunks()` with every scan kernel this CPU has, `chunks_parallel(.., 2)`,
+//!   the parallel path with 2 to 4 threads and small segments,
 //!   `StreamChunker` over a reader that returns the data in the fuzzer's
 //!   split sizes (with `Interrupted` errors mixed in), repeated
 //!   `find_boundary`, and (for inputs small enough) the reference definition
@@ -15,8 +16,8 @@
 //!   gives the cut it gives on the whole rest.
 //!
 //! The data is built from pieces: raw fuzzer bytes, long pseudo-random runs
-//! (to cross the chunker's 128 KiB scan blocks and 4 MiB parallel windows,
-//! which raw fuzzer inputs of a few KiB never reach) and runs of one byte
+//! (to cross the chunker's scan blocks and parallel segments, which raw
+//! fuzzer inputs of a few KiB never reach) and runs of one byte
 //! value (degenerate inputs where every or no position is a candidate).
 
 #![no_main]
@@ -125,6 +126,10 @@ struct Input {
     buffer: u32,
     /// Where to cut the prefix for the `find_boundary(.., false)` check.
     prefix: u32,
+    /// Extra threads (0 to 2) for the small-segment parallel check.
+    threads: u8,
+    /// Segment size for it (raised by the chunker to one maximum chunk).
+    segment: u32,
 }
 
 /// A piece length from a fuzzer value: usually up to 64 KiB, so that runs
@@ -243,11 +248,20 @@ fuzz_target!(|input: Input| {
         assert_eq!(cuts(with.chunks(&data)), expected, "kernel {kernel:?}");
     }
 
-    // The parallel path.
+    // The parallel path: default segments (16 MiB per thread, so only the
+    // largest inputs here span more than one), and small segments from the
+    // fuzzer so that speculative chains are joined many times per input.
     assert_eq!(
         cuts(chunker.chunks_parallel(&data, 2)),
         expected,
         "parallel"
+    );
+    let threads = 2 + usize::from(input.threads % 3);
+    let segment = input.segment as usize % (1 << 20);
+    assert_eq!(
+        cuts(chunker.chunks_parallel_with_segment(&data, threads, segment)),
+        expected,
+        "parallel, {threads} threads, segment {segment}"
     );
 
     // The stream adapter over uneven reads.
