@@ -15,9 +15,9 @@
 //! The cut test `h < 2^a` (top `32 - a` bits zero) becomes, per plane, an AND
 //! with a byte mask; since the masks grow with the plane number, the four
 //! tests fold into a chain of `(x | plane) & mask` ternary-logic steps. A
-//! round keeps the lane-wise byte minimum of the test value and checks it
-//! once; lanes whose minimum is zero (rare: a candidate) are replayed by the
-//! scalar loop to report exact positions.
+//! round keeps every step's test value and their lane-wise byte minimum,
+//! and checks the minimum once; only when it has a zero byte (a candidate,
+//! rare) are the steps searched for the exact positions.
 //!
 //! Feeding 64 lanes one byte per step needs a 64x64 byte transpose per round
 //! of 64 steps; it is done as four 16x16 transposes of 32-bit words (shared
@@ -96,8 +96,9 @@ pub(super) unsafe fn scan(
     let lane_start: [usize; LANES] = std::array::from_fn(|j| start + j * lane_len);
 
     // One round: 64 bytes of every lane from `lane_start[j] + offset`.
-    // Returns the lane-wise minimum of the test value (zero: a candidate).
-    let round = |h: &mut [__m512i; 4], offset: isize| -> __m512i {
+    // Keeps each step's test value in `tests` (a zero byte: that lane's
+    // position is a candidate) and returns their lane-wise minimum.
+    let round = |h: &mut [__m512i; 4], offset: isize, tests: &mut [__m512i; ROUND]| -> __m512i {
         let mut cols = [[_mm512_setzero_si512(); 16]; 4];
         for (g, group_cols) in cols.iter_mut().enumerate() {
             // SAFETY: callers keep lane_start[j] + offset .. + 64 inside
@@ -116,6 +117,7 @@ pub(super) unsafe fn scan(
             *group_cols = super::avx512::transpose16(rows);
         }
         let mut min = _mm512_set1_epi8(-1);
+        let mut step_tests = tests.iter_mut();
         let [c0, c1, c2, c3] = &cols;
         for (((c0, c1), c2), c3) in c0.iter().zip(c1).zip(c2).zip(c3) {
             // Per group, block q byte 4m + i: step 4t + m of lane 16g + 4q + i
@@ -156,43 +158,44 @@ pub(super) unsafe fn scan(
                 let t = _mm512_ternarylogic_epi32::<OR_AND>(t, next[2], masks[2]);
                 let t = _mm512_ternarylogic_epi32::<OR_AND>(t, next[3], masks[3]);
                 min = _mm512_min_epu8(min, t);
+                if let Some(slot) = step_tests.next() {
+                    *slot = t;
+                }
             }
         }
         min
     };
 
     let mut h = [_mm512_setzero_si512(); 4];
+    let mut tests = [_mm512_setzero_si512(); ROUND];
     let mut lane_state = [0u32; LANES];
     if start >= ROUND {
         // Warm up on the 64 bytes before each lane: from a zero state, they
         // leave exactly the hash of the 32 bytes before the lane's start.
-        round(&mut h, -(ROUND as isize));
+        round(&mut h, -(ROUND as isize), &mut tests);
     } else {
         for (j, s) in lane_state.iter_mut().enumerate() {
             *s = state_before(table, data, lane_start[j]);
         }
         h = to_planes(&lane_state);
     }
+    let zero = _mm512_setzero_si512();
     let mut offset = 0;
     while offset < lane_len {
-        let round_start = h;
-        let min = round(&mut h, offset as isize);
-        let hits = _mm512_cmpeq_epi8_mask(min, _mm512_setzero_si512());
-        if hits != 0 {
-            let before = from_planes(&round_start);
-            let mut bits = hits;
-            while bits != 0 {
-                let lane = lane_of_byte(bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-                let from = lane_start[lane] + offset;
-                scalar::replay(
-                    table,
-                    &data[from..from + ROUND],
-                    from,
-                    before[lane],
-                    threshold,
-                    out,
-                );
+        let min = round(&mut h, offset as isize, &mut tests);
+        if _mm512_cmpeq_epi8_mask(min, zero) != 0 {
+            // Rare: report every (step, lane) whose test value is zero.
+            for (step, t) in tests.iter().enumerate() {
+                let mut hits = _mm512_cmpeq_epi8_mask(*t, zero);
+                while hits != 0 {
+                    let lane = lane_of_byte(hits.trailing_zeros() as usize);
+                    hits &= hits - 1;
+                    let pos = lane_start[lane] + offset + step;
+                    out.push(Candidate {
+                        pos,
+                        hash: crate::reference::window_hash(table, data, pos),
+                    });
+                }
             }
         }
         offset += ROUND;
@@ -216,7 +219,8 @@ fn to_planes(lanes: &[u32; LANES]) -> [__m512i; 4] {
     bytes.map(|p| unsafe { _mm512_loadu_si512(p.as_ptr().cast()) })
 }
 
-/// The inverse of [`to_planes`].
+/// The inverse of [`to_planes`] (tests only).
+#[cfg(test)]
 #[target_feature(enable = "avx512f")]
 fn from_planes(regs: &[__m512i; 4]) -> [u32; LANES] {
     let mut bytes = [[0u8; LANES]; 4];
