@@ -7,31 +7,35 @@
 //!
 //! - **VM disk**: a 512 MiB image laid out like a filesystem (metadata zones,
 //!   a journal, 4 KiB-aligned files of mixed content, free space that is
-//!   partly zero and partly stale), then three rounds of churn writing 0.5%,
-//!   1% and 2% of the blocks: single-block writes (hot metadata, file
-//!   blocks), runs of 8-64 blocks (in-place rewrites, new files in free
-//!   space), a circular journal, and log files growing into the free space
-//!   behind them in the middle of the disk.
-//! - **File tree**: about 3,500 files (source-like text, logs, binaries,
+//!   partly zero and partly stale), then rounds of churn at four levels
+//!   (0.02%, 0.1%, 0.5% and 2% of the blocks per incremental, three rounds
+//!   each): single-block writes (hot metadata, file blocks), runs of 8-64
+//!   blocks (in-place rewrites, new files in free space), a circular
+//!   journal, and log files growing into the free space behind them in the
+//!   middle of the disk.
+//! - **File tree**: about 3,400 files (source-like text, logs, binaries,
 //!   databases with 4 KiB pages, duplicates), then three rounds of edits:
 //!   inserts and deletes in the middle of text files, log appends, database
 //!   page rewrites, a few whole-file rewrites, new and deleted files. Each
 //!   file is chunked on its own.
 //!
-//! Per incremental it counts the bytes of chunks not stored before, and the
-//! metadata those chunk sizes imply: a chunk id in the snapshot's chunk list
-//! for every chunk of the version ([`ID_BYTES`]) and an index entry for
-//! every new chunk ([`INDEX_BYTES`]). Chunks are identified by their exact
-//! content. All data is generated from fixed seeds: every run gives the same
+//! Per incremental it counts the bytes of chunks not stored before (raw and
+//! zstd-compressed), and the metadata those chunk sizes imply: a chunk id in
+//! the snapshot's chunk list for every chunk of the version ([`ID_BYTES`])
+//! and an index entry for every new chunk ([`INDEX_BYTES`]). It also prices
+//! an alternative chunk-list model that stores only what changed: for disks
+//! a map paged by disk offset ([`MAP_PAGE`]), for files the lists of new or
+//! changed files. Chunks are identified by a 128-bit content hash and their
+//! length. All data is generated from fixed seeds: every run gives the same
 //! numbers.
 //!
-//! Run: `cargo run --release -p cairn-benches --bin chunk_size_study`. It
-//! prints markdown tables; `docs/chunk-size-study.md` discusses them.
+//! Run: `cargo run --release -p cairn-benches --bin chunk_size_study [SEED]`
+//! (about 20 s and 1 GB here). It prints markdown tables;
+//! `docs/chunk-size-study.md` discusses them.
 
 #![allow(clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::ops::Range;
 
@@ -287,8 +291,11 @@ const GROUP_BLOCKS: usize = 128 * MIB / BLOCK;
 const META_BLOCKS: usize = 2 * MIB / BLOCK;
 /// The journal, in group 0 after its metadata zone.
 const JOURNAL_BLOCKS: usize = 16 * MIB / BLOCK;
-/// Share of blocks written by each churn round.
-const DISK_CHURN: [f64; 4] = [0.001, 0.005, 0.01, 0.02];
+/// Churn levels: the share of blocks one incremental writes, from hourly
+/// backups of a quiet VM (0.02%) to daily backups of a busy one (2%).
+const DISK_CHURN: [f64; 4] = [0.0002, 0.001, 0.005, 0.02];
+/// Rounds per churn level (the rounds of small levels are noisy alone).
+const DISK_REPEATS: usize = 3;
 /// Log files that grow into the free space behind them.
 const GROWERS: usize = 4;
 
@@ -563,9 +570,16 @@ impl Disk {
     }
 }
 
-/// The disk image and its versions after each churn round, with the bytes
-/// each round wrote.
-fn disk_versions(seed: u64) -> (Vec<Vec<u8>>, Vec<usize>) {
+/// Costs of the disk workload: per config, the full backup then every
+/// round; and per round its churn level and the bytes it wrote.
+struct DiskRun {
+    costs: Vec<Vec<Cost>>,
+    rounds: Vec<(f64, usize)>,
+}
+
+/// Builds the disk and churns it round by round, measuring every version
+/// with every config as it goes (versions are not kept).
+fn run_disk(configs: &[Config], seed: u64) -> DiskRun {
     let mut disk = Disk::new(seed);
     let used = disk.owner.iter().filter(|&&o| o != FREE).count();
     println!(
@@ -574,13 +588,21 @@ fn disk_versions(seed: u64) -> (Vec<Vec<u8>>, Vec<usize>) {
         disk.files.len(),
         100.0 * used as f64 / disk.owner.len() as f64
     );
-    let mut versions = vec![disk.img.clone()];
-    let mut written = Vec::new();
+    let mut states: Vec<DiskState> = configs.iter().map(DiskState::new).collect();
+    let mut costs: Vec<Vec<Cost>> = states
+        .iter_mut()
+        .map(|state| vec![state.measure(&disk.img, false)])
+        .collect();
+    let mut rounds = Vec::new();
     for share in DISK_CHURN {
-        written.push(disk.churn(share));
-        versions.push(disk.img.clone());
+        for _ in 0..DISK_REPEATS {
+            rounds.push((share, disk.churn(share)));
+            for (state, c) in states.iter_mut().zip(&mut costs) {
+                c.push(state.measure(&disk.img, true));
+            }
+        }
     }
-    (versions, written)
+    DiskRun { costs, rounds }
 }
 
 // ---------------------------------------------------------------------------
@@ -772,14 +794,14 @@ fn changed_bytes(old: &[u8], new: &[u8]) -> usize {
 // ---------------------------------------------------------------------------
 // Measurement.
 
-/// A chunk identified by its exact content: equal iff the bytes are equal.
-#[derive(PartialEq, Eq)]
-struct ChunkKey<'a>(&'a [u8]);
-
-impl Hash for ChunkKey<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(content_hash(self.0));
-    }
+/// A chunk's identity: its 128-bit [`content_hash`] and its length.
+/// Versions are not kept, so chunks cannot be compared byte by byte; with
+/// about a million distinct chunks in a run, the chance that two distinct
+/// ones share a key is below 1e-7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ChunkKey {
+    hash: (u64, u64),
+    len: usize,
 }
 
 fn fold_mul(a: u64, b: u64) -> u64 {
@@ -787,9 +809,10 @@ fn fold_mul(a: u64, b: u64) -> u64 {
     (p as u64) ^ ((p >> 64) as u64)
 }
 
-/// A fast 64-bit hash of every byte (four multiply-fold lanes); equality is
-/// still decided on the bytes.
-fn content_hash(data: &[u8]) -> u64 {
+/// A fast 128-bit hash of every byte: four 64-bit multiply-fold lanes, each
+/// over every fourth word, folded into two words that each depend on all
+/// four lanes.
+fn content_hash(data: &[u8]) -> (u64, u64) {
     const K: [u64; 4] = [
         0xA076_1D64_78BD_642F,
         0xE703_7ED1_A0B4_28DB,
@@ -809,7 +832,11 @@ fn content_hash(data: &[u8]) -> u64 {
         word[..bytes.len()].copy_from_slice(bytes);
         *lane = fold_mul(*lane ^ u64::from_le_bytes(word), k);
     }
-    fold_mul(lanes[0] ^ lanes[2], lanes[1] ^ lanes[3] ^ K[0])
+    let [a, b, c, d] = lanes;
+    (
+        fold_mul(a ^ c.rotate_left(32), b ^ d.rotate_left(17) ^ K[0]),
+        fold_mul(b ^ a.rotate_left(23), d ^ c.rotate_left(41) ^ K[1]),
+    )
 }
 
 /// One min/avg/max (normalization level 2, the crate's default).
@@ -866,8 +893,10 @@ struct Cost {
     /// Bytes of the new chunks compressed one by one with zstd level 3
     /// (incrementals only).
     new_zstd_bytes: usize,
-    /// Chunks of the files that are new or changed in this version.
-    changed_file_chunks: usize,
+    /// Chunk-list bytes under the alternative model: for the file tree,
+    /// the lists of new or changed files only; for the disk, a paged map
+    /// that stores only the pages that changed.
+    alt_list_bytes: usize,
 }
 
 impl Cost {
@@ -877,8 +906,9 @@ impl Cost {
     }
 
     /// Metadata when only new or changed files' chunk lists are new.
-    fn metadata_changed(&self) -> usize {
-        self.changed_file_chunks * ID_BYTES + self.new_chunks * INDEX_BYTES
+    /// Metadata under the alternative chunk-list model.
+    fn metadata_alt(&self) -> usize {
+        self.alt_list_bytes + self.new_chunks * INDEX_BYTES
     }
 
     /// What the incremental stores: compressed new data plus metadata.
@@ -886,22 +916,22 @@ impl Cost {
         self.new_zstd_bytes + self.metadata()
     }
 
-    /// The same with only new or changed files' chunk lists.
-    fn total_changed(&self) -> usize {
-        self.new_zstd_bytes + self.metadata_changed()
+    /// The same under the alternative chunk-list model.
+    fn total_alt(&self) -> usize {
+        self.new_zstd_bytes + self.metadata_alt()
     }
 }
 
 /// The chunks stored so far.
-struct Store<'a> {
-    seen: HashSet<ChunkKey<'a>>,
+struct Store {
+    seen: HashSet<ChunkKey>,
     zstd: zstd::bulk::Compressor<'static>,
     /// Whether to compress new chunks (off for the full backup, which
     /// does not decide anything here and would cost most of the run time).
     compress: bool,
 }
 
-impl<'a> Store<'a> {
+impl Store {
     fn new() -> Self {
         Self {
             seen: HashSet::new(),
@@ -910,15 +940,26 @@ impl<'a> Store<'a> {
         }
     }
 
-    /// Chunks `data`, adding what is new to `cost`; returns the number of
-    /// chunks.
-    fn add(&mut self, chunker: &Chunker, data: &'a [u8], cost: &mut Cost) -> usize {
+    /// Chunks `data`, adding what is new to `cost` and calling `each` with
+    /// every chunk's offset and content hash; returns the number of chunks.
+    fn add(
+        &mut self,
+        chunker: &Chunker,
+        data: &[u8],
+        cost: &mut Cost,
+        mut each: impl FnMut(usize, u64),
+    ) -> usize {
         let mut n = 0;
         for chunk in chunker.chunks(data) {
             let at = chunk.offset as usize;
             let piece = &data[at..at + chunk.data.len()];
+            let hash = content_hash(piece);
+            each(at, hash.0);
             n += 1;
-            if self.seen.insert(ChunkKey(piece)) {
+            if self.seen.insert(ChunkKey {
+                hash,
+                len: piece.len(),
+            }) {
                 cost.new_chunks += 1;
                 cost.new_bytes += piece.len();
                 if self.compress {
@@ -933,26 +974,50 @@ impl<'a> Store<'a> {
     }
 }
 
-/// Costs of every version (the first is the full backup), per config.
-fn measure_disk(configs: &[Config], versions: &[Vec<u8>]) -> Vec<Vec<Cost>> {
-    configs
-        .iter()
-        .map(|config| {
-            let chunker = config.chunker();
-            let mut store = Store::new();
-            versions
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let mut cost = Cost::default();
-                    store.compress = i > 0;
-                    store.add(&chunker, v, &mut cost);
-                    cost.changed_file_chunks = cost.chunks;
-                    cost
-                })
-                .collect()
-        })
-        .collect()
+/// Disk bytes described by one page of the paged disk map.
+const MAP_PAGE: usize = MIB;
+
+/// One config's view of the disk workload: its chunker, the chunks and
+/// map pages stored so far.
+///
+/// The alternative list model is a two-level disk map: one page per
+/// [`MAP_PAGE`] of disk listing the chunks that start there, and a top list
+/// of page ids. A snapshot stores the top list and the pages that differ
+/// from every page stored before (each with an index entry).
+struct DiskState {
+    chunker: Chunker,
+    store: Store,
+    pages: HashSet<u64>,
+}
+
+impl DiskState {
+    fn new(config: &Config) -> Self {
+        Self {
+            chunker: config.chunker(),
+            store: Store::new(),
+            pages: HashSet::new(),
+        }
+    }
+
+    /// Backs up one version of the image.
+    fn measure(&mut self, img: &[u8], compress: bool) -> Cost {
+        let mut cost = Cost::default();
+        self.store.compress = compress;
+        let n_pages = img.len().div_ceil(MAP_PAGE);
+        let mut pages = vec![(0x9E37_79B9_7F4A_7C15u64, 0usize); n_pages];
+        self.store.add(&self.chunker, img, &mut cost, |at, hash| {
+            let page = &mut pages[at / MAP_PAGE];
+            page.0 = fold_mul(page.0 ^ hash, 0xA076_1D64_78BD_642F);
+            page.1 += 1;
+        });
+        cost.alt_list_bytes = n_pages * ID_BYTES;
+        for (page_hash, entries) in pages {
+            if self.pages.insert(page_hash) {
+                cost.alt_list_bytes += entries * ID_BYTES + INDEX_BYTES;
+            }
+        }
+        cost
+    }
 }
 
 fn measure_files(configs: &[Config], trees: &FileTrees) -> Vec<Vec<Cost>> {
@@ -974,8 +1039,8 @@ fn measure_files(configs: &[Config], trees: &FileTrees) -> Vec<Vec<Cost>> {
                             cost.chunks += n;
                             cost.bytes += trees.contents[c].len();
                         } else {
-                            let n = store.add(&chunker, &trees.contents[c], &mut cost);
-                            cost.changed_file_chunks += n;
+                            let n = store.add(&chunker, &trees.contents[c], &mut cost, |_, _| ());
+                            cost.alt_list_bytes += n * ID_BYTES;
                             known.insert(c, n);
                         }
                     }
@@ -994,7 +1059,7 @@ fn mib(bytes: f64) -> String {
 }
 
 /// The main table: full backup, then the mean incremental.
-fn print_table(configs: &[Config], costs: &[Vec<Cost>], files: bool) {
+fn print_table(configs: &[Config], costs: &[Vec<Cost>], alt: &str) {
     let mean = |c: &[Cost], f: &dyn Fn(&Cost) -> usize| {
         c[1..].iter().map(f).sum::<usize>() as f64 / (c.len() - 1) as f64
     };
@@ -1005,15 +1070,12 @@ fn print_table(configs: &[Config], costs: &[Vec<Cost>], files: bool) {
          | index GiB per TiB stored | new data MiB | new data zstd MiB | new chunks | chunk list MiB | index MiB \
          | **total MiB** | vs best "
     );
-    if files {
-        print!("| changed-file lists MiB | total with those MiB ");
-    }
-    println!("|");
-    println!(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:{}|",
-        if files { "|---:|---:" } else { "" }
-    );
-    for ((config, c), total) in configs.iter().zip(costs).zip(&totals) {
+    println!("| {alt} MiB | **total with those MiB** | vs best |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let alt_totals: Vec<f64> = costs.iter().map(|c| mean(c, &Cost::total_alt)).collect();
+    let alt_best = alt_totals.iter().copied().fold(f64::INFINITY, f64::min);
+    for (((config, c), total), alt_total) in configs.iter().zip(costs).zip(&totals).zip(&alt_totals)
+    {
         let full = &c[0];
         print!(
             "| {} | {:.0} | {:.1} | {} | {:.2} | {} | {} | {:.0} | {} | {} | **{}** | {:+.0}% ",
@@ -1030,19 +1092,18 @@ fn print_table(configs: &[Config], costs: &[Vec<Cost>], files: bool) {
             mib(*total),
             (total / best - 1.0) * 100.0,
         );
-        if files {
-            print!(
-                "| {} | {} ",
-                mib(mean(c, &|x| x.changed_file_chunks * ID_BYTES)),
-                mib(mean(c, &Cost::total_changed)),
-            );
-        }
-        println!("|");
+        println!(
+            "| {} | **{}** | {:+.0}% |",
+            mib(mean(c, &|x| x.alt_list_bytes)),
+            mib(*alt_total),
+            (alt_total / alt_best - 1.0) * 100.0,
+        );
     }
 }
 
-/// Per round: the total stored (compressed data + metadata) and the new
-/// data (uncompressed) as a multiple of the bytes the round changed.
+/// Per round: the total stored (compressed data + metadata, flat and
+/// alternative list) and the new data (uncompressed) as a multiple of the
+/// bytes the round changed.
 fn print_rounds(configs: &[Config], costs: &[Vec<Cost>], written: &[usize], labels: &[String]) {
     print!("| min/**avg**/max KiB ");
     for l in labels {
@@ -1054,9 +1115,113 @@ fn print_rounds(configs: &[Config], costs: &[Vec<Cost>], written: &[usize], labe
         print!("| {} ", config.label());
         for (cost, w) in c[1..].iter().zip(written) {
             print!(
-                "| {} | {:.1}x ",
+                "| {} / {} | {:.1}x ",
                 mib(cost.total() as f64),
+                mib(cost.total_alt() as f64),
                 cost.new_bytes as f64 / *w as f64
+            );
+        }
+        println!("|");
+    }
+}
+
+/// The disk tables: what the configs cost regardless of churn, then per
+/// churn level the mean incremental under both chunk-list models, then the
+/// data alone.
+fn print_disk(configs: &[Config], run: &DiskRun) {
+    println!(
+        "| min/**avg**/max KiB | chunks per snapshot | mean chunk KiB | full backup: unique MiB \
+         | index GiB per TiB stored | flat chunk list MiB per snapshot |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (config, c) in configs.iter().zip(&run.costs) {
+        let full = &c[0];
+        println!(
+            "| {} | {} | {:.1} | {} | {:.2} | {} |",
+            config.label(),
+            full.chunks,
+            full.bytes as f64 / full.chunks as f64 / KIB as f64,
+            mib(full.new_bytes as f64),
+            (full.new_chunks * INDEX_BYTES) as f64 / full.new_bytes as f64 * 1024.0,
+            mib((full.chunks * ID_BYTES) as f64),
+        );
+    }
+    // Mean of `f` over the rounds of churn level `share`.
+    let level = |c: &[Cost], share: f64, f: &dyn Fn(&Cost) -> f64| {
+        let values: Vec<f64> = c[1..]
+            .iter()
+            .zip(&run.rounds)
+            .filter(|(_, (s, _))| *s == share)
+            .map(|(cost, _)| f(cost))
+            .collect();
+        values.iter().sum::<f64>() / values.len() as f64
+    };
+    let written = |share: f64| {
+        let w: Vec<usize> = (run.rounds.iter())
+            .filter(|(s, _)| *s == share)
+            .map(|(_, w)| *w)
+            .collect();
+        w.iter().sum::<usize>() as f64 / w.len() as f64
+    };
+    let share_label = |share: f64| format!("{}%", share * 100.0);
+
+    println!(
+        "\n### VM disk: total stored per incremental (MiB), flat chunk list / paged map, \
+         mean of {DISK_REPEATS} rounds per churn level\n"
+    );
+    print!("| min/**avg**/max KiB ");
+    for share in DISK_CHURN {
+        let l = share_label(share);
+        print!("| {l} flat | {l} paged ");
+    }
+    println!("|");
+    println!("|---{}|", "|---:|---:".repeat(DISK_CHURN.len()));
+    let models: [&dyn Fn(&Cost) -> f64; 2] = [&|x| x.total() as f64, &|x| x.total_alt() as f64];
+    let best: Vec<[f64; 2]> = DISK_CHURN
+        .iter()
+        .map(|&share| {
+            models.map(|m| {
+                (run.costs.iter())
+                    .map(|c| level(c, share, m))
+                    .fold(f64::INFINITY, f64::min)
+            })
+        })
+        .collect();
+    for (config, c) in configs.iter().zip(&run.costs) {
+        print!("| {} ", config.label());
+        for (&share, best) in DISK_CHURN.iter().zip(&best) {
+            for (m, b) in models.iter().zip(best) {
+                let v = level(c, share, *m);
+                print!("| {} ({:+.0}%) ", mib(v), (v / b - 1.0) * 100.0);
+            }
+        }
+        println!("|");
+    }
+
+    println!(
+        "\n### VM disk: new data per incremental, MiB raw / zstd, and raw as a multiple \
+         of the bytes written\n"
+    );
+    print!("| min/**avg**/max KiB ");
+    for share in DISK_CHURN {
+        print!(
+            "| {} ({} MiB written) ",
+            share_label(share),
+            mib(written(share))
+        );
+    }
+    println!("|");
+    println!("|---{}|", "|---:".repeat(DISK_CHURN.len()));
+    for (config, c) in configs.iter().zip(&run.costs) {
+        print!("| {} ", config.label());
+        for share in DISK_CHURN {
+            let raw = level(c, share, &|x| x.new_bytes as f64);
+            let zstd = level(c, share, &|x| x.new_zstd_bytes as f64);
+            print!(
+                "| {} / {} ({:.1}x) ",
+                mib(raw),
+                mib(zstd),
+                raw / written(share)
             );
         }
         println!("|");
@@ -1095,29 +1260,22 @@ fn main() {
     );
     let configs = configs();
 
-    let (versions, written) = disk_versions(seed);
-    let costs = measure_disk(&configs, &versions);
-    drop(versions);
-    println!("\n## VM disk: mean per incremental over {DISK_CHURN:?} block churn\n");
-    print_table(&configs, &costs, false);
-    let labels: Vec<String> = DISK_CHURN
-        .iter()
-        .zip(&written)
-        .map(|(s, w)| format!("{:.1}% ({} MiB written)", s * 100.0, mib(*w as f64)))
-        .collect();
-    println!("\n### VM disk: per round\n");
-    print_rounds(&configs, &costs, &written, &labels);
+    println!("\n## VM disk\n");
+    let run = run_disk(&configs, seed);
+    println!();
+    print_disk(&configs, &run);
 
+    println!("\n## File tree\n");
     let trees = file_versions(seed);
     let costs = measure_files(&configs, &trees);
-    println!("\n## File tree: mean per incremental over {FILE_ROUNDS} rounds\n");
-    print_table(&configs, &costs, true);
+    println!("\n### File tree: mean per incremental over {FILE_ROUNDS} rounds\n");
+    print_table(&configs, &costs, "changed-file lists");
     let labels: Vec<String> = trees
         .written
         .iter()
         .enumerate()
         .map(|(i, w)| format!("round {} ({} MiB changed)", i + 1, mib(*w as f64)))
         .collect();
-    println!("\n### File tree: per round\n");
+    println!("\n### File tree: per round, total MiB flat / changed-file lists\n");
     print_rounds(&configs, &costs, &trees.written, &labels);
 }
