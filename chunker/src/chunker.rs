@@ -6,10 +6,12 @@ use std::collections::VecDeque;
 use crate::resolve::{Resolution, Resolver};
 use crate::{Candidate, ChunkerParams, GearTable, Kernel, ParamsError};
 
-/// Bytes scanned per step by the slice iterator. Large enough to amortize a
-/// kernel's set-up (16 lane states of 32 bytes each), small enough that the
-/// scan stays close behind the cuts and skips most of each chunk's minimum.
-const SCAN_BLOCK: usize = 128 * 1024;
+/// Bytes scanned per step by the slice iterator and the stream adapter.
+/// Large enough to amortize a kernel's set-up (a warm-up round), small
+/// enough that the scan stays close behind the cuts and skips most of each
+/// chunk's minimum. An odd number of 4 KiB rounds: the VBMI kernel's lanes
+/// are then an odd number of cache lines apart (see `scan/vbmi.rs`).
+const SCAN_BLOCK: usize = 31 * 4096;
 
 /// A content-defined chunker: validated parameters, a keyed gear table and
 /// the fastest scan kernel of this CPU.

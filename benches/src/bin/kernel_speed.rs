@@ -31,6 +31,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = |name: &str, (gbps, n): (f64, usize)| println!("{name:<28} {gbps:6.2} GB/s  {n}");
 
     report(
+        "memory read (u64 xor)",
+        median_gbps(data.len(), reps, || {
+            let words = data.chunks_exact(8).map(|w| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                u64::from_le_bytes(b)
+            });
+            words.fold(0u64, |a, w| a ^ w) as usize
+        }),
+    );
+    report(
         "fastcdc v2020 (level 2)",
         median_gbps(data.len(), reps, || {
             fastcdc::v2020::FastCDC::with_level(

@@ -78,10 +78,42 @@ pub(super) unsafe fn scan(
     out: &mut Vec<Candidate>,
 ) {
     debug_assert!(start < end && end <= data.len() && threshold.is_power_of_two());
-    let lane_len = ((end - start) / LANES) & !(ROUND - 1);
-    if lane_len == 0 {
-        return scalar::scan(table, data, start, end, threshold, out);
+    let mut pos = start;
+    loop {
+        let rounds = (end - pos) / (LANES * ROUND);
+        if rounds == 0 {
+            break;
+        }
+        // Lanes an odd number of cache lines apart fall into different L1
+        // sets; an even stride (a power of two, typically) puts all 64 lanes'
+        // lines into one or two sets, which thrashes the cache.
+        let rounds = if rounds.is_multiple_of(2) { rounds - 1 } else { rounds };
+        // SAFETY: the caller's CPU guarantee is passed on; the range lies
+        // inside `start..end`.
+        unsafe { scan_lanes(table, data, pos, rounds * ROUND, threshold, out) };
+        pos += LANES * ROUND * rounds;
     }
+    scalar::scan(table, data, pos, end, threshold, out);
+}
+
+/// Scans exactly `start..start + 64 * lane_len` as 64 lanes of `lane_len`
+/// bytes (a positive multiple of 64), appending candidates in order.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW and AVX-512VBMI, and the range
+/// must lie inside `data`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn scan_lanes(
+    table: &GearTable,
+    data: &[u8],
+    start: usize,
+    lane_len: usize,
+    threshold: u32,
+    out: &mut Vec<Candidate>,
+) {
+    debug_assert!(lane_len > 0 && lane_len.is_multiple_of(ROUND));
+    debug_assert!(start + LANES * lane_len <= data.len());
+    let end = start + LANES * lane_len;
     let first_new = out.len();
     let planes = table.interleaved_planes();
     let plane_regs: [[__m512i; 4]; 4] = std::array::from_fn(|p| {
@@ -113,6 +145,18 @@ pub(super) unsafe fn scan(
                         .cast(),
                 )
             });
+            // Stream the bytes after this range into L2 while it is scanned
+            // (4 KiB per round: one range's worth by its end). 64 lanes are
+            // more read streams than hardware prefetchers follow, and the
+            // next call usually scans the bytes that follow. A prefetch never
+            // faults, so the address may run past the data.
+            for i in 0..16 {
+                let ahead = data
+                    .as_ptr()
+                    .wrapping_add(end)
+                    .wrapping_offset(offset * 64 + 64 * (16 * g + i) as isize);
+                _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
+            }
             // group_cols[t] word i: bytes 4t..4t+4 of lane 16g + i.
             *group_cols = super::avx512::transpose16(rows);
         }
@@ -201,8 +245,6 @@ pub(super) unsafe fn scan(
         offset += ROUND;
     }
     out[first_new..].sort_unstable_by_key(|c| c.pos);
-    let tail = start + LANES * lane_len;
-    scalar::scan(table, data, tail, end, threshold, out);
 }
 
 /// Lane hashes (indexed by lane) into the bit-interleaved register layout.
