@@ -3,7 +3,7 @@
 //! one run. Faster to read than the criterion bench when tuning a kernel;
 //! the numbers of record come from `cargo bench` (see BENCHMARKS.md).
 //!
-//! `cargo run --release -p cairn-benches --bin kernel_speed [MiB] [reps]`
+//! `cargo run --release -p cairn-benches --bin kernel_speed [MiB] [reps] [avg KiB]`
 
 use std::time::Instant;
 
@@ -25,8 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mib: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(256);
     let reps: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(7);
+    let avg_kib: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(16);
     let data = testdata::pseudo_random(1, mib << 20);
-    let p = ChunkerParams::DISK_DEFAULT;
+    let avg = avg_kib << 10;
+    let p = ChunkerParams::new(avg / 4, avg, avg * 4);
+    println!("{mib} MiB of random data, min/avg/max {p:?}, medians of {reps}");
     let chunker = Chunker::new(p, GearTable::for_tests())?;
     let report = |name: &str, (gbps, n): (f64, usize)| println!("{name:<28} {gbps:6.2} GB/s  {n}");
 
@@ -64,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &format!("raw scan {kernel:?}"),
             median_gbps(data.len(), reps, || {
                 let mut out = Vec::new();
-                kernel.scan(c.table(), &data, 0, data.len(), 1 << 18, &mut out);
+                kernel.scan(c.table(), &data, 0, data.len(), 1 << 20, &mut out);
                 out.len()
             }),
         );
