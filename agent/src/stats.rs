@@ -337,11 +337,18 @@ impl fmt::Display for Report {
                     100.0 * b.bytes as f64 / self.bytes as f64
                 };
                 let bar = "#".repeat((share / 2.0).round() as usize);
+                // No chunk exceeds the maximum: a class that starts there
+                // holds only chunks of exactly the maximum size.
+                let to = if b.from == p.max_size as u64 {
+                    "(maximum)".to_owned()
+                } else {
+                    format!(".. {}", format_bytes(b.to))
+                };
                 writeln!(
                     f,
-                    "  {:>9} .. {:<9} {:>width$} {:>5.1}% {bar}",
+                    "  {:>9} {:<12} {:>width$} {:>5.1}% {bar}",
                     format_bytes(b.from),
-                    format_bytes(b.to),
+                    to,
                     b.chunks,
                     share
                 )?;
@@ -415,6 +422,7 @@ mod tests {
         );
         let text = r.to_string();
         assert!(text.contains("dedup ratio 1.247"), "{text}");
+        assert!(text.contains("512 B .. 1 KiB"), "{text}");
         assert!(text.contains("chunks      5, unique 3"), "{text}");
     }
 
