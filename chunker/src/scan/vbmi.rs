@@ -87,7 +87,11 @@ pub(super) unsafe fn scan(
         // Lanes an odd number of cache lines apart fall into different L1
         // sets; an even stride (a power of two, typically) puts all 64 lanes'
         // lines into one or two sets, which thrashes the cache.
-        let rounds = if rounds.is_multiple_of(2) { rounds - 1 } else { rounds };
+        let rounds = if rounds.is_multiple_of(2) {
+            rounds - 1
+        } else {
+            rounds
+        };
         // SAFETY: the caller's CPU guarantee is passed on; the range lies
         // inside `start..end`.
         unsafe { scan_lanes(table, data, pos, rounds * ROUND, threshold, out) };
@@ -145,17 +149,24 @@ unsafe fn scan_lanes(
                         .cast(),
                 )
             });
-            // Stream the bytes after this range into L2 while it is scanned
-            // (4 KiB per round: one range's worth by its end). 64 lanes are
-            // more read streams than hardware prefetchers follow, and the
-            // next call usually scans the bytes that follow. A prefetch never
-            // faults, so the address may run past the data.
+            // 64 lanes are more read streams than hardware prefetchers
+            // follow. Prefetch each lane two rounds ahead into L1, and stream
+            // the bytes after this range (usually the next call's) into L2,
+            // 8 KiB per round. A prefetch never faults, so the addresses may
+            // run past the data.
             for i in 0..16 {
-                let ahead = data
+                let lane = 16 * g + i;
+                let next = data
                     .as_ptr()
                     .wrapping_add(end)
-                    .wrapping_offset(offset * 64 + 64 * (16 * g + i) as isize);
-                _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
+                    .wrapping_offset(offset * 128 + 128 * lane as isize);
+                _mm_prefetch::<_MM_HINT_T1>(next.cast());
+                _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64).cast());
+                let ahead = data
+                    .as_ptr()
+                    .wrapping_add(lane_start[lane])
+                    .wrapping_offset(offset + 2 * ROUND as isize);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             }
             // group_cols[t] word i: bytes 4t..4t+4 of lane 16g + i.
             *group_cols = super::avx512::transpose16(rows);
