@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::resolve::{Resolution, Resolver};
+use crate::resolve::{HashMemo, Resolution, Resolver};
 use crate::{Candidate, ChunkerParams, GearTable, Kernel, ParamsError};
 
 /// Bytes scanned per step by the slice iterator and the stream adapter.
@@ -142,13 +142,6 @@ impl Chunker {
         }
     }
 
-    /// Scans `start..end` of `data` for relaxed candidates into `out`.
-    #[inline]
-    pub(crate) fn scan(&self, data: &[u8], start: usize, end: usize, out: &mut Vec<Candidate>) {
-        self.kernel
-            .scan(&self.table, data, start, end, self.relaxed, out);
-    }
-
     pub(crate) fn resolver(&self) -> &Resolver {
         &self.resolver
     }
@@ -164,6 +157,13 @@ pub(crate) struct CutState {
     /// Every position below this (and at or past the current chunk's first
     /// position) has been scanned.
     pub scanned_end: usize,
+    /// The resolver's last computed hash.
+    pub memo: HashMemo,
+    /// Chunks whose first tested position lies below this are in a region
+    /// where candidates came too densely to list (low-entropy data whose
+    /// hash passes the threshold everywhere); they are cut by the scalar
+    /// boundary finder instead.
+    pub dense_until: usize,
 }
 
 impl CutState {
@@ -178,12 +178,18 @@ impl CutState {
         last: bool,
     ) -> Option<usize> {
         loop {
+            if chunker.resolver().first_position(start) < self.dense_until {
+                let len = chunker.find_boundary(&data[start..], last)?;
+                return Some(start + len);
+            }
             let resolution = chunker.resolver().resolve(
+                &chunker.table,
+                data,
+                &mut self.memo,
                 start,
                 &self.candidates,
                 &mut self.cursor,
                 self.scanned_end,
-                data.len(),
                 last,
             );
             match resolution {
@@ -201,8 +207,23 @@ impl CutState {
             self.cursor = 0;
         }
         let end = data.len().min(from + SCAN_BLOCK);
-        chunker.scan(data, from, end, &mut self.candidates);
-        self.scanned_end = end;
+        // Sixteen times the expected number of candidates, and some slack.
+        let expected = ((end - from) as u64 * chunker.relaxed as u64) >> 32;
+        let cap = self.candidates.len() + 16 * expected as usize + 64;
+        let listed = chunker.kernel.scan_capped(
+            &chunker.table,
+            data,
+            from,
+            end,
+            chunker.relaxed,
+            &mut self.candidates,
+            cap,
+        );
+        if listed {
+            self.scanned_end = end;
+        } else {
+            self.dense_until = end;
+        }
     }
 
     /// Forgets everything before `shift` (the data moved down by `shift`).
@@ -214,6 +235,8 @@ impl CutState {
             c.pos -= shift;
         }
         self.scanned_end = self.scanned_end.saturating_sub(shift);
+        self.dense_until = self.dense_until.saturating_sub(shift);
+        self.memo.forget();
     }
 }
 
@@ -256,5 +279,75 @@ impl<'a> Iterator for Chunks<'a> {
         };
         self.pos = end;
         Some(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{StreamChunker, reference};
+
+    /// A seed under which 32 zero bytes hash below the relaxed threshold of
+    /// 4/16/64 KiB parameters (found by search): in a run of zeros, every
+    /// position is a candidate.
+    fn dense_zero_seed() -> GearTable {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&333u32.to_le_bytes());
+        GearTable::from_seed(&seed)
+    }
+
+    fn zeros_with_random_ends() -> Vec<u8> {
+        let mut data = crate::testdata::pseudo_random(5, 300_000);
+        data.extend(std::iter::repeat_n(0u8, 1_500_000));
+        data.extend(crate::testdata::pseudo_random(6, 300_000));
+        data
+    }
+
+    #[test]
+    fn dense_candidates_switch_to_the_boundary_finder_and_back() {
+        let params = ChunkerParams::new(4096, 16384, 65536);
+        let table = dense_zero_seed();
+        let zeros = [0u8; 64];
+        assert!(reference::window_hash(&table, &zeros, 63) < params.thresholds().relaxed);
+        let data = zeros_with_random_ends();
+        let want = reference::chunk_lengths(&table, &params, &data);
+        for kernel in Kernel::available() {
+            let chunker = Chunker::new(params, table.clone())
+                .expect("valid params")
+                .with_kernel(kernel);
+            let mut state = CutState::default();
+            let mut pos = 0;
+            let mut got = Vec::new();
+            let mut went_dense = false;
+            while let Some(end) = state.next_cut(&chunker, &data, pos, true) {
+                went_dense |= state.dense_until > 0;
+                got.push(end - pos);
+                pos = end;
+            }
+            assert!(
+                went_dense,
+                "{kernel:?}: the zero run should be too dense to list"
+            );
+            assert_eq!(got, want, "{kernel:?}");
+            assert!(
+                state.scanned_end > 1_800_000,
+                "{kernel:?}: listing resumes after the run"
+            );
+        }
+    }
+
+    #[test]
+    fn dense_regions_stream_correctly_across_buffer_refills() {
+        let params = ChunkerParams::new(4096, 16384, 65536);
+        let table = dense_zero_seed();
+        let data = zeros_with_random_ends();
+        let want = reference::chunk_lengths(&table, &params, &data);
+        let chunker = Chunker::new(params, table).expect("valid params");
+        let mut stream = StreamChunker::with_buffer_size(&chunker, &data[..], 100_000);
+        let mut got = Vec::new();
+        while let Some(c) = stream.next_chunk().expect("in-memory reads do not fail") {
+            got.push(c.data.len());
+        }
+        assert_eq!(got, want);
     }
 }

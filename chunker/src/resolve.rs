@@ -7,7 +7,7 @@
 //! threshold for its length (strict before the average size, relaxed after)
 //! ends the chunk, and without one the chunk ends at the maximum size.
 
-use crate::{Candidate, ChunkerParams};
+use crate::{Candidate, ChunkerParams, GearTable};
 
 /// The outcome of looking for the end of one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,37 @@ pub enum Resolution {
     NeedScan(usize),
     /// The input ends here and holds no more chunks.
     Done,
+}
+
+/// The last hash the resolver computed, to roll forward from.
+///
+/// Candidates carry no hash. The resolver needs one only for candidates
+/// before the average size (to test the strict threshold); consecutive ones
+/// are usually close, often adjacent in low-entropy data, so rolling from
+/// the previous hash costs a step per byte instead of a 32-byte window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HashMemo {
+    at: Option<(usize, u32)>,
+}
+
+impl HashMemo {
+    /// The gear hash at `pos` of `data`.
+    pub fn hash_at(&mut self, table: &GearTable, data: &[u8], pos: usize) -> u32 {
+        let g = table.values();
+        let h = match self.at {
+            Some((at, h)) if at <= pos && pos - at <= 32 => data[at + 1..=pos]
+                .iter()
+                .fold(h, |h, &b| (h << 1) ^ g[b as usize]),
+            _ => crate::reference::window_hash(table, data, pos),
+        };
+        self.at = Some((pos, h));
+        h
+    }
+
+    /// Forgets the remembered hash (the data it was computed over moved).
+    pub fn forget(&mut self) {
+        self.at = None;
+    }
 }
 
 /// The chunk-size rules, ready to apply.
@@ -53,16 +84,21 @@ impl Resolver {
     /// whose hash is below the relaxed threshold, ascending (positions before
     /// `first_position(start)` may be present and are skipped). `data_end` is
     /// the end of the data available, `last` whether the input ends there.
-    /// On a cut, `*cursor` is advanced past the candidates it used up.
+    /// `*cursor` is advanced past the candidates used up. The strict test
+    /// recomputes hashes from `data` with `table`, through `memo`.
+    #[allow(clippy::too_many_arguments)]
     pub fn resolve(
         &self,
+        table: &GearTable,
+        data: &[u8],
+        memo: &mut HashMemo,
         start: usize,
         candidates: &[Candidate],
         cursor: &mut usize,
         scanned_end: usize,
-        data_end: usize,
         last: bool,
     ) -> Resolution {
+        let data_end = data.len();
         if start >= data_end {
             return if last {
                 Resolution::Done
@@ -82,7 +118,7 @@ impl Resolver {
             }
             let len = c.pos - start + 1;
             *cursor += 1;
-            if len >= self.avg || c.hash < self.strict {
+            if len >= self.avg || memo.hash_at(table, data, c.pos) < self.strict {
                 return Resolution::Cut(c.pos + 1);
             }
         }

@@ -78,5 +78,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             chunker.chunks_parallel(&data, 2).count()
         }),
     );
+
+    // The degenerate case: a run of zeros under a seed whose hash of 32 zero
+    // bytes passes the relaxed threshold (at 16 KiB averages), so every
+    // position is a candidate. Seed 333 was found by search.
+    let zeros = vec![0u8; data.len()];
+    let mut seed = [0u8; 32];
+    seed[..4].copy_from_slice(&333u32.to_le_bytes());
+    let dense = Chunker::new(p, GearTable::from_seed(&seed))?;
+    report(
+        "fastcdc v2020, zeros",
+        median_gbps(zeros.len(), reps, || {
+            fastcdc::v2020::FastCDC::with_level(
+                &zeros,
+                p.min_size,
+                p.avg_size,
+                p.max_size,
+                fastcdc::v2020::Normalization::Level2,
+            )
+            .count()
+        }),
+    );
+    for kernel in Kernel::available() {
+        let c = dense.clone().with_kernel(kernel);
+        report(
+            &format!("zeros, dense seed {kernel:?}"),
+            median_gbps(zeros.len(), reps, || c.chunks(&zeros).count()),
+        );
+    }
+    report(
+        "zeros, dense seed parallel 2",
+        median_gbps(zeros.len(), reps, || {
+            dense.chunks_parallel(&zeros, 2).count()
+        }),
+    );
     Ok(())
 }

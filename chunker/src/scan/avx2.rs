@@ -26,11 +26,12 @@ pub(super) unsafe fn scan(
     end: usize,
     threshold: u32,
     out: &mut Vec<Candidate>,
-) {
+    cap: usize,
+) -> bool {
     debug_assert!(start < end && end <= data.len());
     let lane_len = ((end - start) / LANES) & !(ROUND - 1);
     if lane_len == 0 {
-        return scalar::scan(table, data, start, end, threshold, out);
+        return scalar::scan(table, data, start, end, threshold, out, cap);
     }
     let first_new = out.len();
     let g = table.values();
@@ -80,22 +81,31 @@ pub(super) unsafe fn scan(
             for (j, &lane_state) in before.iter().enumerate() {
                 if hits & (1 << j) != 0 {
                     let from = lane_start[j] + offset;
-                    scalar::replay(
+                    let fits = scalar::replay(
                         table,
                         &data[from..from + ROUND],
                         from,
                         lane_state,
                         threshold,
                         out,
+                        cap,
                     );
+                    if !fits {
+                        out.truncate(first_new);
+                        return false;
+                    }
                 }
             }
         }
         offset += ROUND;
     }
-    out[first_new..].sort_unstable_by_key(|c| c.pos);
+    super::sort_by_lane(&mut out[first_new..], start, lane_len, LANES);
     let tail = start + LANES * lane_len;
-    scalar::scan(table, data, tail, end, threshold, out);
+    if !scalar::scan(table, data, tail, end, threshold, out, cap) {
+        out.truncate(first_new);
+        return false;
+    }
+    true
 }
 
 /// Transposes an 8x8 matrix of 32-bit words: `out[t]` lane `j` is `rows[j]`

@@ -23,12 +23,15 @@ mod vbmi;
 use crate::GearTable;
 
 /// A position whose gear hash is below the scan threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// Only the position is kept: on low-entropy input (a long run of one byte
+/// whose hash happens to pass) every position can be a candidate, and then
+/// anything more per candidate than a store costs dearly. The resolver
+/// recomputes the few hashes it needs, rolling from one to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Candidate {
     /// Position of the last byte of the hash window, in the scanned slice.
     pub pos: usize,
-    /// The gear hash at `pos`.
-    pub hash: u32,
 }
 
 /// A candidate scanner implementation, picked at run time by CPU features.
@@ -108,36 +111,90 @@ impl Kernel {
         threshold: u32,
         out: &mut Vec<Candidate>,
     ) {
+        self.scan_capped(table, data, start, end, threshold, out, usize::MAX);
+    }
+
+    /// [`scan`](Self::scan), giving up as soon as `out` would hold more than
+    /// `cap` candidates: then returns `false` with `out` as it was. Dense
+    /// candidates mean low-entropy input, which the resolver handles better
+    /// with the scalar boundary finder than with millions of candidates.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan_capped(
+        self,
+        table: &GearTable,
+        data: &[u8],
+        start: usize,
+        end: usize,
+        threshold: u32,
+        out: &mut Vec<Candidate>,
+        cap: usize,
+    ) -> bool {
         let end = end.min(data.len());
         if start >= end {
-            return;
+            return true;
         }
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx512Vbmi if has_vbmi() && threshold.is_power_of_two() => {
                 // SAFETY: the CPU supports AVX-512F, BW and VBMI, checked just above.
-                unsafe { vbmi::scan(table, data, start, end, threshold, out) }
+                unsafe { vbmi::scan(table, data, start, end, threshold, out, cap) }
             }
             #[cfg(target_arch = "x86_64")]
             Self::Avx512Vbmi if std::arch::is_x86_feature_detected!("avx512f") => {
                 // Thresholds that are not a power of two (never produced by
                 // chunker parameters) take the gather kernel.
                 // SAFETY: the CPU supports AVX-512F, checked just above.
-                unsafe { avx512::scan(table, data, start, end, threshold, out) }
+                unsafe { avx512::scan(table, data, start, end, threshold, out, cap) }
             }
             #[cfg(target_arch = "x86_64")]
             Self::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
                 // SAFETY: the CPU supports AVX-512F, checked just above.
-                unsafe { avx512::scan(table, data, start, end, threshold, out) }
+                unsafe { avx512::scan(table, data, start, end, threshold, out, cap) }
             }
             #[cfg(target_arch = "x86_64")]
             Self::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
                 // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { avx2::scan(table, data, start, end, threshold, out) }
+                unsafe { avx2::scan(table, data, start, end, threshold, out, cap) }
             }
-            _ => scalar::scan(table, data, start, end, threshold, out),
+            _ => scalar::scan(table, data, start, end, threshold, out, cap),
         }
     }
+}
+
+/// Puts the candidates a lane kernel appended (`new`) into position order,
+/// in linear time.
+///
+/// A kernel over `lanes` lanes of `lane_len` bytes from `start` reports each
+/// lane's candidates in order, but interleaves lanes (round by round, step
+/// by step). A stable counting sort by lane restores position order; it
+/// stays linear when every position is a candidate, where a comparison sort
+/// of millions of entries per block would dominate everything else.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn sort_by_lane(
+    new: &mut [Candidate],
+    start: usize,
+    lane_len: usize,
+    lanes: usize,
+) {
+    if new.len() <= 32 {
+        new.sort_unstable();
+        return;
+    }
+    let lane = |c: &Candidate| (c.pos - start) / lane_len;
+    let mut offsets = vec![0usize; lanes + 1];
+    for c in new.iter() {
+        offsets[lane(c) + 1] += 1;
+    }
+    for i in 0..lanes {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut sorted = vec![Candidate { pos: 0 }; new.len()];
+    for c in new.iter() {
+        let slot = &mut offsets[lane(c)];
+        sorted[*slot] = *c;
+        *slot += 1;
+    }
+    new.copy_from_slice(&sorted);
 }
 
 /// The gear hash at `pos - 1`, i.e. the state a scan starting at `pos`
@@ -169,11 +226,8 @@ mod tests {
         let thr = 1 << 26;
         let got = scan_all(Kernel::Scalar, &data, 0, data.len(), thr);
         let want: Vec<Candidate> = (0..data.len())
-            .map(|pos| Candidate {
-                pos,
-                hash: crate::reference::window_hash(&table, &data, pos),
-            })
-            .filter(|c| c.hash < thr)
+            .filter(|&pos| crate::reference::window_hash(&table, &data, pos) < thr)
+            .map(|pos| Candidate { pos })
             .collect();
         assert!(!want.is_empty());
         assert_eq!(got, want);

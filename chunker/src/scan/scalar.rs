@@ -4,6 +4,7 @@ use super::{Candidate, state_before};
 use crate::GearTable;
 
 /// Scans `start..end` (`end <= data.len()`), see [`super::Kernel::scan`].
+/// Returns `false`, with `out` as it was, if `out` would grow past `cap`.
 pub(crate) fn scan(
     table: &GearTable,
     data: &[u8],
@@ -11,22 +12,20 @@ pub(crate) fn scan(
     end: usize,
     threshold: u32,
     out: &mut Vec<Candidate>,
-) {
-    let g = table.values();
-    let mut h = state_before(table, data, start);
-    for (pos, &byte) in data[start..end].iter().enumerate() {
-        h = (h << 1) ^ g[byte as usize];
-        if h < threshold {
-            out.push(Candidate {
-                pos: start + pos,
-                hash: h,
-            });
-        }
+    cap: usize,
+) -> bool {
+    let first_new = out.len();
+    let h = state_before(table, data, start);
+    let complete = replay(table, &data[start..end], start, h, threshold, out, cap);
+    if !complete {
+        out.truncate(first_new);
     }
+    complete
 }
 
-/// Continues a scan of one lane from state `h` (the hash at `start - 1`).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+/// Continues a scan from state `h` (the hash at `start - 1`) over `data`
+/// (the bytes from `start` on). Returns `false` as soon as `out` would grow
+/// past `cap` (leaving what it pushed; the caller truncates).
 pub(crate) fn replay(
     table: &GearTable,
     data: &[u8],
@@ -34,15 +33,17 @@ pub(crate) fn replay(
     mut h: u32,
     threshold: u32,
     out: &mut Vec<Candidate>,
-) {
+    cap: usize,
+) -> bool {
     let g = table.values();
     for (pos, &byte) in data.iter().enumerate() {
         h = (h << 1) ^ g[byte as usize];
         if h < threshold {
-            out.push(Candidate {
-                pos: start + pos,
-                hash: h,
-            });
+            if out.len() >= cap {
+                return false;
+            }
+            out.push(Candidate { pos: start + pos });
         }
     }
+    true
 }

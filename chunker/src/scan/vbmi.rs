@@ -76,8 +76,10 @@ pub(super) unsafe fn scan(
     end: usize,
     threshold: u32,
     out: &mut Vec<Candidate>,
-) {
+    cap: usize,
+) -> bool {
     debug_assert!(start < end && end <= data.len() && threshold.is_power_of_two());
+    let first_new = out.len();
     let mut pos = start;
     loop {
         let rounds = (end - pos) / (LANES * ROUND);
@@ -94,14 +96,24 @@ pub(super) unsafe fn scan(
         };
         // SAFETY: the caller's CPU guarantee is passed on; the range lies
         // inside `start..end`.
-        unsafe { scan_lanes(table, data, pos, rounds * ROUND, threshold, out) };
+        let fits = unsafe { scan_lanes(table, data, pos, rounds * ROUND, threshold, out, cap) };
+        if !fits {
+            out.truncate(first_new);
+            return false;
+        }
         pos += LANES * ROUND * rounds;
     }
-    scalar::scan(table, data, pos, end, threshold, out);
+    if !scalar::scan(table, data, pos, end, threshold, out, cap) {
+        out.truncate(first_new);
+        return false;
+    }
+    true
 }
 
 /// Scans exactly `start..start + 64 * lane_len` as 64 lanes of `lane_len`
 /// bytes (a positive multiple of 64), appending candidates in order.
+/// Returns `false` (leaving `out` to be truncated) if `out` would grow past
+/// `cap`.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX-512BW and AVX-512VBMI, and the range
@@ -114,7 +126,8 @@ unsafe fn scan_lanes(
     lane_len: usize,
     threshold: u32,
     out: &mut Vec<Candidate>,
-) {
+    cap: usize,
+) -> bool {
     debug_assert!(lane_len > 0 && lane_len.is_multiple_of(ROUND));
     debug_assert!(start + LANES * lane_len <= data.len());
     let end = start + LANES * lane_len;
@@ -246,16 +259,17 @@ unsafe fn scan_lanes(
                     let lane = lane_of_byte(hits.trailing_zeros() as usize);
                     hits &= hits - 1;
                     let pos = lane_start[lane] + offset + step;
-                    out.push(Candidate {
-                        pos,
-                        hash: crate::reference::window_hash(table, data, pos),
-                    });
+                    out.push(Candidate { pos });
                 }
+            }
+            if out.len() > cap {
+                return false;
             }
         }
         offset += ROUND;
     }
-    out[first_new..].sort_unstable_by_key(|c| c.pos);
+    super::sort_by_lane(&mut out[first_new..], start, lane_len, LANES);
+    true
 }
 
 /// Lane hashes (indexed by lane) into the bit-interleaved register layout.
