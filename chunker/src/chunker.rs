@@ -119,11 +119,14 @@ impl Chunker {
     /// Iterates over the chunks of `data`, scanning on `threads` threads.
     ///
     /// Gives exactly the chunks of [`chunks`](Self::chunks). The input is
-    /// taken in windows of `threads` segments of 16 MiB; each thread chunks
-    /// its segment speculatively and the chains are joined where they meet
-    /// (see the `parallel` module). Memory stays bounded by the window.
+    /// taken in windows of `threads` segments (32 MiB or 64 average chunk
+    /// sizes, less for inputs smaller than a window); each thread chunks its
+    /// segment speculatively and the chains are joined where they meet,
+    /// which takes a serial walk of a chunk or two per segment (see the
+    /// `parallel` module). Memory stays bounded by the window.
     pub fn chunks_parallel<'a>(&'a self, data: &'a [u8], threads: usize) -> Chunks<'a> {
-        self.chunks_parallel_with_segment(data, threads, crate::parallel::SEGMENT)
+        let segment = crate::parallel::segment_size(data.len(), threads, self.params.avg_size);
+        self.chunks_parallel_with_segment(data, threads, segment)
     }
 
     /// [`chunks_parallel`](Self::chunks_parallel) with `segment` bytes per

@@ -170,12 +170,7 @@ impl Kernel {
 /// stays linear when every position is a candidate, where a comparison sort
 /// of millions of entries per block would dominate everything else.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) fn sort_by_lane(
-    new: &mut [Candidate],
-    start: usize,
-    lane_len: usize,
-    lanes: usize,
-) {
+pub(crate) fn sort_by_lane(new: &mut [Candidate], start: usize, lane_len: usize, lanes: usize) {
     if new.len() <= 32 {
         new.sort_unstable();
         return;
