@@ -18,7 +18,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
-mod vbmi;
+mod sliced;
 
 use crate::GearTable;
 
@@ -43,17 +43,18 @@ pub enum Kernel {
     Avx2,
     /// 16 lanes of 32-bit hashes in AVX-512 registers, table lookups by gather.
     Avx512,
-    /// 64 lanes of byte-sliced hashes, table lookups by AVX-512 VBMI byte
-    /// permutes. Power-of-two thresholds (all that chunker parameters
-    /// produce); other thresholds take the `Avx512` path.
-    Avx512Vbmi,
+    /// 64 lanes of byte-sliced hashes, table lookups by GF2P8AFFINEQB (the
+    /// table is affine, see `GearTable`). Needs AVX-512F, AVX-512BW and GFNI.
+    /// Power-of-two thresholds (all that chunker parameters produce); other
+    /// thresholds take the `Avx512` path.
+    Avx512Gfni,
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_vbmi() -> bool {
+fn has_gfni() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vbmi")
+        && std::arch::is_x86_feature_detected!("gfni")
 }
 
 impl Kernel {
@@ -61,8 +62,8 @@ impl Kernel {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if has_vbmi() {
-                return Self::Avx512Vbmi;
+            if has_gfni() {
+                return Self::Avx512Gfni;
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 return Self::Avx512;
@@ -85,8 +86,8 @@ impl Kernel {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 kernels.push(Self::Avx512);
             }
-            if has_vbmi() {
-                kernels.push(Self::Avx512Vbmi);
+            if has_gfni() {
+                kernels.push(Self::Avx512Gfni);
             }
         }
         kernels
@@ -135,12 +136,12 @@ impl Kernel {
         }
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512Vbmi if has_vbmi() && threshold.is_power_of_two() => {
-                // SAFETY: the CPU supports AVX-512F, BW and VBMI, checked just above.
-                unsafe { vbmi::scan(table, data, start, end, threshold, out, cap) }
+            Self::Avx512Gfni if has_gfni() && threshold.is_power_of_two() => {
+                // SAFETY: the CPU supports AVX-512F, BW and GFNI, checked just above.
+                unsafe { sliced::scan(table, data, start, end, threshold, out, cap) }
             }
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512Vbmi if std::arch::is_x86_feature_detected!("avx512f") => {
+            Self::Avx512Gfni if std::arch::is_x86_feature_detected!("avx512f") => {
                 // Thresholds that are not a power of two (never produced by
                 // chunker parameters) take the gather kernel.
                 // SAFETY: the CPU supports AVX-512F, checked just above.
