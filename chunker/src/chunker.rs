@@ -11,7 +11,7 @@ use crate::{Candidate, ChunkerParams, GearTable, Kernel, ParamsError};
 /// enough that the scan stays close behind the cuts and skips most of each
 /// chunk's minimum. An odd number of 4 KiB rounds: the byte-sliced kernel's lanes
 /// are then an odd number of cache lines apart (see `scan/sliced.rs`).
-const SCAN_BLOCK: usize = 31 * 4096;
+const SCAN_BLOCK: usize = 63 * 4096;
 
 /// A content-defined chunker: validated parameters, a keyed gear table and
 /// the fastest scan kernel of this CPU.

@@ -195,16 +195,17 @@ unsafe fn scan_lanes<const HI: usize>(
             // 64 lanes are more read streams than hardware prefetchers
             // follow. Prefetch each lane two rounds ahead into L1, and stream
             // the bytes after this range (usually the next call's) into L2,
-            // 8 KiB per round. A prefetch never faults, so the addresses may
+            // 12 KiB per round. A prefetch never faults, so the addresses may
             // run past the data.
             for i in 0..16 {
                 let lane = 16 * g + i;
                 let next = data
                     .as_ptr()
                     .wrapping_add(end)
-                    .wrapping_offset(offset * 128 + 128 * lane as isize);
+                    .wrapping_offset(offset * 192 + 192 * lane as isize);
                 _mm_prefetch::<_MM_HINT_T1>(next.cast());
                 _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64).cast());
+                _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(128).cast());
                 let ahead = data
                     .as_ptr()
                     .wrapping_add(lane_start[lane])
