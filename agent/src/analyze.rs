@@ -133,7 +133,7 @@ pub fn chunk_paths(
     Ok(acc.report(ReportContext {
         seed: SEED_NOTE,
         params: params.into(),
-        kernel: format!("{:?}", chunker.kernel()),
+        kernel: chunker.kernel().name().to_owned(),
         threads,
         wall: started.elapsed(),
         warnings,

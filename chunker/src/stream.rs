@@ -102,4 +102,65 @@ impl<'c, R: Read> StreamChunker<'c, R> {
     pub fn into_inner(self) -> R {
         self.reader
     }
+
+    /// The reader.
+    pub fn get_ref(&self) -> &R {
+        &self.reader
+    }
+
+    /// The reader, mutably (reading from it directly skips those bytes).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+
+    /// Starts over on another reader, keeping the buffer: for chunking many
+    /// files without allocating a buffer for each. Offsets restart at 0.
+    pub fn reset<R2: Read>(self, reader: R2) -> StreamChunker<'c, R2> {
+        StreamChunker {
+            chunker: self.chunker,
+            reader,
+            buf: self.buf,
+            pos: 0,
+            filled: 0,
+            base: 0,
+            eof: false,
+            cuts: CutState::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChunkerParams, GearTable, testdata};
+
+    fn lengths<R: Read>(stream: &mut StreamChunker<'_, R>) -> Vec<usize> {
+        let mut out = Vec::new();
+        while let Some(c) = stream.next_chunk().expect("in-memory reads do not fail") {
+            out.push(c.data.len());
+        }
+        out
+    }
+
+    #[test]
+    fn reset_reuses_the_buffer_and_starts_over() {
+        let chunker = Chunker::new(ChunkerParams::new(256, 1024, 4096), GearTable::for_tests())
+            .expect("valid params");
+        let a = testdata::pseudo_random(1, 100_000);
+        let b = testdata::pseudo_random(2, 50_000);
+        let mut first = StreamChunker::with_buffer_size(&chunker, &a[..], 8192);
+        assert_eq!(
+            lengths(&mut first),
+            chunker.chunks(&a).map(|c| c.data.len()).collect::<Vec<_>>()
+        );
+        let capacity = first.buf.len();
+        let mut second = first.reset(&b[..]);
+        assert_eq!(second.buf.len(), capacity);
+        let got = lengths(&mut second);
+        assert_eq!(
+            got,
+            chunker.chunks(&b).map(|c| c.data.len()).collect::<Vec<_>>()
+        );
+        assert!(second.get_ref().is_empty());
+    }
 }

@@ -50,6 +50,12 @@ pub enum Kernel {
     Avx512Gfni,
 }
 
+impl std::fmt::Display for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_gfni() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -91,6 +97,16 @@ impl Kernel {
             }
         }
         kernels
+    }
+
+    /// A short name for reports (`scalar`, `avx2`, `avx512`, `avx512-gfni`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+            Self::Avx512Gfni => "avx512-gfni",
+        }
     }
 
     /// Whether this CPU can run the kernel.
