@@ -38,6 +38,10 @@ pub struct GearTable {
     /// GF2P8AFFINEQB instruction. Computed once here rather than per scan.
     matrices: [u64; 4],
     plane_offsets: [u8; 4],
+    /// The same map split by nibble, for 16-entry byte shuffles: plane `r`
+    /// of `values[x]` is `nibbles[2r][x & 15] ^ nibbles[2r + 1][x >> 4]`
+    /// (the offset folded into the low-nibble table).
+    nibbles: [[u8; 16]; 8],
 }
 
 impl std::fmt::Debug for GearTable {
@@ -90,10 +94,21 @@ impl GearTable {
             })
         });
         let plane_offsets = std::array::from_fn(|r| interleaved_byte(offset, r));
+        let nibbles = std::array::from_fn(|k| {
+            let r = k / 2;
+            std::array::from_fn(|n| {
+                if k % 2 == 0 {
+                    interleaved_byte(values[n], r)
+                } else {
+                    interleaved_byte(values[n << 4] ^ values[0], r)
+                }
+            })
+        });
         Self {
             values,
             matrices,
             plane_offsets,
+            nibbles,
         }
     }
 
@@ -106,6 +121,13 @@ impl GearTable {
     #[inline(always)]
     pub fn values(&self) -> &[u32; 256] {
         &self.values
+    }
+
+    /// The table's affine map per interleaved plane as nibble tables, for
+    /// byte shuffles; see the field docs.
+    #[inline(always)]
+    pub(crate) fn plane_nibbles(&self) -> &[[u8; 16]; 8] {
+        &self.nibbles
     }
 
     /// The table's affine map per interleaved plane, for GF2P8AFFINEQB:
@@ -211,6 +233,9 @@ mod tests {
                     acc | ((((row & x as u8).count_ones() & 1) as u8) << q)
                 }) ^ offsets[r];
                 assert_eq!(plane, interleaved_byte(v, r), "value {x}, plane {r}");
+                let nibbles = t.plane_nibbles();
+                let split = nibbles[2 * r][x & 15] ^ nibbles[2 * r + 1][x >> 4];
+                assert_eq!(split, interleaved_byte(v, r), "nibbles of {x}, plane {r}");
             }
         }
     }

@@ -112,7 +112,7 @@ pub(super) unsafe fn scan(
 /// lane `t`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
+pub(super) fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
     let mut a = [_mm256_setzero_si256(); 8];
     for p in 0..4 {
         a[2 * p] = _mm256_unpacklo_epi32(r[2 * p], r[2 * p + 1]);

@@ -19,6 +19,8 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod sliced;
+#[cfg(target_arch = "x86_64")]
+mod sliced_avx2;
 
 use crate::GearTable;
 
@@ -41,6 +43,10 @@ pub enum Kernel {
     Scalar,
     /// 8 lanes of 32-bit hashes in AVX2 registers, table lookups by gather.
     Avx2,
+    /// 32 lanes of byte-sliced hashes in AVX2 registers, the affine table
+    /// looked up by nibble with byte shuffles. Power-of-two thresholds;
+    /// others take the `Avx2` path.
+    Avx2Sliced,
     /// 16 lanes of 32-bit hashes in AVX-512 registers, table lookups by gather.
     Avx512,
     /// 64 lanes of byte-sliced hashes, table lookups by GF2P8AFFINEQB (the
@@ -71,11 +77,8 @@ impl Kernel {
             if has_gfni() {
                 return Self::Avx512Gfni;
             }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Self::Avx512;
-            }
             if std::arch::is_x86_feature_detected!("avx2") {
-                return Self::Avx2;
+                return Self::Avx2Sliced;
             }
         }
         Self::Scalar
@@ -88,6 +91,7 @@ impl Kernel {
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 kernels.push(Self::Avx2);
+                kernels.push(Self::Avx2Sliced);
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 kernels.push(Self::Avx512);
@@ -103,7 +107,8 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Self::Scalar => "scalar",
-            Self::Avx2 => "avx2",
+            Self::Avx2 => "avx2-gather",
+            Self::Avx2Sliced => "avx2",
             Self::Avx512 => "avx512",
             Self::Avx512Gfni => "avx512-gfni",
         }
@@ -169,7 +174,14 @@ impl Kernel {
                 unsafe { avx512::scan(table, data, start, end, threshold, out, cap) }
             }
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
+            Self::Avx2Sliced
+                if std::arch::is_x86_feature_detected!("avx2") && threshold.is_power_of_two() =>
+            {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { sliced_avx2::scan(table, data, start, end, threshold, out, cap) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 | Self::Avx2Sliced if std::arch::is_x86_feature_detected!("avx2") => {
                 // SAFETY: the CPU supports AVX2, checked just above.
                 unsafe { avx2::scan(table, data, start, end, threshold, out, cap) }
             }

@@ -73,13 +73,13 @@ fn test_masks(a: u32) -> [u8; 4] {
 /// `0..HI` have `high`, planes `HI..4` have `low` (`high` a subset of `low`;
 /// `HI` is [`high_planes`]). Returns `(high, low)`. Folding planes that share
 /// a mask saves one or two instructions per step over testing each plane.
-fn mask_groups(a: u32) -> (u8, u8) {
+pub(super) fn mask_groups(a: u32) -> (u8, u8) {
     let masks = test_masks(a);
     (masks[0], masks[3])
 }
 
 /// How many planes take the first mask, for `mask_groups(a)`.
-fn high_planes(a: u32) -> usize {
+pub(super) fn high_planes(a: u32) -> usize {
     let masks = test_masks(a);
     if masks[0] == masks[3] {
         0
