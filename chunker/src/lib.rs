@@ -7,9 +7,9 @@
 //! [`std::io::Read`] and has no dependencies.
 //!
 //! # Algorithm
-//! A gear hash of the FastCDC family with normalized chunking: the hash at
-//! each position covers the 32 bytes ending there and is keyed by a
-//! [`GearTable`] derived from a secret seed. A chunk ends at the first
+//! A gear hash of the FastCDC family (XOR in place of addition) with
+//! normalized chunking: the hash at each position covers the 32 bytes ending
+//! there and is keyed by a [`GearTable`] derived from a secret seed. A chunk ends at the first
 //! position past the minimum size whose hash is below the strict threshold
 //! (before the average size) or the relaxed one (after it), or at the maximum
 //! size. The exact rules are in [`reference`] and `docs/format.md`.
@@ -17,9 +17,10 @@
 //! # Speed
 //! Because the hash at a position depends only on the 32 bytes before it,
 //! positions are independent. The scanners ([`Kernel`]) exploit that with
-//! 16 (AVX-512) or 8 (AVX2) hash lanes side by side, and [`chunk_parallel`]
-//! splits one large input across threads. The scanners report candidate
-//! positions; [`resolve`] applies the size rules to that sparse list.
+//! 64 (AVX-512 + GFNI) or 32 (AVX2) hash lanes side by side, one byte of a
+//! vector register each, and [`Chunker::chunks_parallel`] splits one large
+//! input across threads. The scanners report candidate positions;
+//! [`resolve`] applies the size rules to that sparse list.
 //!
 //! # Stability contract
 //! The same seed, the same [`ChunkerParams`] and the same data give the same

@@ -14,10 +14,6 @@
 pub(crate) mod scalar;
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
-#[cfg(target_arch = "x86_64")]
 mod sliced;
 #[cfg(target_arch = "x86_64")]
 mod sliced_avx2;
@@ -41,18 +37,13 @@ pub struct Candidate {
 pub enum Kernel {
     /// Portable scalar loop.
     Scalar,
-    /// 8 lanes of 32-bit hashes in AVX2 registers, table lookups by gather.
-    Avx2,
     /// 32 lanes of byte-sliced hashes in AVX2 registers, the affine table
-    /// looked up by nibble with byte shuffles. Power-of-two thresholds;
-    /// others take the `Avx2` path.
-    Avx2Sliced,
-    /// 16 lanes of 32-bit hashes in AVX-512 registers, table lookups by gather.
-    Avx512,
+    /// looked up by nibble with byte shuffles. Power-of-two thresholds (all
+    /// that chunker parameters produce); others take the scalar loop.
+    Avx2,
     /// 64 lanes of byte-sliced hashes, table lookups by GF2P8AFFINEQB (the
     /// table is affine, see `GearTable`). Needs AVX-512F, AVX-512BW and GFNI.
-    /// Power-of-two thresholds (all that chunker parameters produce); other
-    /// thresholds take the `Avx512` path.
+    /// Power-of-two thresholds; others take the scalar loop.
     Avx512Gfni,
 }
 
@@ -78,7 +69,7 @@ impl Kernel {
                 return Self::Avx512Gfni;
             }
             if std::arch::is_x86_feature_detected!("avx2") {
-                return Self::Avx2Sliced;
+                return Self::Avx2;
             }
         }
         Self::Scalar
@@ -91,10 +82,6 @@ impl Kernel {
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 kernels.push(Self::Avx2);
-                kernels.push(Self::Avx2Sliced);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                kernels.push(Self::Avx512);
             }
             if has_gfni() {
                 kernels.push(Self::Avx512Gfni);
@@ -103,13 +90,11 @@ impl Kernel {
         kernels
     }
 
-    /// A short name for reports (`scalar`, `avx2`, `avx512`, `avx512-gfni`).
+    /// A short name for reports (`scalar`, `avx2`, `avx512-gfni`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Scalar => "scalar",
-            Self::Avx2 => "avx2-gather",
-            Self::Avx2Sliced => "avx2",
-            Self::Avx512 => "avx512",
+            Self::Avx2 => "avx2",
             Self::Avx512Gfni => "avx512-gfni",
         }
     }
@@ -155,6 +140,8 @@ impl Kernel {
         if start >= end {
             return true;
         }
+        // The SIMD kernels test thresholds that are powers of two (all that
+        // chunker parameters produce); any other takes the scalar loop.
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx512Gfni if has_gfni() && threshold.is_power_of_two() => {
@@ -162,28 +149,11 @@ impl Kernel {
                 unsafe { sliced::scan(table, data, start, end, threshold, out, cap) }
             }
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512Gfni if std::arch::is_x86_feature_detected!("avx512f") => {
-                // Thresholds that are not a power of two (never produced by
-                // chunker parameters) take the gather kernel.
-                // SAFETY: the CPU supports AVX-512F, checked just above.
-                unsafe { avx512::scan(table, data, start, end, threshold, out, cap) }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
-                // SAFETY: the CPU supports AVX-512F, checked just above.
-                unsafe { avx512::scan(table, data, start, end, threshold, out, cap) }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2Sliced
+            Self::Avx2
                 if std::arch::is_x86_feature_detected!("avx2") && threshold.is_power_of_two() =>
             {
                 // SAFETY: the CPU supports AVX2, checked just above.
                 unsafe { sliced_avx2::scan(table, data, start, end, threshold, out, cap) }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2 | Self::Avx2Sliced if std::arch::is_x86_feature_detected!("avx2") => {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { avx2::scan(table, data, start, end, threshold, out, cap) }
             }
             _ => scalar::scan(table, data, start, end, threshold, out, cap),
         }

@@ -24,9 +24,9 @@
 //! rare) are the steps searched for the exact positions.
 //!
 //! Feeding 64 lanes one byte per step needs a 64x64 byte transpose per round
-//! of 64 steps; it is done as four 16x16 transposes of 32-bit words (shared
-//! with the AVX-512F scanner), a byte shuffle within 128-bit blocks, and a
-//! 4x4 word transpose across the four groups.
+//! of 64 steps; it is done as four 16x16 transposes of 32-bit words, a byte
+//! shuffle within 128-bit blocks, and a 4x4 word transpose across the four
+//! groups.
 
 use std::arch::x86_64::*;
 
@@ -213,7 +213,7 @@ unsafe fn scan_lanes<const HI: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             }
             // group_cols[t] word i: bytes 4t..4t+4 of lane 16g + i.
-            *group_cols = super::avx512::transpose16(rows);
+            *group_cols = transpose16(rows);
         }
         let mut min = _mm512_set1_epi8(-1);
         let [c0, c1, c2, c3] = &cols;
@@ -313,6 +313,42 @@ unsafe fn scan_lanes<const HI: usize>(
     true
 }
 
+/// Transposes a 16x16 matrix of 32-bit words: `out[t]` lane `j` is
+/// `rows[j]` lane `t`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
+    // Stage 1: interleave 32-bit words of row pairs.
+    let mut a = [_mm512_setzero_si512(); 16];
+    for p in 0..8 {
+        a[2 * p] = _mm512_unpacklo_epi32(r[2 * p], r[2 * p + 1]);
+        a[2 * p + 1] = _mm512_unpackhi_epi32(r[2 * p], r[2 * p + 1]);
+    }
+    // Stage 2: interleave 64-bit pairs of row quads. Afterwards v[4g + i]
+    // holds, in 128-bit block q, element 4q + i of rows 4g..4g+4.
+    let mut v = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let (lo01, hi01, lo23, hi23) = (a[4 * g], a[4 * g + 1], a[4 * g + 2], a[4 * g + 3]);
+        v[4 * g] = _mm512_unpacklo_epi64(lo01, lo23);
+        v[4 * g + 1] = _mm512_unpackhi_epi64(lo01, lo23);
+        v[4 * g + 2] = _mm512_unpacklo_epi64(hi01, hi23);
+        v[4 * g + 3] = _mm512_unpackhi_epi64(hi01, hi23);
+    }
+    // Stages 3 and 4: transpose the 4x4 grid of 128-bit blocks.
+    let mut out = [_mm512_setzero_si512(); 16];
+    for i in 0..4 {
+        let x0 = _mm512_shuffle_i32x4::<0x44>(v[i], v[4 + i]);
+        let x1 = _mm512_shuffle_i32x4::<0xEE>(v[i], v[4 + i]);
+        let x2 = _mm512_shuffle_i32x4::<0x44>(v[8 + i], v[12 + i]);
+        let x3 = _mm512_shuffle_i32x4::<0xEE>(v[8 + i], v[12 + i]);
+        out[i] = _mm512_shuffle_i32x4::<0x88>(x0, x2);
+        out[4 + i] = _mm512_shuffle_i32x4::<0xDD>(x0, x2);
+        out[8 + i] = _mm512_shuffle_i32x4::<0x88>(x1, x3);
+        out[12 + i] = _mm512_shuffle_i32x4::<0xDD>(x1, x3);
+    }
+    out
+}
+
 /// Lane hashes (indexed by lane) into the bit-interleaved register layout.
 #[target_feature(enable = "avx512f")]
 fn to_planes(lanes: &[u32; LANES]) -> [__m512i; 4] {
@@ -402,5 +438,25 @@ mod tests {
         // SAFETY: AVX-512F checked above.
         let back = unsafe { from_planes(&to_planes(&lanes)) };
         assert_eq!(back, lanes);
+    }
+
+    #[test]
+    fn transpose_is_a_transpose() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let m: Vec<u32> = (0..256).collect();
+        // SAFETY: AVX-512F checked above; each load reads 16 u32s of `m`.
+        let rows: [__m512i; 16] =
+            std::array::from_fn(|j| unsafe { _mm512_loadu_si512(m[16 * j..].as_ptr().cast()) });
+        // SAFETY: AVX-512F checked above.
+        let cols = unsafe { transpose16(rows) };
+        for (t, col) in cols.iter().enumerate() {
+            let mut lanes = [0u32; 16];
+            // SAFETY: AVX-512F checked above; `lanes` holds 16 u32s.
+            unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *col) };
+            let want: Vec<u32> = (0..16).map(|j| (16 * j + t) as u32).collect();
+            assert_eq!(lanes.to_vec(), want, "column {t}");
+        }
     }
 }

@@ -158,7 +158,7 @@ unsafe fn scan_lanes<const HI: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             }
             // group_cols[t] word i: bytes 4t..4t+4 of lane 8g + i.
-            *group_cols = super::avx2::transpose8(rows);
+            *group_cols = transpose8(rows);
         }
         let mut min = _mm256_set1_epi8(-1);
         let [c0, c1, c2, c3] = &cols;
@@ -249,6 +249,33 @@ unsafe fn scan_lanes<const HI: usize>(
     }
     super::sort_by_lane(&mut out[first_new..], start, lane_len, LANES);
     true
+}
+
+/// Transposes an 8x8 matrix of 32-bit words: `out[t]` lane `j` is `rows[j]`
+/// lane `t`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
+    let mut a = [_mm256_setzero_si256(); 8];
+    for p in 0..4 {
+        a[2 * p] = _mm256_unpacklo_epi32(r[2 * p], r[2 * p + 1]);
+        a[2 * p + 1] = _mm256_unpackhi_epi32(r[2 * p], r[2 * p + 1]);
+    }
+    // v[4g + i] holds, in 128-bit half q, element 4q + i of rows 4g..4g+4.
+    let mut v = [_mm256_setzero_si256(); 8];
+    for g in 0..2 {
+        let (lo01, hi01, lo23, hi23) = (a[4 * g], a[4 * g + 1], a[4 * g + 2], a[4 * g + 3]);
+        v[4 * g] = _mm256_unpacklo_epi64(lo01, lo23);
+        v[4 * g + 1] = _mm256_unpackhi_epi64(lo01, lo23);
+        v[4 * g + 2] = _mm256_unpacklo_epi64(hi01, hi23);
+        v[4 * g + 3] = _mm256_unpackhi_epi64(hi01, hi23);
+    }
+    let mut out = [_mm256_setzero_si256(); 8];
+    for i in 0..4 {
+        out[i] = _mm256_permute2x128_si256::<0x20>(v[i], v[4 + i]);
+        out[4 + i] = _mm256_permute2x128_si256::<0x31>(v[i], v[4 + i]);
+    }
+    out
 }
 
 /// Lane hashes (indexed by lane) into the bit-interleaved register layout.
