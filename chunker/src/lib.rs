@@ -9,10 +9,11 @@
 //! # Algorithm
 //! A gear hash of the FastCDC family (XOR in place of addition) with
 //! normalized chunking: the hash at each position covers the 32 bytes ending
-//! there and is keyed by a [`GearTable`] derived from a secret seed. A chunk ends at the first
-//! position past the minimum size whose hash is below the strict threshold
-//! (before the average size) or the relaxed one (after it), or at the maximum
-//! size. The exact rules are in [`reference`] and `docs/format.md`.
+//! there and is keyed by a [`GearTable`] derived from a secret seed. A chunk
+//! ends at the first position past the minimum size whose hash is below the
+//! strict threshold (before the average size) or the relaxed one (after it),
+//! or at the maximum size. The exact rules are in
+//! [`reference`](mod@reference) and `docs/format.md`.
 //!
 //! # Speed
 //! Because the hash at a position depends only on the 32 bytes before it,
