@@ -75,26 +75,20 @@ impl Chunker {
     /// `data` is empty, or when it is not `last` and holds no boundary yet
     /// (pass more data). Never allocates; skips the first `min_size` bytes.
     pub fn find_boundary(&self, data: &[u8], last: bool) -> Option<usize> {
+        use crate::scan::scalar::first_below;
         let p = &self.params;
         let t = self.params.thresholds();
-        let g = self.table.values();
         let limit = data.len().min(p.max_size);
         if limit >= p.min_size {
             let first = p.min_size - 1;
-            let mut h = crate::scan::state_before(&self.table, data, first);
-            let strict_end = limit.min(p.avg_size - 1);
-            for (e, &b) in data[first..strict_end].iter().enumerate() {
-                h = (h << 1) ^ g[b as usize];
-                if h < t.strict {
-                    return Some(first + e + 1);
-                }
-            }
-            let from = strict_end.max(first);
-            for (e, &b) in data[from..limit].iter().enumerate() {
-                h = (h << 1) ^ g[b as usize];
-                if h < t.relaxed {
-                    return Some(from + e + 1);
-                }
+            let h = crate::scan::state_before(&self.table, data, first);
+            let strict_end = limit.min(p.avg_size - 1).max(first);
+            let h = match first_below(&self.table, &data[first..strict_end], h, t.strict) {
+                Ok(e) => return Some(first + e + 1),
+                Err(h) => h,
+            };
+            if let Ok(e) = first_below(&self.table, &data[strict_end..limit], h, t.relaxed) {
+                return Some(strict_end + e + 1);
             }
             if limit == p.max_size {
                 return Some(limit);
