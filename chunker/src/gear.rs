@@ -139,7 +139,7 @@ impl GearTable {
 }
 
 /// Bits `r, 4 + r, 8 + r, ..., 28 + r` of `v` as one byte.
-fn interleaved_byte(v: u32, r: usize) -> u8 {
+pub(crate) fn interleaved_byte(v: u32, r: usize) -> u8 {
     (0..8).fold(0u8, |acc, i| acc | ((((v >> (4 * i + r)) & 1) as u8) << i))
 }
 

@@ -285,7 +285,7 @@ fn to_planes(lanes: &[u32; LANES]) -> [__m256i; 4] {
     for byte in 0..LANES {
         let h = lanes[lane_of_byte(byte)];
         for (r, plane) in bytes.iter_mut().enumerate() {
-            plane[byte] = (0..8).fold(0u8, |acc, i| acc | ((((h >> (4 * i + r)) & 1) as u8) << i));
+            plane[byte] = crate::gear::interleaved_byte(h, r);
         }
     }
     // SAFETY: each plane is 32 bytes; loadu has no alignment requirement.
