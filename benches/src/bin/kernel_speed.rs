@@ -21,6 +21,18 @@ fn median_gbps(len: usize, reps: usize, mut f: impl FnMut() -> usize) -> (f64, u
     (rates[reps / 2], n)
 }
 
+/// Chunks of `data` by `fastcdc::v2020` at the sizes of `p`, level 2.
+fn fastcdc_count(data: &[u8], p: &ChunkerParams) -> usize {
+    fastcdc::v2020::FastCDC::with_level(
+        data,
+        p.min_size,
+        p.avg_size,
+        p.max_size,
+        fastcdc::v2020::Normalization::Level2,
+    )
+    .count()
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mib: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(256);
@@ -46,16 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     report(
         "fastcdc v2020 (level 2)",
-        median_gbps(data.len(), reps, || {
-            fastcdc::v2020::FastCDC::with_level(
-                &data,
-                p.min_size,
-                p.avg_size,
-                p.max_size,
-                fastcdc::v2020::Normalization::Level2,
-            )
-            .count()
-        }),
+        median_gbps(data.len(), reps, || fastcdc_count(&data, &p)),
     );
     for kernel in Kernel::available() {
         let c = chunker.clone().with_kernel(kernel);
@@ -88,16 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dense = Chunker::new(p, GearTable::from_seed(&seed))?;
     report(
         "fastcdc v2020, zeros",
-        median_gbps(zeros.len(), reps, || {
-            fastcdc::v2020::FastCDC::with_level(
-                &zeros,
-                p.min_size,
-                p.avg_size,
-                p.max_size,
-                fastcdc::v2020::Normalization::Level2,
-            )
-            .count()
-        }),
+        median_gbps(zeros.len(), reps, || fastcdc_count(&zeros, &p)),
     );
     for kernel in Kernel::available() {
         let c = dense.clone().with_kernel(kernel);

@@ -160,6 +160,26 @@ impl Kernel {
     }
 }
 
+/// Appends the candidates of one step of a byte-sliced kernel: bit `b` of
+/// `hits` set means the lane held in byte `b` (`lane_of_byte(b)`) is a
+/// candidate at `lane_start[lane] + step_offset`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn push_hits(
+    mut hits: u64,
+    lane_of_byte: fn(usize) -> usize,
+    lane_start: &[usize],
+    step_offset: usize,
+    out: &mut Vec<Candidate>,
+) {
+    while hits != 0 {
+        let lane = lane_of_byte(hits.trailing_zeros() as usize);
+        hits &= hits - 1;
+        out.push(Candidate {
+            pos: lane_start[lane] + step_offset,
+        });
+    }
+}
+
 /// Puts the candidates a lane kernel appended (`new`) into position order,
 /// in linear time.
 ///

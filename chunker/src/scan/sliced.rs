@@ -295,13 +295,8 @@ unsafe fn scan_lanes<const HI: usize>(
         if _mm512_cmpeq_epi8_mask(min, zero) != 0 {
             // Rare: report every (step, lane) whose test value is zero.
             for (step, t) in tests.iter().enumerate() {
-                let mut hits = _mm512_cmpeq_epi8_mask(*t, zero);
-                while hits != 0 {
-                    let lane = lane_of_byte(hits.trailing_zeros() as usize);
-                    hits &= hits - 1;
-                    let pos = lane_start[lane] + offset + step;
-                    out.push(Candidate { pos });
-                }
+                let hits = _mm512_cmpeq_epi8_mask(*t, zero);
+                super::push_hits(hits, lane_of_byte, &lane_start, offset + step, out);
             }
             if out.len() > cap {
                 return false;

@@ -232,14 +232,14 @@ unsafe fn scan_lanes<const HI: usize>(
         if _mm256_movemask_epi8(_mm256_cmpeq_epi8(min, zero)) != 0 {
             // Rare: report every (step, lane) whose test value is zero.
             for (step, t) in tests.iter().enumerate() {
-                let mut hits = _mm256_movemask_epi8(_mm256_cmpeq_epi8(*t, zero)) as u32;
-                while hits != 0 {
-                    let lane = lane_of_byte(hits.trailing_zeros() as usize);
-                    hits &= hits - 1;
-                    out.push(Candidate {
-                        pos: lane_start[lane] + offset + step,
-                    });
-                }
+                let hits = _mm256_movemask_epi8(_mm256_cmpeq_epi8(*t, zero)) as u32;
+                super::push_hits(
+                    u64::from(hits),
+                    lane_of_byte,
+                    &lane_start,
+                    offset + step,
+                    out,
+                );
             }
             if out.len() > cap {
                 return false;
