@@ -1,3 +1,24 @@
-//! cairn-store: the repository (format, crypto, packs, index, snapshots,
-//! backends, local cache). Built in issue 3; this crate holds the workspace
-//! slot so the dependency direction (agent -> store) is fixed from the start.
+//! cairn-store: the encrypted, deduplicated repository.
+//!
+//! A repository is a set of immutable objects on a target (a directory,
+//! later SFTP or object storage): a `config`, key files, packs of encrypted
+//! blobs, index files and snapshot manifests. This crate owns their format
+//! (docs/format.md §2), the crypto, the write order that keeps a repository
+//! valid across crashes, the backends and the local cache. It knows nothing
+//! of files on the guest, terminals or command lines.
+
+pub mod backend;
+pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod object;
+pub mod random;
+pub mod wire;
+
+pub use backend::{Backend, BackendError, Handle, ObjectInfo, ObjectKind};
+pub use crypto::MasterKeys;
+pub use error::{Error, Result};
+pub use id::Id;
+pub use index::{BlobEntry, BlobType, Compression, IndexFile, PackBlobs};
+pub use random::{OsRandom, RandomSource, SeededRandom};

@@ -1,0 +1,294 @@
+//! Keys and authenticated encryption.
+//!
+//! One rule covers every ciphertext cairn stores: it is AES-256-GCM under a key
+//! derived for its object alone (BLAKE3 `derive_key` over the data key of an
+//! epoch and a random 32-byte salt from the object's header), and its nonce is
+//! its own byte offset within that object (little-endian u64, then four zero
+//! bytes). Offsets never repeat inside one object and keys never repeat across
+//! objects (a fresh 256-bit salt each), so no key/nonce pair can repeat however
+//! many blobs or agents there are, with no coordination between writers.
+//! docs/format.md §2 specifies it byte by byte.
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::random::{RandomSource, random_32};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// Length of an AES-GCM tag.
+pub const TAG_LEN: usize = 16;
+
+/// The BLAKE3 `derive_key` context of per-object keys.
+const OBJECT_KEY_CONTEXT: &str = "cairn 2026-12-02 per-object AES-256-GCM key v1";
+
+/// A 32-byte secret, wiped from memory when dropped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct Secret32(pub [u8; 32]);
+
+impl std::fmt::Debug for Secret32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret32(..)")
+    }
+}
+
+/// The nonce of a ciphertext that starts `offset` bytes into its object.
+pub fn nonce_at(offset: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&offset.to_le_bytes());
+    n
+}
+
+/// The secrets of one repository, created at `init` and stored only inside
+/// key files (wrapped by a password or a raw key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKeys {
+    /// The repository's id (public; names its cache).
+    pub repo_id: Id,
+    id_key: Secret32,
+    gear_seed: Secret32,
+    /// Data-encryption keys by epoch, ascending; new data uses the last.
+    epochs: Vec<(u32, Secret32)>,
+}
+
+impl std::fmt::Debug for MasterKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKeys")
+            .field("repo_id", &self.repo_id)
+            .field(
+                "epochs",
+                &self.epochs.iter().map(|e| e.0).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Version byte of the encoded master key set.
+const MASTER_KEYS_VERSION: u8 = 1;
+/// Most epochs a key set may hold (a bound for parsers).
+const MAX_EPOCHS: u32 = 1 << 16;
+
+impl MasterKeys {
+    /// Fresh secrets: repository id, id key, gear seed and the epoch-0 data key.
+    pub fn generate(rng: &dyn RandomSource) -> Result<MasterKeys> {
+        Ok(MasterKeys {
+            repo_id: Id(random_32(rng)?),
+            id_key: Secret32(random_32(rng)?),
+            gear_seed: Secret32(random_32(rng)?),
+            epochs: vec![(0, Secret32(random_32(rng)?))],
+        })
+    }
+
+    /// The epoch new objects are written under.
+    pub fn current_epoch(&self) -> u32 {
+        self.epochs.last().map_or(0, |e| e.0)
+    }
+
+    /// Every epoch this key set can read.
+    pub fn epochs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.epochs.iter().map(|e| e.0)
+    }
+
+    /// Adds a new data key (key rotation): new data is written under it, old
+    /// data stays readable. Returns the new epoch.
+    pub fn add_epoch(&mut self, rng: &dyn RandomSource) -> Result<u32> {
+        let next = self
+            .current_epoch()
+            .checked_add(1)
+            .filter(|_| (self.epochs.len() as u32) < MAX_EPOCHS)
+            .ok_or_else(|| Error::InvalidInput("no more key epochs available".into()))?;
+        self.epochs.push((next, Secret32(random_32(rng)?)));
+        Ok(next)
+    }
+
+    fn data_key(&self, epoch: u32) -> Option<&Secret32> {
+        self.epochs
+            .binary_search_by_key(&epoch, |e| e.0)
+            .ok()
+            .map(|i| &self.epochs[i].1)
+    }
+
+    /// The chunker's 32-byte gear seed.
+    pub fn gear_seed(&self) -> &[u8; 32] {
+        &self.gear_seed.0
+    }
+
+    /// The id of a blob: BLAKE3 in keyed mode over its plaintext.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.id_key.0, plaintext).as_bytes())
+    }
+
+    /// The cipher of one object, from its header's epoch and salt.
+    pub fn object_cipher(&self, epoch: u32, salt: &[u8; 32], object: &str) -> Result<ObjectCipher> {
+        let key = self.data_key(epoch).ok_or_else(|| {
+            Error::corrupt(
+                object,
+                format!("written under key epoch {epoch}, which this key set does not hold"),
+            )
+        })?;
+        Ok(ObjectCipher::derive(key, salt))
+    }
+
+    /// The binary encoding held inside key files (docs/format.md §2.3).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(101 + 36 * self.epochs.len()));
+        out.push(MASTER_KEYS_VERSION);
+        out.extend_from_slice(&self.repo_id.0);
+        out.extend_from_slice(&self.id_key.0);
+        out.extend_from_slice(&self.gear_seed.0);
+        out.extend_from_slice(&(self.epochs.len() as u32).to_le_bytes());
+        for (epoch, key) in &self.epochs {
+            out.extend_from_slice(&epoch.to_le_bytes());
+            out.extend_from_slice(&key.0);
+        }
+        out
+    }
+
+    /// Parses [`MasterKeys::encode`]'s output.
+    pub fn decode(bytes: &[u8], object: &str) -> Result<MasterKeys> {
+        let bad = |why: &str| Error::corrupt(object, format!("master key set: {why}"));
+        let mut r = crate::wire::Reader::new(bytes);
+        let version = r.u8().ok_or_else(|| bad("empty"))?;
+        if version != MASTER_KEYS_VERSION {
+            return Err(Error::UnsupportedVersion {
+                object: object.to_string(),
+                found: version.into(),
+                supported: MASTER_KEYS_VERSION.into(),
+            });
+        }
+        let repo_id = r.id().ok_or_else(|| bad("truncated"))?;
+        let id_key = Secret32(r.array().ok_or_else(|| bad("truncated"))?);
+        let gear_seed = Secret32(r.array().ok_or_else(|| bad("truncated"))?);
+        let n = r.u32().ok_or_else(|| bad("truncated"))?;
+        if n == 0 || n > MAX_EPOCHS {
+            return Err(bad("epoch count out of range"));
+        }
+        let mut epochs: Vec<(u32, Secret32)> = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let epoch = r.u32().ok_or_else(|| bad("truncated"))?;
+            let key = Secret32(r.array().ok_or_else(|| bad("truncated"))?);
+            if epochs.last().is_some_and(|last| last.0 >= epoch) {
+                return Err(bad("epochs not ascending"));
+            }
+            epochs.push((epoch, key));
+        }
+        if !r.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(MasterKeys {
+            repo_id,
+            id_key,
+            gear_seed,
+            epochs,
+        })
+    }
+}
+
+/// AES-256-GCM under one object's derived key.
+pub struct ObjectCipher(Aes256Gcm);
+
+impl ObjectCipher {
+    /// The key of the object with `salt`, under `data_key`:
+    /// `BLAKE3.derive_key(OBJECT_KEY_CONTEXT, data_key || salt)`.
+    pub fn derive(data_key: &Secret32, salt: &[u8; 32]) -> ObjectCipher {
+        let mut material = Zeroizing::new([0u8; 64]);
+        material[..32].copy_from_slice(&data_key.0);
+        material[32..].copy_from_slice(salt);
+        let key = Zeroizing::new(blake3::derive_key(OBJECT_KEY_CONTEXT, &material[..]));
+        ObjectCipher::from_key(&key)
+    }
+
+    /// A cipher over a raw 32-byte key (used for key-file wrapping keys).
+    pub fn from_key(key: &[u8; 32]) -> ObjectCipher {
+        ObjectCipher(Aes256Gcm::new(key.into()))
+    }
+
+    /// Encrypts `buf` in place and appends the tag; `offset` is where the
+    /// ciphertext will start within its object.
+    pub fn seal_in_place(&self, offset: u64, aad: &[u8], buf: &mut Vec<u8>) {
+        let nonce = nonce_at(offset);
+        // A Vec buffer grows as needed, and the plaintext length is far below
+        // AES-GCM's 64 GiB limit (packs are capped), so this cannot fail.
+        let tag = self
+            .0
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, buf)
+            .unwrap_or_default();
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Encrypts `plaintext` into a new buffer (ciphertext || tag).
+    pub fn seal(&self, offset: u64, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        buf.extend_from_slice(plaintext);
+        self.seal_in_place(offset, aad, &mut buf);
+        buf
+    }
+
+    /// Decrypts `ciphertext || tag` found at `offset`; `None` when it does not
+    /// authenticate (wrong key, flipped bit, moved or truncated).
+    pub fn open(&self, offset: u64, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < TAG_LEN {
+            return None;
+        }
+        let nonce = nonce_at(offset);
+        self.0
+            .decrypt(Nonce::from_slice(&nonce), Payload { msg: sealed, aad })
+            .ok()
+    }
+
+    /// Decrypts in place (the tag is removed from `buf`); `false` when it
+    /// does not authenticate.
+    pub fn open_in_place(&self, offset: u64, aad: &[u8], buf: &mut Vec<u8>) -> bool {
+        if buf.len() < TAG_LEN {
+            return false;
+        }
+        let split = buf.len() - TAG_LEN;
+        let tag = *Tag::from_slice(&buf[split..]);
+        buf.truncate(split);
+        self.0
+            .decrypt_in_place_detached(Nonce::from_slice(&nonce_at(offset)), aad, buf, &tag)
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    #[test]
+    fn master_keys_round_trip_and_rotation() {
+        let rng = SeededRandom::new(b"keys");
+        let mut keys = MasterKeys::generate(&rng).unwrap();
+        assert_eq!(keys.add_epoch(&rng).unwrap(), 1);
+        let back = MasterKeys::decode(&keys.encode(), "t").unwrap();
+        assert_eq!(back, keys);
+        assert_eq!(back.current_epoch(), 1);
+        for cut in 0..keys.encode().len() {
+            assert!(MasterKeys::decode(&keys.encode()[..cut], "t").is_err());
+        }
+    }
+
+    #[test]
+    fn seal_open_detects_tamper_offset_and_aad() {
+        let c = ObjectCipher::derive(&Secret32([7; 32]), &[9; 32]);
+        let sealed = c.seal(44, b"hdr", b"hello");
+        assert_eq!(c.open(44, b"hdr", &sealed).unwrap(), b"hello");
+        assert!(c.open(45, b"hdr", &sealed).is_none());
+        assert!(c.open(44, b"hdx", &sealed).is_none());
+        let mut bad = sealed.clone();
+        bad[0] ^= 1;
+        assert!(c.open(44, b"hdr", &bad).is_none());
+        let mut buf = sealed;
+        assert!(c.open_in_place(44, b"hdr", &mut buf));
+        assert_eq!(buf, b"hello");
+    }
+
+    #[test]
+    fn blob_ids_are_keyed() {
+        let a = MasterKeys::generate(&SeededRandom::new(b"a")).unwrap();
+        let b = MasterKeys::generate(&SeededRandom::new(b"b")).unwrap();
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+    }
+}
