@@ -1,0 +1,260 @@
+//! Repository locks: who is working on the repository, so that operations
+//! that delete (prune, forget, key removal) never run under a backup that
+//! still needs what they would delete.
+//!
+//! Backups take shared locks and never wait on each other; deleting
+//! operations take an exclusive one. A lock is a sealed object naming its
+//! host, process, operation and expiry; the holder refreshes it (writes a new
+//! one, deletes the old) well before it expires, so a lock whose expiry has
+//! passed, or whose process is gone from this host, is stale and ignored.
+//! Acquiring writes the lock first and then looks for conflicts, removing its
+//! own lock again if it finds one, so two racing writers cannot both win.
+
+use crate::backend::{Backend, Handle, ObjectKind};
+use crate::crypto::MasterKeys;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::object::{open_metadata, seal_metadata};
+use crate::random::RandomSource;
+use serde::{Deserialize, Serialize};
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a lock stays valid without a refresh.
+pub const LOCK_TTL_SECS: i64 = 30 * 60;
+/// How often a held lock is refreshed.
+pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
+
+/// What a lock object says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// Host of the holder.
+    pub hostname: String,
+    /// Process id of the holder.
+    pub pid: u32,
+    /// What it is doing ("backup", "prune", ...).
+    pub operation: String,
+    /// Whether it excludes every other lock.
+    pub exclusive: bool,
+    /// When it was first taken (seconds since the Unix epoch).
+    pub created: i64,
+    /// When it expires unless refreshed.
+    pub expires: i64,
+}
+
+/// Seconds since the Unix epoch now.
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl LockInfo {
+    /// Whether the lock no longer protects anything: expired, or held by a
+    /// process of this host that is gone.
+    pub fn is_stale(&self, local_hostname: &str, now: i64) -> bool {
+        if now > self.expires {
+            return true;
+        }
+        self.hostname == local_hostname
+            && self.pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    /// Whether this lock and `other` can be held together.
+    pub fn conflicts_with(&self, other: &LockInfo) -> bool {
+        self.exclusive || other.exclusive
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} by {} on host {} (pid {}) since {} (unix time); if that process is gone, wait until it expires or remove the stale lock",
+            if self.exclusive {
+                "exclusively"
+            } else {
+                "shared"
+            },
+            self.operation,
+            self.hostname,
+            self.pid,
+            self.created
+        )
+    }
+
+    fn seal(&self, keys: &MasterKeys, rng: &dyn RandomSource) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        seal_metadata(ObjectKind::Lock, &json, keys, rng)
+    }
+
+    /// Opens a stored lock object.
+    pub fn open(bytes: &[u8], keys: &MasterKeys, object: &str) -> Result<LockInfo> {
+        let json = open_metadata(ObjectKind::Lock, bytes, keys, object)?;
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::corrupt(object, format!("invalid lock: {e}")))
+    }
+}
+
+/// Every lock on the target; unreadable lock objects are returned as errors
+/// per entry so a damaged lock cannot block everything silently.
+pub fn list_locks(backend: &dyn Backend, keys: &MasterKeys) -> Result<Vec<(Id, Result<LockInfo>)>> {
+    let mut out = Vec::new();
+    for info in backend.list(ObjectKind::Lock)? {
+        let Ok(id) = info.handle.name.parse::<Id>() else {
+            continue;
+        };
+        match backend.read(&info.handle) {
+            Ok(bytes) => out.push((id, LockInfo::open(&bytes, keys, &info.handle.to_string()))),
+            // Released between list and read.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes stale locks; returns how many.
+pub fn remove_stale_locks(
+    backend: &dyn Backend,
+    keys: &MasterKeys,
+    hostname: &str,
+) -> Result<usize> {
+    let now = now_secs();
+    let mut removed = 0;
+    for (id, info) in list_locks(backend, keys)? {
+        if info.is_ok_and(|i| i.is_stale(hostname, now)) {
+            match backend.delete(&Handle::new(ObjectKind::Lock, &id)) {
+                Ok(()) => removed += 1,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// A held lock, refreshed in the background and released on drop.
+pub struct RepoLock {
+    backend: Arc<dyn Backend>,
+    current: Arc<Mutex<Id>>,
+    stop: Option<Sender<()>>,
+    refresher: Option<JoinHandle<()>>,
+    info: LockInfo,
+}
+
+impl RepoLock {
+    /// Takes a lock, failing with [`Error::Locked`] on a conflicting live lock.
+    pub fn acquire(
+        backend: Arc<dyn Backend>,
+        keys: &MasterKeys,
+        rng: Arc<dyn RandomSource>,
+        hostname: &str,
+        operation: &str,
+        exclusive: bool,
+    ) -> Result<RepoLock> {
+        let now = now_secs();
+        let info = LockInfo {
+            hostname: hostname.to_string(),
+            pid: std::process::id(),
+            operation: operation.to_string(),
+            exclusive,
+            created: now,
+            expires: now + LOCK_TTL_SECS,
+        };
+        let bytes = info.seal(keys, rng.as_ref())?;
+        let id = Id::of_object(&bytes);
+        backend.write_new(&Handle::new(ObjectKind::Lock, &id), &bytes)?;
+        let conflict = list_locks(backend.as_ref(), keys).map(|locks| {
+            locks.into_iter().find_map(|(other_id, other)| match other {
+                Ok(o)
+                    if other_id != id && !o.is_stale(hostname, now) && info.conflicts_with(&o) =>
+                {
+                    Some(o.describe())
+                }
+                _ => None,
+            })
+        });
+        let conflict = match conflict {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = backend.delete(&Handle::new(ObjectKind::Lock, &id));
+                return Err(e);
+            }
+        };
+        if let Some(holder) = conflict {
+            let _ = backend.delete(&Handle::new(ObjectKind::Lock, &id));
+            return Err(Error::Locked(holder));
+        }
+        let current = Arc::new(Mutex::new(id));
+        let (stop, stopped) = channel::<()>();
+        let refresher = {
+            let backend = backend.clone();
+            let current = current.clone();
+            let keys = keys.clone();
+            let info = info.clone();
+            std::thread::Builder::new()
+                .name("cairn-lock-refresh".into())
+                .spawn(move || {
+                    loop {
+                        match stopped.recv_timeout(LOCK_REFRESH) {
+                            Err(RecvTimeoutError::Timeout) => {
+                                // A failed refresh is retried at the next tick; the
+                                // lock stays valid for LOCK_TTL_SECS meanwhile.
+                                let _ =
+                                    refresh(backend.as_ref(), &keys, rng.as_ref(), &info, &current);
+                            }
+                            _ => return,
+                        }
+                    }
+                })
+                .map_err(|e| Error::InvalidInput(format!("cannot start the lock refresher: {e}")))?
+        };
+        Ok(RepoLock {
+            backend,
+            current,
+            stop: Some(stop),
+            refresher: Some(refresher),
+            info,
+        })
+    }
+
+    /// What this lock says.
+    pub fn info(&self) -> &LockInfo {
+        &self.info
+    }
+
+    /// The id of the lock object currently on the target.
+    pub fn object_id(&self) -> Id {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn refresh(
+    backend: &dyn Backend,
+    keys: &MasterKeys,
+    rng: &dyn RandomSource,
+    info: &LockInfo,
+    current: &Mutex<Id>,
+) -> Result<()> {
+    let mut fresh = info.clone();
+    fresh.expires = now_secs() + LOCK_TTL_SECS;
+    let bytes = fresh.seal(keys, rng)?;
+    let id = Id::of_object(&bytes);
+    backend.write_new(&Handle::new(ObjectKind::Lock, &id), &bytes)?;
+    let old = std::mem::replace(&mut *current.lock().unwrap_or_else(|e| e.into_inner()), id);
+    let _ = backend.delete(&Handle::new(ObjectKind::Lock, &old));
+    Ok(())
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let _ = self
+            .backend
+            .delete(&Handle::new(ObjectKind::Lock, &self.object_id()));
+    }
+}

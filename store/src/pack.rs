@@ -1,0 +1,306 @@
+//! Packs: many encrypted blobs in one stored object, with an encrypted
+//! trailer listing them, so a pack can be indexed from itself alone.
+//!
+//! Layout (docs/format.md §2.5): the 44-byte object header, then each blob's
+//! ciphertext (nonce = its offset, associated data = type byte || blob id),
+//! then the sealed trailer (nonce = its offset, associated data = the header),
+//! then the trailer's sealed length as a little-endian u32. Blobs are sealed
+//! one by one so a restore reads and authenticates single blobs with ranged
+//! reads.
+
+use crate::backend::ObjectKind;
+use crate::crypto::{MasterKeys, ObjectCipher, TAG_LEN};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BlobEntry, BlobType, Compression, ENTRY_LEN};
+use crate::object::{HEADER_LEN, ObjectHeader};
+use crate::random::RandomSource;
+use crate::wire::Reader;
+
+/// Largest pack this format allows (offsets are u32).
+pub const MAX_PACK_LEN: u64 = u32::MAX as u64;
+
+/// Associated data of one blob's ciphertext: its type byte, then its id.
+pub fn blob_aad(blob_type: BlobType, id: &Id) -> [u8; 33] {
+    let mut aad = [0u8; 33];
+    aad[0] = blob_type.to_byte();
+    aad[1..].copy_from_slice(&id.0);
+    aad
+}
+
+/// A pack being filled. Not thread-safe on its own; the repository keeps one
+/// per blob type behind a lock.
+pub struct PackWriter {
+    header: [u8; HEADER_LEN],
+    cipher: ObjectCipher,
+    buf: Vec<u8>,
+    entries: Vec<BlobEntry>,
+    blob_type: BlobType,
+}
+
+/// A finished pack, ready to upload.
+pub struct FinishedPack {
+    /// Its object id (plain BLAKE3 of `bytes`).
+    pub id: Id,
+    /// The whole stored object.
+    pub bytes: Vec<u8>,
+    /// Its blobs, in order.
+    pub entries: Vec<BlobEntry>,
+}
+
+impl PackWriter {
+    /// An empty pack for blobs of `blob_type`, under a fresh salt.
+    pub fn new(
+        blob_type: BlobType,
+        keys: &MasterKeys,
+        rng: &dyn RandomSource,
+        capacity: usize,
+    ) -> Result<Self> {
+        let header = ObjectHeader::fresh(ObjectKind::Pack, keys, rng)?;
+        let cipher = header.cipher(keys, "new pack")?;
+        let header = header.encode();
+        let mut buf = Vec::with_capacity(capacity.max(HEADER_LEN));
+        buf.extend_from_slice(&header);
+        Ok(PackWriter {
+            header,
+            cipher,
+            buf,
+            entries: Vec::new(),
+            blob_type,
+        })
+    }
+
+    /// The type of blob this pack holds.
+    pub fn blob_type(&self) -> BlobType {
+        self.blob_type
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no blob has been added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The blobs added so far.
+    pub fn entries(&self) -> &[BlobEntry] {
+        &self.entries
+    }
+
+    /// Whether `stored` more bytes (plus a trailer entry) still fit the
+    /// format's size limit.
+    pub fn fits(&self, stored: usize) -> bool {
+        let trailer = (self.entries.len() + 1) * ENTRY_LEN + 4 + TAG_LEN + 4;
+        (self.buf.len() + stored + TAG_LEN + trailer) as u64 <= MAX_PACK_LEN
+    }
+
+    /// Encrypts and appends one blob whose stored form (compressed or raw, as
+    /// `compression` says) is `stored`. The caller checks [`Self::fits`].
+    pub fn add(
+        &mut self,
+        id: Id,
+        compression: Compression,
+        raw_len: u32,
+        stored: &[u8],
+    ) -> BlobEntry {
+        let offset = self.buf.len();
+        let mut sealed = Vec::with_capacity(stored.len() + TAG_LEN);
+        sealed.extend_from_slice(stored);
+        self.cipher
+            .seal_in_place(offset as u64, &blob_aad(self.blob_type, &id), &mut sealed);
+        self.buf.extend_from_slice(&sealed);
+        let entry = BlobEntry {
+            id,
+            blob_type: self.blob_type,
+            compression,
+            offset: offset as u32,
+            stored_len: sealed.len() as u32,
+            raw_len,
+        };
+        self.entries.push(entry);
+        entry
+    }
+
+    /// Reads back a blob's stored form from the unfinished pack (a session
+    /// may load a blob it has not uploaded yet).
+    pub fn stored_form(&self, entry: &BlobEntry) -> Option<Vec<u8>> {
+        let start = entry.offset as usize;
+        let sealed = self.buf.get(start..start + entry.stored_len as usize)?;
+        self.cipher.open(
+            entry.offset.into(),
+            &blob_aad(entry.blob_type, &entry.id),
+            sealed,
+        )
+    }
+
+    /// Appends the trailer and returns the finished pack.
+    pub fn finish(mut self) -> FinishedPack {
+        let mut trailer = Vec::with_capacity(4 + ENTRY_LEN * self.entries.len() + TAG_LEN);
+        trailer.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            e.encode_into(&mut trailer);
+        }
+        let offset = self.buf.len() as u64;
+        self.cipher
+            .seal_in_place(offset, &self.header, &mut trailer);
+        self.buf.extend_from_slice(&trailer);
+        self.buf
+            .extend_from_slice(&(trailer.len() as u32).to_le_bytes());
+        FinishedPack {
+            id: Id::of_object(&self.buf),
+            bytes: self.buf,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Reads the blob list of a whole stored pack from its own trailer (for
+/// `repair index` and `check`); every entry is checked to lie between the
+/// header and the trailer.
+pub fn read_trailer(pack: &[u8], keys: &MasterKeys, object: &str) -> Result<Vec<BlobEntry>> {
+    let header = ObjectHeader::decode(pack, ObjectKind::Pack, object)?;
+    let cipher = header.cipher(keys, object)?;
+    let len = pack.len();
+    if len < HEADER_LEN + TAG_LEN + 4 + 4 {
+        return Err(Error::corrupt(object, "too short for a pack"));
+    }
+    let mut tail = Reader::new(&pack[len - 4..]);
+    let trailer_len = tail.u32().unwrap_or(0) as usize;
+    let trailer_start = (len - 4)
+        .checked_sub(trailer_len)
+        .filter(|&s| s >= HEADER_LEN)
+        .ok_or_else(|| Error::corrupt(object, "trailer length points outside the pack"))?;
+    let plain = cipher
+        .open(
+            trailer_start as u64,
+            &pack[..HEADER_LEN],
+            &pack[trailer_start..len - 4],
+        )
+        .ok_or_else(|| Error::corrupt(object, "trailer authentication failed"))?;
+    let mut r = Reader::new(&plain);
+    let n = r
+        .u32()
+        .ok_or_else(|| Error::corrupt(object, "empty trailer"))? as usize;
+    if n.checked_mul(ENTRY_LEN) != Some(r.remaining()) {
+        return Err(Error::corrupt(
+            object,
+            "trailer count does not match its length",
+        ));
+    }
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let e = BlobEntry::decode(&mut r)
+            .ok_or_else(|| Error::corrupt(object, "invalid trailer entry"))?;
+        let end = e.offset as usize + e.stored_len as usize;
+        if (e.offset as usize) < HEADER_LEN || end > trailer_start {
+            return Err(Error::corrupt(
+                object,
+                format!("blob {} lies outside the pack's blob area", e.id),
+            ));
+        }
+        entries.push(e);
+    }
+    Ok(entries)
+}
+
+/// Decrypts, decompresses and verifies one blob.
+///
+/// `sealed` is the blob's ciphertext as read from the pack at
+/// `entry.offset`; `cipher` is the pack's. The plaintext's keyed hash must
+/// equal the entry's id, so a blob moved, swapped or replayed is caught.
+pub fn open_blob(
+    cipher: &ObjectCipher,
+    keys: &MasterKeys,
+    entry: &BlobEntry,
+    mut sealed: Vec<u8>,
+    pack: &Id,
+) -> Result<Vec<u8>> {
+    let what = || format!("blob {} in pack {}", entry.id, pack);
+    if !cipher.open_in_place(
+        entry.offset.into(),
+        &blob_aad(entry.blob_type, &entry.id),
+        &mut sealed,
+    ) {
+        return Err(Error::corrupt(
+            what(),
+            "authentication failed (damaged or forged)",
+        ));
+    }
+    let plain = match entry.compression {
+        Compression::None => sealed,
+        Compression::Zstd => {
+            let mut out = Vec::with_capacity(entry.raw_len as usize);
+            let mut d = zstd::bulk::Decompressor::new()
+                .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
+            d.decompress_to_buffer(&sealed, &mut out)
+                .map_err(|e| Error::corrupt(what(), format!("decompression failed: {e}")))?;
+            out
+        }
+    };
+    if plain.len() != entry.raw_len as usize {
+        return Err(Error::corrupt(what(), "length differs from the index"));
+    }
+    if keys.blob_id(&plain) != entry.id {
+        return Err(Error::corrupt(what(), "content does not match its id"));
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    fn pack_of(keys: &MasterKeys, rng: &SeededRandom, blobs: &[&[u8]]) -> FinishedPack {
+        let mut w = PackWriter::new(BlobType::Data, keys, rng, 0).unwrap();
+        for b in blobs {
+            let z = zstd::bulk::compress(b, 3).unwrap();
+            w.add(keys.blob_id(b), Compression::Zstd, b.len() as u32, &z);
+        }
+        w.finish()
+    }
+
+    #[test]
+    fn trailer_and_blobs_round_trip() {
+        let rng = SeededRandom::new(b"pack");
+        let keys = MasterKeys::generate(&rng).unwrap();
+        let blobs: [&[u8]; 3] = [b"one", &[7u8; 5000], b""];
+        let p = pack_of(&keys, &rng, &blobs);
+        assert_eq!(p.id, Id::of_object(&p.bytes));
+        let entries = read_trailer(&p.bytes, &keys, "p").unwrap();
+        assert_eq!(entries, p.entries);
+        let cipher = ObjectHeader::decode(&p.bytes, ObjectKind::Pack, "p")
+            .unwrap()
+            .cipher(&keys, "p")
+            .unwrap();
+        for (e, b) in entries.iter().zip(blobs) {
+            let sealed = p.bytes[e.offset as usize..(e.offset + e.stored_len) as usize].to_vec();
+            assert_eq!(open_blob(&cipher, &keys, e, sealed, &p.id).unwrap(), b);
+        }
+    }
+
+    #[test]
+    fn every_bit_flip_is_detected() {
+        let rng = SeededRandom::new(b"flip");
+        let keys = MasterKeys::generate(&rng).unwrap();
+        let p = pack_of(&keys, &rng, &[b"abc", b"defg"]);
+        for bit in 0..p.bytes.len() * 8 {
+            let mut bad = p.bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let ok = read_trailer(&bad, &keys, "p").and_then(|entries| {
+                let cipher =
+                    ObjectHeader::decode(&bad, ObjectKind::Pack, "p")?.cipher(&keys, "p")?;
+                for e in &entries {
+                    let sealed =
+                        bad[e.offset as usize..(e.offset + e.stored_len) as usize].to_vec();
+                    open_blob(&cipher, &keys, e, sealed, &p.id)?;
+                }
+                Ok(())
+            });
+            assert!(ok.is_err(), "bit {bit} not detected");
+        }
+    }
+}

@@ -1,0 +1,799 @@
+//! The repository: init, open, save and load blobs, flush, snapshots.
+//!
+//! It enforces the write order that keeps a repository valid whatever
+//! happens: packs are uploaded first, then the index files naming them, and
+//! a snapshot only after everything it needs is indexed. Dropping a
+//! repository without [`Repository::flush`] is a crash as far as the target
+//! is concerned: it leaves, at worst, uploaded packs no index names, which
+//! `repair index` and prune deal with.
+//!
+//! All methods take `&self`: the backup pipeline saves blobs from many worker
+//! threads. Compression runs outside every lock; a short lock per blob type
+//! appends the encrypted blob to the open pack.
+
+use crate::backend::{Backend, Handle, ObjectKind};
+use crate::cache::Cache;
+use crate::config::{ChunkerConfig, Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE};
+use crate::crypto::{MasterKeys, ObjectCipher};
+use crate::dedup::BlobSet;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BlobEntry, BlobType, Compression, IndexFile, PackBlobs};
+use crate::keyfile::{Credential, KdfParams, KeyFile, KeyFileInfo, seal_key_file};
+use crate::lock::RepoLock;
+use crate::object::{FORMAT_VERSION, HEADER_LEN, ObjectHeader};
+use crate::pack::{FinishedPack, PackWriter, open_blob, read_trailer};
+use crate::random::RandomSource;
+use crate::snapshot::Snapshot;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// Settings chosen at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Chunker parameters (fixed for the repository's life).
+    pub chunker: ChunkerConfig,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// zstd level for data blobs.
+    pub compression_level: i32,
+    /// Argon2id cost of the first key file (ignored for raw keys).
+    pub kdf: KdfParams,
+    /// Facts recorded in the first key file.
+    pub key_info: KeyFileInfo,
+}
+
+impl InitOptions {
+    /// Defaults for everything but the chunker parameters.
+    pub fn new(chunker: ChunkerConfig) -> Self {
+        InitOptions {
+            chunker,
+            pack_size: DEFAULT_PACK_SIZE,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            kdf: KdfParams::DEFAULT,
+            key_info: KeyFileInfo::default(),
+        }
+    }
+}
+
+/// How to open a repository.
+#[derive(Clone)]
+pub struct OpenOptions {
+    /// Cache directory; `None` keeps the cache in memory (rebuilt per open).
+    pub cache_dir: Option<PathBuf>,
+    /// Where salts come from ([`crate::OsRandom`] for real repositories).
+    pub rng: Arc<dyn RandomSource>,
+    /// Write an index checkpoint after this many packs are uploaded.
+    pub checkpoint_packs: usize,
+}
+
+impl OpenOptions {
+    /// The cache in `cache_dir`, OS randomness, checkpoints every 32 packs.
+    pub fn new(cache_dir: Option<PathBuf>) -> Self {
+        OpenOptions {
+            cache_dir,
+            rng: Arc::new(crate::random::OsRandom),
+            checkpoint_packs: 32,
+        }
+    }
+}
+
+/// What [`Repository::save_blob`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveOutcome {
+    /// The blob's id.
+    pub id: Id,
+    /// Whether it was new (stored now) rather than already in the repository.
+    pub new: bool,
+    /// Bytes stored for it (ciphertext), 0 when not new.
+    pub stored_len: u64,
+}
+
+/// Counters of the current session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// New blobs saved.
+    pub blobs_new: u64,
+    /// Their plaintext bytes.
+    pub bytes_new: u64,
+    /// Their stored (compressed, encrypted) bytes.
+    pub bytes_stored: u64,
+    /// Packs uploaded.
+    pub packs: u64,
+    /// Index files written.
+    pub index_files: u64,
+}
+
+/// Where a blob saved in this session is.
+enum Pending {
+    /// In an open pack of this type, not uploaded yet.
+    InPacker(BlobType),
+    /// Uploaded in `pack`, not yet in a stored index file.
+    Packed(Id, BlobEntry),
+}
+
+#[derive(Default)]
+struct Session {
+    pending: HashMap<Id, Pending>,
+    unindexed: Vec<PackBlobs>,
+}
+
+#[derive(Default)]
+struct Counters {
+    blobs_new: AtomicU64,
+    bytes_new: AtomicU64,
+    bytes_stored: AtomicU64,
+    packs: AtomicU64,
+    index_files: AtomicU64,
+}
+
+/// An open repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: MasterKeys,
+    config: Config,
+    rng: Arc<dyn RandomSource>,
+    checkpoint_packs: usize,
+    known: RwLock<BlobSet>,
+    cache: Mutex<Cache>,
+    session: Mutex<Session>,
+    packers: [Mutex<Option<PackWriter>>; 2],
+    pack_ciphers: Mutex<HashMap<Id, Arc<ObjectCipher>>>,
+    counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave these structures half-updated in a way
+    // that matters more than the panic itself; keep going with the data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn packer_slot(t: BlobType) -> usize {
+    match t {
+        BlobType::Data => 0,
+        BlobType::Meta => 1,
+    }
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+/// Compresses `data` at `level`; `None` when that does not make it smaller.
+fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    if data.len() < 64 {
+        return None;
+    }
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+        }
+        let (_, c) = slot.as_mut()?;
+        // An output buffer one byte short of the input: zstd gives up with an
+        // error as soon as the output would not be smaller.
+        let mut out = Vec::with_capacity(data.len() - 1);
+        c.compress_to_buffer(data, &mut out).ok()?;
+        Some(out)
+    })
+}
+
+impl Repository {
+    /// Creates a repository on an empty target and returns it open.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        credential: &Credential<'_>,
+        init: &InitOptions,
+        open: OpenOptions,
+    ) -> Result<Repository> {
+        match backend.stat(&Handle::config()) {
+            Ok(_) => {
+                return Err(Error::InvalidInput(format!(
+                    "{} already holds a repository (its config exists)",
+                    backend.location()
+                )));
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let rng = open.rng.clone();
+        let keys = MasterKeys::generate(rng.as_ref())?;
+        let config = Config {
+            version: FORMAT_VERSION.into(),
+            repo_id: keys.repo_id,
+            created: init.key_info.created,
+            chunker: init.chunker,
+            pack_size: init.pack_size,
+            compression_level: init.compression_level,
+        };
+        config
+            .validate("the requested config")
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let key_file = seal_key_file(&keys, credential, &init.kdf, &init.key_info, rng.as_ref())?;
+        backend.write_new(
+            &Handle::new(ObjectKind::Key, &Id::of_object(&key_file)),
+            &key_file,
+        )?;
+        // The config goes last: a target with a config is a usable repository.
+        backend.write_new(&Handle::config(), &config.seal(&keys, rng.as_ref())?)?;
+        Repository::assemble(backend, keys, config, open)
+    }
+
+    /// Opens an existing repository with a password or raw key.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        credential: &Credential<'_>,
+        open: OpenOptions,
+    ) -> Result<Repository> {
+        let config_bytes = Repository::read_config_bytes(backend.as_ref())?;
+        let keys = Repository::unlock(backend.as_ref(), credential)?;
+        let config = Config::open(&config_bytes, &keys)?;
+        Repository::assemble(backend, keys, config, open)
+    }
+
+    /// Reads the config and checks it is a cairn repository of a version this
+    /// build reads, before any key is needed.
+    fn read_config_bytes(backend: &dyn Backend) -> Result<Vec<u8>> {
+        let not_repo = |reason: &str| Error::NotARepository {
+            location: backend.location(),
+            reason: reason.to_string(),
+        };
+        let bytes = match backend.read(&Handle::config()) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(not_repo("it has no config")),
+            Err(e) => return Err(e.into()),
+        };
+        if bytes.get(..6) != Some(&crate::object::MAGIC[..]) {
+            return Err(not_repo("its config is not a cairn config"));
+        }
+        ObjectHeader::decode(&bytes, ObjectKind::Config, "config")?;
+        Ok(bytes)
+    }
+
+    /// Tries every key file with the credential.
+    fn unlock(backend: &dyn Backend, credential: &Credential<'_>) -> Result<MasterKeys> {
+        let key_files = backend.list(ObjectKind::Key)?;
+        if key_files.is_empty() {
+            return Err(Error::NotARepository {
+                location: backend.location(),
+                reason: "it has no key files".into(),
+            });
+        }
+        let mut last_corrupt = None;
+        for info in &key_files {
+            let bytes = backend.read(&info.handle)?;
+            let name = info.handle.to_string();
+            let parsed = KeyFile::parse(&bytes, &name).and_then(|kf| kf.unlock(credential, &name));
+            match parsed {
+                Ok(Some(keys)) => return Ok(keys),
+                Ok(None) => {}
+                Err(e) => last_corrupt = Some(e),
+            }
+        }
+        // A damaged key file must not hide behind "wrong password" when it is
+        // the only one.
+        match (key_files.len(), last_corrupt) {
+            (1, Some(e)) => Err(e),
+            (n, _) => Err(Error::WrongPassword { key_files: n }),
+        }
+    }
+
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        keys: MasterKeys,
+        config: Config,
+        open: OpenOptions,
+    ) -> Result<Repository> {
+        let cache = Cache::open(open.cache_dir.as_deref(), &keys.repo_id)?;
+        let repo = Repository {
+            backend,
+            keys,
+            config,
+            rng: open.rng,
+            checkpoint_packs: open.checkpoint_packs.max(1),
+            known: RwLock::new(BlobSet::from_sorted(Vec::new())),
+            cache: Mutex::new(cache),
+            session: Mutex::new(Session::default()),
+            packers: [Mutex::new(None), Mutex::new(None)],
+            pack_ciphers: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        };
+        repo.refresh_index()?;
+        Ok(repo)
+    }
+
+    /// Brings the cache up to date with the index files on the target and
+    /// reloads the dedup set. Called at open; call it again to see blobs that
+    /// other agents have written since.
+    pub fn refresh_index(&self) -> Result<()> {
+        let listed = self.backend.list(ObjectKind::Index)?;
+        let mut files: HashMap<Id, IndexFile> = HashMap::new();
+        let mut cache = lock(&self.cache);
+        let merged = cache.index_files()?;
+        let on_target: HashSet<Id> = listed
+            .iter()
+            .filter_map(|i| i.handle.name.parse().ok())
+            .collect();
+        for id in on_target.difference(&merged) {
+            files.insert(*id, self.read_index(id)?);
+        }
+        let superseded: HashSet<Id> = files
+            .values()
+            .flat_map(|f| f.supersedes.iter().copied())
+            .collect();
+        // An index the cache merged has gone (prune replaced it) or is now
+        // superseded: the cache may hold stale locations. Rebuild it.
+        if merged
+            .iter()
+            .any(|id| !on_target.contains(id) || superseded.contains(id))
+        {
+            cache.clear()?;
+            files.clear();
+            for id in &on_target {
+                files.insert(*id, self.read_index(id)?);
+            }
+        }
+        let superseded: HashSet<Id> = files
+            .values()
+            .flat_map(|f| f.supersedes.iter().copied())
+            .collect();
+        for (id, file) in &files {
+            if !superseded.contains(id) {
+                cache.add_index_file(id, file)?;
+            }
+        }
+        let set = cache.fingerprints()?;
+        drop(cache);
+        *self.known.write().unwrap_or_else(|e| e.into_inner()) = set;
+        Ok(())
+    }
+
+    fn read_index(&self, id: &Id) -> Result<IndexFile> {
+        let handle = Handle::new(ObjectKind::Index, id);
+        let bytes = self.read_verified(&handle, id)?;
+        IndexFile::open(&bytes, &self.keys, &handle.to_string())
+    }
+
+    /// Reads a content-named object and checks its bytes against its name.
+    fn read_verified(&self, handle: &Handle, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.backend.read(handle)?;
+        if Id::of_object(&bytes) != *id {
+            return Err(Error::corrupt(
+                handle.to_string(),
+                "content does not match its name (damaged or replaced)",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// The repository's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The secrets (for the chunker's gear seed and blob ids).
+    pub fn keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+
+    /// The target.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The id a blob with this plaintext has.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        self.keys.blob_id(plaintext)
+    }
+
+    /// Whether the repository (or this session) holds the blob.
+    pub fn has_blob(&self, id: &Id) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+            || lock(&self.session).pending.contains_key(id)
+    }
+
+    /// Counters of this session.
+    pub fn session_stats(&self) -> SessionStats {
+        let c = &self.counters;
+        SessionStats {
+            blobs_new: c.blobs_new.load(Ordering::Relaxed),
+            bytes_new: c.bytes_new.load(Ordering::Relaxed),
+            bytes_stored: c.bytes_stored.load(Ordering::Relaxed),
+            packs: c.packs.load(Ordering::Relaxed),
+            index_files: c.index_files.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stores a blob unless the repository has it: compress (or not, when
+    /// that does not help), encrypt, append to the open pack of its type,
+    /// upload the pack when full.
+    pub fn save_blob(&self, blob_type: BlobType, data: &[u8]) -> Result<SaveOutcome> {
+        self.save_blob_with_id(blob_type, self.keys.blob_id(data), data)
+    }
+
+    /// [`Self::save_blob`] when the caller has already computed the id with
+    /// [`Self::blob_id`] (the backup pipeline hashes before deciding).
+    pub fn save_blob_with_id(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        data: &[u8],
+    ) -> Result<SaveOutcome> {
+        let raw_len = u32::try_from(data.len()).map_err(|_| {
+            Error::InvalidInput(format!(
+                "blob of {} bytes exceeds the 4 GiB limit",
+                data.len()
+            ))
+        })?;
+        let old = SaveOutcome {
+            id,
+            new: false,
+            stored_len: 0,
+        };
+        if self
+            .known
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+        {
+            return Ok(old);
+        }
+        {
+            let mut session = lock(&self.session);
+            if session.pending.contains_key(&id)
+                || self
+                    .known
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&id)
+            {
+                return Ok(old);
+            }
+            session.pending.insert(id, Pending::InPacker(blob_type));
+        }
+        let level = match blob_type {
+            BlobType::Data => self.config.compression_level,
+            BlobType::Meta => self.config.compression_level.max(3),
+        };
+        let compressed = compress(data, level);
+        let (compression, stored) = match &compressed {
+            Some(c) => (Compression::Zstd, c.as_slice()),
+            None => (Compression::None, data),
+        };
+        let (entry, full) = {
+            let mut slot = lock(&self.packers[packer_slot(blob_type)]);
+            let mut finished_early = None;
+            if slot.as_ref().is_some_and(|p| !p.fits(stored.len())) {
+                finished_early = slot.take().map(PackWriter::finish);
+            }
+            let packer = match slot.as_mut() {
+                Some(p) => p,
+                None => match PackWriter::new(
+                    blob_type,
+                    &self.keys,
+                    self.rng.as_ref(),
+                    self.config.pack_size as usize + (1 << 20),
+                ) {
+                    Ok(p) => slot.insert(p),
+                    Err(e) => {
+                        lock(&self.session).pending.remove(&id);
+                        return Err(e);
+                    }
+                },
+            };
+            let entry = packer.add(id, compression, raw_len, stored);
+            let full = if packer.len() >= self.config.pack_size as usize {
+                slot.take().map(PackWriter::finish)
+            } else {
+                None
+            };
+            (
+                entry,
+                finished_early.into_iter().chain(full).collect::<Vec<_>>(),
+            )
+        };
+        self.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_new
+            .fetch_add(raw_len.into(), Ordering::Relaxed);
+        self.counters
+            .bytes_stored
+            .fetch_add(entry.stored_len.into(), Ordering::Relaxed);
+        for pack in full {
+            self.upload_pack(pack)?;
+        }
+        Ok(SaveOutcome {
+            id,
+            new: true,
+            stored_len: entry.stored_len.into(),
+        })
+    }
+
+    /// Uploads a finished pack and records its blobs; writes an index
+    /// checkpoint when enough packs are waiting for one.
+    fn upload_pack(&self, pack: FinishedPack) -> Result<()> {
+        let handle = Handle::new(ObjectKind::Pack, &pack.id);
+        if let Err(e) = self.backend.write_new(&handle, &pack.bytes) {
+            // Its blobs are not stored: forget them so a retry stores them.
+            let mut session = lock(&self.session);
+            for e in &pack.entries {
+                session.pending.remove(&e.id);
+            }
+            return Err(e.into());
+        }
+        self.counters.packs.fetch_add(1, Ordering::Relaxed);
+        let checkpoint = {
+            let mut session = lock(&self.session);
+            for e in &pack.entries {
+                session.pending.insert(e.id, Pending::Packed(pack.id, *e));
+            }
+            session.unindexed.push(PackBlobs {
+                pack: pack.id,
+                blobs: pack.entries,
+            });
+            if session.unindexed.len() >= self.checkpoint_packs {
+                std::mem::take(&mut session.unindexed)
+            } else {
+                Vec::new()
+            }
+        };
+        if !checkpoint.is_empty() {
+            self.write_index(checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// Writes an index file for uploaded packs, merges it into the cache and
+    /// moves its blobs from the session's map into the dedup set.
+    fn write_index(&self, packs: Vec<PackBlobs>) -> Result<()> {
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs,
+        };
+        let bytes = file.seal(&self.keys, self.rng.as_ref())?;
+        let id = Id::of_object(&bytes);
+        if let Err(e) = self
+            .backend
+            .write_new(&Handle::new(ObjectKind::Index, &id), &bytes)
+        {
+            // Put the packs back so a later flush retries the index.
+            lock(&self.session).unindexed.extend(file.packs);
+            return Err(e.into());
+        }
+        self.counters.index_files.fetch_add(1, Ordering::Relaxed);
+        lock(&self.cache).add_index_file(&id, &file)?;
+        let mut session = lock(&self.session);
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        known.merge(
+            file.packs
+                .iter()
+                .flat_map(|p| p.blobs.iter().map(|b| b.id.prefix_u128())),
+        );
+        for p in &file.packs {
+            for b in &p.blobs {
+                session.pending.remove(&b.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads the open packs and writes the index for everything this
+    /// session has stored. After it returns, every saved blob is durable and
+    /// indexed.
+    pub fn flush(&self) -> Result<()> {
+        for slot in &self.packers {
+            let pack = lock(slot)
+                .take()
+                .filter(|p| !p.is_empty())
+                .map(PackWriter::finish);
+            if let Some(pack) = pack {
+                self.upload_pack(pack)?;
+            }
+        }
+        let rest = std::mem::take(&mut lock(&self.session).unindexed);
+        if !rest.is_empty() {
+            self.write_index(rest)?;
+        }
+        Ok(())
+    }
+
+    /// Loads, decrypts, decompresses and verifies a blob.
+    pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let pending = match lock(&self.session).pending.get(id) {
+            Some(Pending::Packed(pack, entry)) => Some(Ok((*pack, *entry))),
+            Some(Pending::InPacker(t)) => Some(Err(*t)),
+            None => None,
+        };
+        let (pack, entry) = match pending {
+            Some(Ok(location)) => location,
+            Some(Err(blob_type)) => return self.load_unuploaded(blob_type, id),
+            None => lock(&self.cache)
+                .lookup(id)?
+                .ok_or(Error::BlobNotFound(*id))?,
+        };
+        self.load_from_pack(&pack, &entry)
+    }
+
+    /// Where the index says a blob is: its pack and entry.
+    pub fn locate_blob(&self, id: &Id) -> Result<Option<(Id, BlobEntry)>> {
+        if let Some(Pending::Packed(pack, entry)) = lock(&self.session).pending.get(id) {
+            return Ok(Some((*pack, *entry)));
+        }
+        lock(&self.cache).lookup(id)
+    }
+
+    /// Loads a blob from a known location in a pack (restore planners call
+    /// this after grouping blobs by pack).
+    pub fn load_from_pack(&self, pack: &Id, entry: &BlobEntry) -> Result<Vec<u8>> {
+        let cipher = self.pack_cipher(pack)?;
+        let sealed = self.backend.read_range(
+            &Handle::new(ObjectKind::Pack, pack),
+            entry.offset.into(),
+            entry.stored_len.into(),
+        )?;
+        open_blob(&cipher, &self.keys, entry, sealed, pack)
+    }
+
+    fn pack_cipher(&self, pack: &Id) -> Result<Arc<ObjectCipher>> {
+        if let Some(c) = lock(&self.pack_ciphers).get(pack) {
+            return Ok(c.clone());
+        }
+        let handle = Handle::new(ObjectKind::Pack, pack);
+        let header = self.backend.read_range(&handle, 0, HEADER_LEN as u64)?;
+        let name = handle.to_string();
+        let cipher = Arc::new(
+            ObjectHeader::decode(&header, ObjectKind::Pack, &name)?.cipher(&self.keys, &name)?,
+        );
+        let mut ciphers = lock(&self.pack_ciphers);
+        if ciphers.len() >= 4096 {
+            ciphers.clear();
+        }
+        ciphers.insert(*pack, cipher.clone());
+        Ok(cipher)
+    }
+
+    fn load_unuploaded(&self, blob_type: BlobType, id: &Id) -> Result<Vec<u8>> {
+        let slot = lock(&self.packers[packer_slot(blob_type)]);
+        let found = slot.as_ref().and_then(|p| {
+            let entry = p.entries().iter().find(|e| e.id == *id)?;
+            Some((*entry, p.stored_form(entry)?))
+        });
+        drop(slot);
+        let (entry, stored) = found.ok_or(Error::BlobNotFound(*id))?;
+        let plain = match entry.compression {
+            Compression::None => stored,
+            Compression::Zstd => zstd::bulk::decompress(&stored, entry.raw_len as usize)
+                .map_err(|e| Error::corrupt(format!("unuploaded blob {id}"), e.to_string()))?,
+        };
+        Ok(plain)
+    }
+
+    /// Reads a whole pack and verifies it: its bytes against its name, its
+    /// trailer, every blob (decrypt, decompress, id), and the trailer against
+    /// what the index says about the pack. Returns its blobs.
+    pub fn verify_pack(&self, pack: &Id) -> Result<Vec<BlobEntry>> {
+        let handle = Handle::new(ObjectKind::Pack, pack);
+        let name = handle.to_string();
+        let bytes = self.read_verified(&handle, pack)?;
+        let entries = read_trailer(&bytes, &self.keys, &name)?;
+        let cipher =
+            ObjectHeader::decode(&bytes, ObjectKind::Pack, &name)?.cipher(&self.keys, &name)?;
+        let cache = lock(&self.cache);
+        for entry in &entries {
+            let start = entry.offset as usize;
+            let sealed = bytes
+                .get(start..start + entry.stored_len as usize)
+                .ok_or_else(|| Error::corrupt(&name, "blob outside the pack"))?;
+            open_blob(&cipher, &self.keys, entry, sealed.to_vec(), pack)?;
+            if let Some((indexed_pack, indexed)) = cache.lookup(&entry.id)? {
+                if indexed_pack == *pack && indexed != *entry {
+                    return Err(Error::corrupt(
+                        &name,
+                        format!("blob {} differs between the pack and the index", entry.id),
+                    ));
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Writes a snapshot manifest, after flushing so that everything it
+    /// references is indexed. Its root must be in the repository.
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        self.flush()?;
+        if !self.has_blob(&snapshot.root) {
+            return Err(Error::InvalidInput(format!(
+                "snapshot root {} is not in the repository",
+                snapshot.root
+            )));
+        }
+        let bytes = snapshot.seal(&self.keys, self.rng.as_ref())?;
+        let id = Id::of_object(&bytes);
+        self.backend
+            .write_new(&Handle::new(ObjectKind::Snapshot, &id), &bytes)?;
+        Ok(id)
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = Vec::new();
+        for info in self.backend.list(ObjectKind::Snapshot)? {
+            let Ok(id) = info.handle.name.parse::<Id>() else {
+                continue;
+            };
+            out.push((id, self.load_snapshot(&id)?));
+        }
+        out.sort_by_key(|a| (a.1.time, a.1.time_nanos, a.0));
+        Ok(out)
+    }
+
+    /// One snapshot by id.
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let handle = Handle::new(ObjectKind::Snapshot, id);
+        let bytes = self.read_verified(&handle, id)?;
+        Snapshot::open(&bytes, &self.keys, &handle.to_string())
+    }
+
+    /// Resolves `latest`, a full id or a unique id prefix among `snapshots`.
+    pub fn resolve_snapshot<'a>(
+        spec: &str,
+        snapshots: &'a [(Id, Snapshot)],
+    ) -> Result<&'a (Id, Snapshot)> {
+        if spec == "latest" {
+            return snapshots.last().ok_or_else(|| {
+                Error::SnapshotNotFound(
+                    "latest: the repository has no snapshot (matching the filters)".into(),
+                )
+            });
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        let mut matches = snapshots
+            .iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) if !spec.is_empty() => Ok(one),
+            (Some(_), Some(_)) => Err(Error::SnapshotNotFound(format!(
+                "{spec}: the prefix matches several snapshots; give more digits"
+            ))),
+            _ => Err(Error::SnapshotNotFound(format!("{spec}: no such snapshot"))),
+        }
+    }
+
+    /// Adds a key file (another password or raw key) for the same secrets.
+    pub fn add_key(
+        &self,
+        credential: &Credential<'_>,
+        kdf: &KdfParams,
+        info: &KeyFileInfo,
+    ) -> Result<Id> {
+        let bytes = seal_key_file(&self.keys, credential, kdf, info, self.rng.as_ref())?;
+        let id = Id::of_object(&bytes);
+        self.backend
+            .write_new(&Handle::new(ObjectKind::Key, &id), &bytes)?;
+        Ok(id)
+    }
+
+    /// Takes a repository lock: shared for backups (they never wait on each
+    /// other), exclusive for operations that delete. Released on drop.
+    pub fn lock(&self, hostname: &str, operation: &str, exclusive: bool) -> Result<RepoLock> {
+        RepoLock::acquire(
+            self.backend.clone(),
+            &self.keys,
+            self.rng.clone(),
+            hostname,
+            operation,
+            exclusive,
+        )
+    }
+
+    /// Number of blobs in the dedup set (stored and indexed).
+    pub fn indexed_blob_count(&self) -> usize {
+        self.known.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}

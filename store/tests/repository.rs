@@ -1,0 +1,326 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Round trips, wrong credentials, corruption and crashes, through the
+//! public API of cairn-store on the in-memory and local backends.
+
+use cairn_store::backend::{LocalBackend, MemoryBackend};
+use cairn_store::repository::{InitOptions, OpenOptions, Repository};
+use cairn_store::{
+    Backend, BlobType, ChunkSizes, ChunkerConfig, Credential, Error, Handle, Id, KdfParams,
+    ObjectKind, SeededRandom, Snapshot, SnapshotKind,
+};
+use std::sync::Arc;
+
+const PW: Credential<'static> = Credential::Password(b"correct horse");
+
+fn init_options() -> InitOptions {
+    let sizes = ChunkSizes {
+        min: 4096,
+        avg: 16384,
+        max: 65536,
+        normalization: 2,
+    };
+    let mut o = InitOptions::new(ChunkerConfig {
+        format: 1,
+        disk: sizes,
+        files: sizes,
+    });
+    o.kdf = KdfParams::INSECURE_FAST;
+    o.pack_size = 256 * 1024;
+    o
+}
+
+fn opts(seed: &[u8]) -> OpenOptions {
+    let mut o = OpenOptions::new(None);
+    o.rng = Arc::new(SeededRandom::new(seed));
+    o.checkpoint_packs = 4;
+    o
+}
+
+/// Deterministic blobs: some compressible, some not.
+fn blob(i: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut x = blake3::hash(&i.to_le_bytes()).as_bytes().to_vec();
+    let len = 1000 + (i as usize * 7919) % 60000;
+    while out.len() < len {
+        if i.is_multiple_of(3) {
+            out.extend_from_slice(b"compressible text compressible text ");
+        } else {
+            x = blake3::hash(&x).as_bytes().to_vec();
+            out.extend_from_slice(&x);
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn snapshot_of(root: Id) -> Snapshot {
+    Snapshot {
+        time: 1_764_633_600,
+        time_nanos: 0,
+        hostname: "test".into(),
+        username: "root".into(),
+        kind: SnapshotKind::Files,
+        paths: vec!["/data".into()],
+        tags: vec![],
+        parent: None,
+        root,
+        program_version: "test".into(),
+        stats: Default::default(),
+    }
+}
+
+/// Saves blobs 0..n and a snapshot whose root is a meta blob listing them.
+fn backup(repo: &Repository, range: std::ops::Range<u32>) -> (Id, Vec<Id>) {
+    let ids: Vec<Id> = range
+        .map(|i| repo.save_blob(BlobType::Data, &blob(i)).unwrap().id)
+        .collect();
+    let listing: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
+    let root = repo.save_blob(BlobType::Meta, &listing).unwrap().id;
+    (repo.save_snapshot(&snapshot_of(root)).unwrap(), ids)
+}
+
+#[test]
+fn blobs_and_snapshots_survive_reopen_and_dedup_across_sessions() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap();
+    let (snap, ids) = backup(&repo, 0..200);
+    let first = repo.session_stats();
+    assert_eq!(first.blobs_new, 201);
+    assert!(first.packs >= 2, "{first:?}");
+    drop(repo);
+
+    let repo = Repository::open(backend.clone(), &PW, opts(b"b")).unwrap();
+    assert_eq!(repo.indexed_blob_count(), 201);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(repo.load_blob(id).unwrap(), blob(i as u32));
+    }
+    let snaps = repo.list_snapshots().unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].0, snap);
+    // A second backup of mostly the same data stores only the new blobs.
+    let (_, _) = backup(&repo, 100..250);
+    assert_eq!(repo.session_stats().blobs_new, 50 + 1);
+    assert_eq!(repo.list_snapshots().unwrap().len(), 2);
+}
+
+#[test]
+fn wrong_password_is_the_typed_error_with_a_clear_message() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    drop(Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap());
+    let err = Repository::open(backend, &Credential::Password(b"wrong"), opts(b"b"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::WrongPassword { key_files: 1 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("wrong password"), "{err}");
+}
+
+#[test]
+fn an_added_key_opens_the_same_repository() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap();
+    repo.add_key(
+        &Credential::RawKey(&[7; 32]),
+        &KdfParams::INSECURE_FAST,
+        &Default::default(),
+    )
+    .unwrap();
+    let (snap, _) = backup(&repo, 0..3);
+    drop(repo);
+    let repo = Repository::open(backend, &Credential::RawKey(&[7; 32]), opts(b"b")).unwrap();
+    assert_eq!(repo.list_snapshots().unwrap()[0].0, snap);
+}
+
+#[test]
+fn missing_repository_and_future_version_are_named() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let err = Repository::open(backend.clone(), &PW, opts(b"a"))
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::NotARepository { .. }), "{err}");
+
+    drop(Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap());
+    let memory = MemoryBackend::new();
+    for kind in ObjectKind::ALL {
+        for info in backend.list(kind).unwrap() {
+            let mut bytes = backend.read(&info.handle).unwrap();
+            if kind == ObjectKind::Config {
+                bytes[7] = 99;
+            }
+            memory.write_new(&info.handle, &bytes).unwrap();
+        }
+    }
+    let err = Repository::open(Arc::new(memory), &PW, opts(b"a"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::UnsupportedVersion { found: 99, .. }),
+        "{err}"
+    );
+}
+
+/// Flips one bit of every stored pack, index and snapshot in turn and checks
+/// that reading the repository reports that object as corrupt.
+#[test]
+fn a_flipped_bit_in_any_pack_index_or_snapshot_is_detected_and_named() {
+    let memory = Arc::new(MemoryBackend::new());
+    let backend: Arc<dyn Backend> = memory.clone();
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap();
+    let (_, ids) = backup(&repo, 0..40);
+    drop(repo);
+
+    for kind in [ObjectKind::Pack, ObjectKind::Index, ObjectKind::Snapshot] {
+        for info in backend.list(kind).unwrap() {
+            for byte in [0u64, 7, 44, info.size / 2, info.size - 5, info.size - 1] {
+                assert!(memory.corrupt(&info.handle, byte as usize, 0x10));
+                let outcome = (|| -> Result<(), Error> {
+                    let repo = Repository::open(backend.clone(), &PW, opts(b"r"))?;
+                    repo.list_snapshots()?;
+                    for id in &ids {
+                        repo.load_blob(id)?;
+                    }
+                    for pack in backend.list(ObjectKind::Pack)? {
+                        repo.verify_pack(&pack.handle.name.parse().unwrap())?;
+                    }
+                    Ok(())
+                })();
+                let err =
+                    outcome.expect_err(&format!("flip at {byte} of {} undetected", info.handle));
+                let message = err.to_string();
+                // Packs are named by the blob error or the pack itself; index
+                // files and snapshots by their own name.
+                assert!(
+                    message.contains(&info.handle.name)
+                        || kind == ObjectKind::Pack && message.contains("corrupt"),
+                    "{message}"
+                );
+                assert!(
+                    matches!(
+                        err,
+                        Error::Corrupt { .. } | Error::UnsupportedVersion { .. }
+                    ),
+                    "{err:?}"
+                );
+                assert!(memory.corrupt(&info.handle, byte as usize, 0x10));
+            }
+        }
+    }
+}
+
+/// A session dropped after uploading packs but before its snapshot: the
+/// repository opens, earlier snapshots are intact, and checkpointed packs
+/// are reused by the next backup.
+#[test]
+fn a_crash_between_pack_and_snapshot_leaves_a_valid_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::create(dir.path()).unwrap());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap();
+    let (first, first_ids) = backup(&repo, 0..30);
+    // The crashing session: many blobs (checkpoints happen), no flush, no snapshot.
+    for i in 1000..1400 {
+        repo.save_blob(BlobType::Data, &blob(i)).unwrap();
+    }
+    let written = repo.session_stats();
+    assert!(
+        written.index_files >= 2,
+        "checkpoints expected: {written:?}"
+    );
+    drop(repo);
+
+    let repo = Repository::open(backend.clone(), &PW, opts(b"b")).unwrap();
+    let snaps = repo.list_snapshots().unwrap();
+    assert_eq!(snaps.iter().map(|s| s.0).collect::<Vec<_>>(), vec![first]);
+    for (i, id) in first_ids.iter().enumerate() {
+        assert_eq!(repo.load_blob(id).unwrap(), blob(i as u32));
+    }
+    // The rerun reuses what the checkpoints indexed.
+    for i in 1000..1400 {
+        repo.save_blob(BlobType::Data, &blob(i)).unwrap();
+    }
+    let rerun = repo.session_stats();
+    assert!(
+        rerun.blobs_new < 400 / 2,
+        "checkpointed blobs not reused: {rerun:?}"
+    );
+    repo.flush().unwrap();
+    for i in 1000..1400 {
+        let id = repo.blob_id(&blob(i));
+        assert_eq!(repo.load_blob(&id).unwrap(), blob(i));
+    }
+}
+
+#[test]
+fn the_local_cache_persists_and_a_deleted_index_rebuilds_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let mut o = opts(b"a");
+    o.cache_dir = Some(cache.path().to_path_buf());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), o.clone()).unwrap();
+    let (_, ids) = backup(&repo, 0..20);
+    drop(repo);
+    let repo = Repository::open(backend.clone(), &PW, o.clone()).unwrap();
+    assert_eq!(repo.load_blob(&ids[3]).unwrap(), blob(3));
+    drop(repo);
+    // Rewrite the index into one new file (as prune would) and delete the old.
+    let old = backend.list(ObjectKind::Index).unwrap();
+    let repo = Repository::open(backend.clone(), &PW, o.clone()).unwrap();
+    for info in &old {
+        let bytes = backend.read(&info.handle).unwrap();
+        let name: Id = info.handle.name.parse().unwrap();
+        let file = cairn_store::IndexFile::open(&bytes, repo.keys(), "i").unwrap();
+        let mut rewritten = file.clone();
+        rewritten.supersedes = vec![name];
+        let sealed = rewritten
+            .seal(repo.keys(), &SeededRandom::new(b"x"))
+            .unwrap();
+        backend
+            .write_new(
+                &Handle::new(ObjectKind::Index, &Id::of_object(&sealed)),
+                &sealed,
+            )
+            .unwrap();
+        backend.delete(&info.handle).unwrap();
+    }
+    drop(repo);
+    let repo = Repository::open(backend, &PW, o).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(repo.load_blob(id).unwrap(), blob(i as u32));
+    }
+}
+
+#[test]
+fn concurrent_savers_store_each_blob_once() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for i in 0..100 {
+                    repo.save_blob(BlobType::Data, &blob(i)).unwrap();
+                }
+            });
+        }
+    });
+    repo.flush().unwrap();
+    assert_eq!(repo.session_stats().blobs_new, 100);
+    drop(repo);
+    let repo = Repository::open(backend, &PW, opts(b"b")).unwrap();
+    assert_eq!(repo.indexed_blob_count(), 100);
+}
+
+#[test]
+fn locks_exclude_as_documented() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap();
+    let a = repo.lock("host", "backup", false).unwrap();
+    let b = repo.lock("host", "backup", false).unwrap();
+    let err = repo.lock("host", "prune", true).err().unwrap();
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+    drop((a, b));
+    assert!(backend.list(ObjectKind::Lock).unwrap().is_empty());
+    let p = repo.lock("host", "prune", true).unwrap();
+    assert!(repo.lock("host", "backup", false).is_err());
+    drop(p);
+}
