@@ -9,6 +9,9 @@ pub mod conformance;
 pub mod local;
 pub mod memory;
 
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
 use std::fmt;
 
 /// The kinds of object a repository stores, each in its own directory.
