@@ -357,6 +357,16 @@ impl Repository {
         IndexFile::open(&bytes, &self.keys, &handle.to_string())
     }
 
+    /// Writes a content-named object. An existing object of that name is the
+    /// same bytes (the name is their hash), e.g. after a retried write whose
+    /// first attempt landed: that counts as success.
+    fn write_content_named(&self, kind: ObjectKind, id: &Id, bytes: &[u8]) -> Result<()> {
+        match self.backend.write_new(&Handle::new(kind, id), bytes) {
+            Err(crate::BackendError::AlreadyExists { .. }) => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
     /// Reads a content-named object and checks its bytes against its name.
     fn read_verified(&self, handle: &Handle, id: &Id) -> Result<Vec<u8>> {
         let bytes = self.backend.read(handle)?;
@@ -518,14 +528,13 @@ impl Repository {
     /// Uploads a finished pack and records its blobs; writes an index
     /// checkpoint when enough packs are waiting for one.
     fn upload_pack(&self, pack: FinishedPack) -> Result<()> {
-        let handle = Handle::new(ObjectKind::Pack, &pack.id);
-        if let Err(e) = self.backend.write_new(&handle, &pack.bytes) {
+        if let Err(e) = self.write_content_named(ObjectKind::Pack, &pack.id, &pack.bytes) {
             // Its blobs are not stored: forget them so a retry stores them.
             let mut session = lock(&self.session);
             for e in &pack.entries {
                 session.pending.remove(&e.id);
             }
-            return Err(e.into());
+            return Err(e);
         }
         self.counters.packs.fetch_add(1, Ordering::Relaxed);
         let checkpoint = {
@@ -558,13 +567,10 @@ impl Repository {
         };
         let bytes = file.seal(&self.keys, self.rng.as_ref())?;
         let id = Id::of_object(&bytes);
-        if let Err(e) = self
-            .backend
-            .write_new(&Handle::new(ObjectKind::Index, &id), &bytes)
-        {
+        if let Err(e) = self.write_content_named(ObjectKind::Index, &id, &bytes) {
             // Put the packs back so a later flush retries the index.
             lock(&self.session).unindexed.extend(file.packs);
-            return Err(e.into());
+            return Err(e);
         }
         self.counters.index_files.fetch_add(1, Ordering::Relaxed);
         lock(&self.cache).add_index_file(&id, &file)?;
@@ -691,8 +697,11 @@ impl Repository {
                 .get(start..start + entry.stored_len as usize)
                 .ok_or_else(|| Error::corrupt(&name, "blob outside the pack"))?;
             open_blob(&cipher, &self.keys, entry, sealed.to_vec(), pack)?;
-            if let Some((indexed_pack, indexed)) = cache.lookup(&entry.id)? {
-                if indexed_pack == *pack && indexed != *entry {
+            if let Some((indexed_pack, indexed)) = cache.lookup(&entry.id)?
+                && indexed_pack == *pack
+                && indexed != *entry
+            {
+                {
                     return Err(Error::corrupt(
                         &name,
                         format!("blob {} differs between the pack and the index", entry.id),
@@ -715,8 +724,7 @@ impl Repository {
         }
         let bytes = snapshot.seal(&self.keys, self.rng.as_ref())?;
         let id = Id::of_object(&bytes);
-        self.backend
-            .write_new(&Handle::new(ObjectKind::Snapshot, &id), &bytes)?;
+        self.write_content_named(ObjectKind::Snapshot, &id, &bytes)?;
         Ok(id)
     }
 
