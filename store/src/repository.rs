@@ -701,12 +701,10 @@ impl Repository {
                 && indexed_pack == *pack
                 && indexed != *entry
             {
-                {
-                    return Err(Error::corrupt(
-                        &name,
-                        format!("blob {} differs between the pack and the index", entry.id),
-                    ));
-                }
+                return Err(Error::corrupt(
+                    &name,
+                    format!("blob {} differs between the pack and the index", entry.id),
+                ));
             }
         }
         Ok(entries)
