@@ -13,6 +13,7 @@
 //! ([`walk`]), the source readers ([`source`]) and size parsing ([`units`]).
 
 pub mod analyze;
+pub mod chunklist;
 pub mod exit;
 pub mod source;
 pub mod stats;
