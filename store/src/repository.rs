@@ -646,6 +646,54 @@ impl Repository {
         open_blob(&cipher, &self.keys, entry, sealed, pack)
     }
 
+    /// Loads several blobs of one pack with as few ranged reads as possible:
+    /// blobs closer than `max_gap` bytes are fetched in one read (the bytes
+    /// between them are read and discarded), no read spans more than
+    /// `max_read` bytes unless one blob does. Returns the plaintexts in the
+    /// order of `entries`, each verified against its id.
+    pub fn load_pack_blobs(
+        &self,
+        pack: &Id,
+        entries: &[BlobEntry],
+        max_gap: u64,
+        max_read: u64,
+    ) -> Result<Vec<Vec<u8>>> {
+        let cipher = self.pack_cipher(pack)?;
+        let handle = Handle::new(ObjectKind::Pack, pack);
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by_key(|&i| entries[i].offset);
+        let mut out: Vec<Vec<u8>> = vec![Vec::new(); entries.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let start = u64::from(entries[order[i]].offset);
+            let mut end = start + u64::from(entries[order[i]].stored_len);
+            let mut j = i + 1;
+            while j < order.len() {
+                let e = &entries[order[j]];
+                let e_end = u64::from(e.offset) + u64::from(e.stored_len);
+                if u64::from(e.offset) > end + max_gap || e_end.max(end) - start > max_read {
+                    break;
+                }
+                end = end.max(e_end);
+                j += 1;
+            }
+            let bytes = self.backend.read_range(&handle, start, end - start)?;
+            for &k in &order[i..j] {
+                let e = &entries[k];
+                let from = (u64::from(e.offset) - start) as usize;
+                let sealed = bytes
+                    .get(from..from + e.stored_len as usize)
+                    .ok_or_else(|| {
+                        Error::corrupt(handle.to_string(), "the target returned a short read")
+                    })?
+                    .to_vec();
+                out[k] = open_blob(&cipher, &self.keys, e, sealed, pack)?;
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
     fn pack_cipher(&self, pack: &Id) -> Result<Arc<ObjectCipher>> {
         if let Some(c) = lock(&self.pack_ciphers).get(pack) {
             return Ok(c.clone());

@@ -324,3 +324,26 @@ fn locks_exclude_as_documented() {
     assert!(repo.lock("host", "backup", false).is_err());
     drop(p);
 }
+
+#[test]
+fn coalesced_pack_reads_return_every_blob_in_order() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap();
+    let (_, ids) = backup(&repo, 0..30);
+    let mut by_pack: std::collections::BTreeMap<Id, Vec<(usize, cairn_store::BlobEntry)>> =
+        Default::default();
+    for (i, id) in ids.iter().enumerate() {
+        let (pack, entry) = repo.locate_blob(id).unwrap().unwrap();
+        by_pack.entry(pack).or_default().push((i, entry));
+    }
+    for (pack, mut list) in by_pack {
+        list.reverse();
+        let entries: Vec<_> = list.iter().map(|(_, e)| *e).collect();
+        for (gap, max) in [(0, 0), (1 << 20, 1 << 30), (100, 50_000)] {
+            let blobs = repo.load_pack_blobs(&pack, &entries, gap, max).unwrap();
+            for ((i, _), data) in list.iter().zip(&blobs) {
+                assert_eq!(*data, blob(*i as u32));
+            }
+        }
+    }
+}
