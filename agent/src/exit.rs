@@ -16,13 +16,45 @@ pub const USAGE: u8 = 2;
 /// example an unreadable file inside a directory); the warnings say which.
 pub const WARNINGS: u8 = 3;
 
+/// There is no repository at the given location (or it is not cairn's).
+pub const NO_REPOSITORY: u8 = 10;
+/// No key file of the repository opens with the password or key given.
+pub const WRONG_PASSWORD: u8 = 11;
+/// Another process holds a conflicting repository lock.
+pub const LOCKED: u8 = 12;
+
 /// The text of `cairn --help` that documents the exit codes.
 pub const HELP: &str = "\
 Exit codes:
   0  success
   1  failure (the message on standard error names what went wrong)
   2  usage error (bad option or value)
-  3  finished with warnings (some inputs were skipped; see the warnings)";
+  3  finished with warnings (some inputs were skipped; see the warnings)
+  10  no repository at the given location
+  11  wrong password or key
+  12  the repository is locked by another operation";
+
+/// The exit code for a failed command: specific codes for the failures
+/// scripts must tell apart, [`FAILURE`] for the rest.
+pub fn code_for_error(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<cairn_store::Error>() {
+            match e {
+                cairn_store::Error::NotARepository { .. } => return NO_REPOSITORY,
+                cairn_store::Error::WrongPassword { .. } => return WRONG_PASSWORD,
+                cairn_store::Error::Locked(_) => return LOCKED,
+                _ => {}
+            }
+        }
+        if let Some(crate::repo::RepoError::Backend { source, .. }) =
+            cause.downcast_ref::<crate::repo::RepoError>()
+            && source.is_not_found()
+        {
+            return NO_REPOSITORY;
+        }
+    }
+    FAILURE
+}
 
 /// How a command that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +112,15 @@ mod tests {
 
     #[test]
     fn help_lists_every_code() {
-        for code in [OK, FAILURE, USAGE, WARNINGS] {
+        for code in [
+            OK,
+            FAILURE,
+            USAGE,
+            WARNINGS,
+            NO_REPOSITORY,
+            WRONG_PASSWORD,
+            LOCKED,
+        ] {
             assert!(HELP.contains(&format!("  {code}  ")), "{code} missing");
         }
     }

@@ -14,8 +14,16 @@
 
 pub mod analyze;
 pub mod chunklist;
+pub mod disk;
 pub mod exit;
+pub mod files_backup;
+pub mod files_restore;
+pub mod progress;
+pub mod repo;
+pub mod select;
 pub mod source;
 pub mod stats;
+pub mod tree;
+pub mod treediff;
 pub mod units;
 pub mod walk;

@@ -11,8 +11,8 @@ use clap::Parser;
 
 /// cairn: deduplicating backups from inside a VM to storage outside its cloud.
 ///
-/// Status: the content-defined chunker is built and `cairn chunk` shows it at
-/// work on real files and disks. The repository, backup and restore come next.
+/// Back up disks (block level) and file trees into an encrypted,
+/// deduplicated repository; restore them byte for byte.
 #[derive(Debug, Parser)]
 #[command(name = "cairn", version, after_help = exit::HELP)]
 struct Cli {
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(exit::USAGE);
             }
             eprintln!("error: {err:#}");
-            ExitCode::from(exit::FAILURE)
+            ExitCode::from(exit::code_for_error(&err))
         }
     }
 }

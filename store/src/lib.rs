@@ -8,7 +8,9 @@
 //! of files on the guest, terminals or command lines.
 
 pub mod backend;
+pub mod cache;
 pub mod crypto;
+pub mod dedup;
 pub mod error;
 pub mod id;
 pub mod index;
@@ -17,7 +19,9 @@ pub mod random;
 pub mod wire;
 
 pub use backend::{Backend, BackendError, Handle, ObjectInfo, ObjectKind};
+pub use cache::Cache;
 pub use crypto::MasterKeys;
+pub use dedup::BlobSet;
 pub use error::{Error, Result};
 pub use id::Id;
 pub use index::{BlobEntry, BlobType, Compression, IndexFile, PackBlobs};

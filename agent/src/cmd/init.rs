@@ -1,0 +1,81 @@
+//! `cairn init`: create a repository.
+
+use cairn::exit::Outcome;
+use cairn::repo::{hostname, read_secret, username};
+use cairn_chunker::ChunkerParams;
+use cairn_store::keyfile::KeyFileInfo;
+use cairn_store::{ChunkSizes, ChunkerConfig, InitOptions, KdfParams, Repository};
+
+use super::common::{RepoArgs, print, print_json};
+
+/// Options of `cairn init`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Argon2id memory for the password's key file, in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 64)]
+    kdf_memory: u32,
+    /// Argon2id passes over that memory.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    kdf_iterations: u32,
+    /// Target pack size in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 16)]
+    pack_size: u32,
+    /// zstd level for data (1 fastest .. 19; 3 is the measured default).
+    #[arg(long, value_name = "LEVEL", default_value_t = 3)]
+    compression: i32,
+}
+
+fn sizes(p: ChunkerParams) -> ChunkSizes {
+    ChunkSizes {
+        min: p.min_size as u32,
+        avg: p.avg_size as u32,
+        max: p.max_size as u32,
+        normalization: p.normalization,
+    }
+}
+
+/// Runs `cairn init`.
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    let spec = args.repo.spec();
+    let path = spec.local_path()?;
+    if cairn::repo::looks_like_repo(&path) {
+        anyhow::bail!(
+            "{} already holds a repository; choose another location",
+            path.display()
+        );
+    }
+    let secret = read_secret(&spec, true)?;
+    let backend = spec.create_backend()?;
+    let mut init = InitOptions::new(ChunkerConfig {
+        format: 1,
+        disk: sizes(ChunkerParams::DISK_DEFAULT),
+        files: sizes(ChunkerParams::FILE_DEFAULT),
+    });
+    init.kdf = KdfParams {
+        memory_kib: args.kdf_memory.saturating_mul(1024),
+        iterations: args.kdf_iterations,
+        parallelism: 1,
+    };
+    init.kdf.validate()?;
+    init.pack_size = args.pack_size.saturating_mul(1 << 20);
+    init.compression_level = args.compression;
+    init.key_info = KeyFileInfo {
+        created: cairn_store::lock::now_secs(),
+        hostname: hostname(),
+        username: username(),
+    };
+    let repo = Repository::init(backend, &secret.credential(), &init, spec.open_options())?;
+    let id = repo.config().repo_id;
+    if args.repo.json {
+        print_json(&serde_json::json!({ "repository": path, "id": id }))?;
+    } else if !args.repo.quiet {
+        print(&format!(
+            "created repository {} at {}\nKeep the password safe: without it (or another key) the backups cannot be read.\n",
+            id.short(12),
+            path.display()
+        ))?;
+    }
+    Ok(Outcome::Clean)
+}

@@ -1,0 +1,139 @@
+//! `cairn restore`: restore a disk to an image or device, or files to a
+//! directory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use cairn::disk::{self, DiskRestoreOptions, DiskSet};
+use cairn::exit::Outcome;
+use cairn::progress::Progress;
+use cairn::select;
+use cairn::units::format_bytes;
+use cairn_store::SnapshotKind;
+
+use super::common::{RepoArgs, print, print_json};
+use super::snapshots::FilterArgs;
+
+/// Options of `cairn restore`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    repo: RepoArgs,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// The snapshot: an id, a unique id prefix, or `latest`.
+    #[arg(value_name = "SNAPSHOT")]
+    snapshot: String,
+    /// Restore files into this directory.
+    #[arg(long, value_name = "DIR", conflicts_with = "disk_to")]
+    target: Option<PathBuf>,
+    /// Restore only these paths of a file snapshot (repeatable).
+    #[arg(long = "include", value_name = "PATH")]
+    includes: Vec<PathBuf>,
+    /// Restore a disk to this image file (created sparse) or block device.
+    #[arg(long, value_name = "FILE_OR_DEVICE")]
+    disk_to: Option<PathBuf>,
+    /// Which disk of the snapshot (its name; needed when it holds several).
+    #[arg(long, value_name = "NAME")]
+    disk: Option<String>,
+    /// Re-read everything written and check it against the snapshot.
+    #[arg(long)]
+    verify: bool,
+    /// Worker threads (0 = one per core, at least 4: restores wait on I/O).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+}
+
+/// Runs `cairn restore`.
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    let start = Instant::now();
+    let repo = cairn::repo::open(&args.repo.spec())?;
+    let (id, snap) = select::resolve(&repo, &args.snapshot, &args.filter.filter())?;
+    let threads = if args.threads > 0 {
+        args.threads
+    } else {
+        std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .max(4)
+    };
+    match (snap.kind, &args.disk_to, &args.target) {
+        (SnapshotKind::Disk, Some(to), _) => {
+            let set: DiskSet = serde_json::from_slice(&repo.load_blob(&snap.root)?)
+                .with_context(|| format!("snapshot {}: damaged disk set", id.short(8)))?;
+            let image = match &args.disk {
+                Some(name) => set
+                    .disks
+                    .iter()
+                    .find(|d| &d.name == name)
+                    .with_context(|| {
+                        format!(
+                            "snapshot {} has no disk {name:?}; it has: {}",
+                            id.short(8),
+                            names(&set)
+                        )
+                    })?,
+                None if set.disks.len() == 1 => &set.disks[0],
+                None => anyhow::bail!(
+                    "snapshot {} holds several disks ({}); choose one with --disk NAME",
+                    id.short(8),
+                    names(&set)
+                ),
+            };
+            let progress = Progress::new(
+                args.repo.progress(),
+                &format!("restore {}", image.name),
+                image.size,
+            );
+            let stats = disk::restore_disk(
+                &repo,
+                image,
+                to,
+                &DiskRestoreOptions {
+                    threads,
+                    verify: args.verify,
+                },
+                &|d| progress.update(d),
+            )
+            .with_context(|| {
+                format!("restore of disk {} to {} failed", image.name, to.display())
+            })?;
+            progress.finish();
+            let secs = start.elapsed().as_secs_f64();
+            if args.repo.json {
+                print_json(
+                    &serde_json::json!({ "snapshot": id, "disk": image.name, "target": to, "stats": stats, "seconds": secs }),
+                )?;
+            } else if !args.repo.quiet {
+                print(&format!(
+                    "restored disk {} ({}) of snapshot {} to {} in {:.1}s ({}/s){}\n",
+                    image.name,
+                    format_bytes(image.size),
+                    id.short(8),
+                    to.display(),
+                    secs,
+                    format_bytes((image.size as f64 / secs.max(1e-3)) as u64),
+                    if args.verify { ", verified" } else { "" }
+                ))?;
+            }
+            Ok(Outcome::Clean)
+        }
+        (SnapshotKind::Disk, None, _) => anyhow::bail!(
+            "snapshot {} is a disk snapshot: restore it with --disk-to FILE_OR_DEVICE",
+            id.short(8)
+        ),
+        (SnapshotKind::Files, _, None) => anyhow::bail!(
+            "snapshot {} is a file snapshot: restore it with --target DIR",
+            id.short(8)
+        ),
+        (SnapshotKind::Files, _, Some(_)) => anyhow::bail!("file restores are not wired in yet"),
+    }
+}
+
+fn names(set: &DiskSet) -> String {
+    set.disks
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

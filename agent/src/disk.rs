@@ -1,0 +1,652 @@
+//! Block-level disk backups and restores.
+//!
+//! A disk (block device or raw image) is memory-mapped and cut by the chunker
+//! in place; worker threads hash each chunk with the repository's keyed
+//! BLAKE3 and store only chunks the repository lacks. All-zero chunks store
+//! nothing: they become zero extents and restore as holes. The ordered chunk
+//! list is a [`chunklist`](crate::chunklist) so a small change to the disk
+//! changes little metadata. An unchanged disk therefore costs a read, a
+//! chunking and a hash per chunk, spread over every core.
+//!
+//! Restores walk the list in windows, group the window's blobs by pack, read
+//! each pack's blobs with coalesced ranged reads on worker threads, verify
+//! every blob against its id and write it with positioned writes to every
+//! offset it occupies.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use cairn_chunker::Chunker;
+use cairn_store::{BlobEntry, BlobType, Id, Repository};
+use memmap2::{Advice, MmapOptions};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::chunklist::{Extent, ListError, ListReader, ListRoot, ListWriter};
+
+/// The root blob of a disk snapshot: the disks it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSet {
+    /// Format version of this document (1).
+    pub version: u32,
+    /// The disks, in the order given.
+    pub disks: Vec<DiskImage>,
+}
+
+/// One backed-up disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskImage {
+    /// Short name used by `restore --disk` (the file name of the source).
+    pub name: String,
+    /// The source path as given.
+    pub source: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Logical sector size in bytes.
+    pub sector_size: u32,
+    /// The ordered extents.
+    pub extents: ListRoot,
+}
+
+/// Counters of one disk backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DiskBackupStats {
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes of new chunks.
+    pub bytes_new: u64,
+    /// Bytes stored for them (compressed, encrypted), metadata included.
+    pub bytes_stored: u64,
+    /// Chunks seen.
+    pub chunks: u64,
+    /// New chunks.
+    pub chunks_new: u64,
+    /// Bytes in all-zero chunks (stored as holes).
+    pub bytes_zero: u64,
+}
+
+/// Counters of one disk restore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DiskRestoreStats {
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Bytes left as holes (or zero-filled on a device).
+    pub bytes_zero: u64,
+    /// Bytes that were already correct in the target (rerun of a restore).
+    pub bytes_skipped: u64,
+    /// Blobs fetched from the repository.
+    pub blobs_fetched: u64,
+    /// Ranged reads issued to the target.
+    pub packs_read: u64,
+}
+
+/// Errors of disk backup and restore.
+#[derive(Debug, Error)]
+pub enum DiskError {
+    /// The source or target could not be opened, read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// The repository failed.
+    #[error(transparent)]
+    Store(#[from] cairn_store::Error),
+    /// The stored list is damaged.
+    #[error(transparent)]
+    List(#[from] ListError),
+    /// Restored data does not match the snapshot.
+    #[error(
+        "verification of {path} failed at offset {offset}: the written data differs from the snapshot"
+    )]
+    Verify {
+        /// The target.
+        path: String,
+        /// Where.
+        offset: u64,
+    },
+}
+
+fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> DiskError {
+    DiskError::Io {
+        path: path.display().to_string(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Chunks handed to a worker at once.
+const BATCH_BYTES: u64 = 8 << 20;
+
+/// Whether every byte is zero (vectorizes: no early exit inside a block).
+pub fn is_zero(data: &[u8]) -> bool {
+    data.chunks(4096)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+/// Size and logical sector size of a source.
+fn source_geometry(file: &mut File, path: &Path) -> Result<(u64, u32), DiskError> {
+    let meta = file.metadata().map_err(|e| io_err(path, "stat", e))?;
+    if meta.file_type().is_block_device() {
+        let size = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| io_err(path, "size", e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| io_err(path, "seek", e))?;
+        Ok((size, block_sector_size(file)))
+    } else if meta.is_file() {
+        Ok((meta.len(), 512))
+    } else {
+        Err(io_err(
+            path,
+            "open",
+            "not a block device or a regular (image) file",
+        ))
+    }
+}
+
+fn block_sector_size(file: &File) -> u32 {
+    use std::os::fd::AsRawFd;
+    const BLKSSZGET: libc::c_ulong = 0x1268;
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one c_int through the pointer, which points to
+    // a live local; the fd is open for the duration of the call.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            BLKSSZGET as _,
+            &mut size as *mut libc::c_int,
+        )
+    };
+    if rc == 0 && size > 0 {
+        size as u32
+    } else {
+        512
+    }
+}
+
+/// Backs up one disk and returns its entry for the snapshot's [`DiskSet`].
+pub fn backup_disk(
+    repo: &Repository,
+    chunker: &Chunker,
+    path: &Path,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(DiskImage, DiskBackupStats), DiskError> {
+    let mut file = File::open(path).map_err(|e| io_err(path, "open", e))?;
+    let (size, sector_size) = source_geometry(&mut file, path)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "disk".to_string(), |n| n.to_string_lossy().into_owned());
+    let mut stats = DiskBackupStats::default();
+    let mut writer = ListWriter::new(repo);
+    if size > 0 {
+        // SAFETY: the mapping is read-only and private to this function; if
+        // the source changes underneath (a live disk), we read whatever bytes
+        // are there, which is what a crash-consistent disk backup reads; the
+        // chunker only ever sees it as a byte slice.
+        let map = unsafe { MmapOptions::new().len(size as usize).map(&file) }
+            .map_err(|e| io_err(path, "map", e))?;
+        let _ = map.advise(Advice::Sequential);
+        run_pipeline(
+            repo,
+            chunker,
+            &map,
+            threads.max(1),
+            &mut writer,
+            &mut stats,
+            progress,
+        )?;
+    }
+    stats.bytes_stored += writer.stored_new;
+    let extents = writer.finish()?;
+    Ok((
+        DiskImage {
+            name,
+            source: path.display().to_string(),
+            size,
+            sector_size,
+            extents,
+        },
+        stats,
+    ))
+}
+
+/// What a worker produced for one batch.
+struct BatchResult {
+    seq: u64,
+    extents: Vec<Extent>,
+    stats: DiskBackupStats,
+}
+
+fn run_pipeline(
+    repo: &Repository,
+    chunker: &Chunker,
+    data: &[u8],
+    threads: usize,
+    writer: &mut ListWriter<'_>,
+    stats: &mut DiskBackupStats,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), DiskError> {
+    let (work_tx, work_rx) = sync_channel::<(u64, Vec<(usize, usize)>)>(threads * 2);
+    let (done_tx, done_rx) = sync_channel::<Result<BatchResult, DiskError>>(threads * 4);
+    let work_rx = Mutex::new(work_rx);
+    std::thread::scope(|s| -> Result<(), DiskError> {
+        s.spawn(move || {
+            let mut seq = 0;
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            for chunk in chunker.chunks_parallel(data, threads) {
+                batch.push((chunk.offset as usize, chunk.data.len()));
+                bytes += chunk.data.len() as u64;
+                if bytes >= BATCH_BYTES {
+                    if work_tx.send((seq, std::mem::take(&mut batch))).is_err() {
+                        return;
+                    }
+                    seq += 1;
+                    bytes = 0;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = work_tx.send((seq, batch));
+            }
+        });
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let work_rx = &work_rx;
+            s.spawn(move || {
+                loop {
+                    let next = work_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((seq, batch))) = next else { return };
+                    let result = process_batch(repo, data, seq, &batch);
+                    let failed = result.is_err();
+                    if done_tx.send(result).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        collect_in_order(done_rx, writer, stats, progress)
+    })
+}
+
+fn process_batch(
+    repo: &Repository,
+    data: &[u8],
+    seq: u64,
+    batch: &[(usize, usize)],
+) -> Result<BatchResult, DiskError> {
+    let mut stats = DiskBackupStats::default();
+    let mut extents = Vec::with_capacity(batch.len());
+    for &(offset, len) in batch {
+        let bytes = &data[offset..offset + len];
+        stats.chunks += 1;
+        stats.bytes_read += len as u64;
+        if is_zero(bytes) {
+            stats.bytes_zero += len as u64;
+            extents.push(Extent {
+                len: len as u64,
+                blob: None,
+            });
+            continue;
+        }
+        let id = repo.blob_id(bytes);
+        if !repo.has_blob(&id) {
+            let saved = repo.save_blob_with_id(BlobType::Data, id, bytes)?;
+            if saved.new {
+                stats.chunks_new += 1;
+                stats.bytes_new += len as u64;
+                stats.bytes_stored += saved.stored_len;
+            }
+        }
+        extents.push(Extent {
+            len: len as u64,
+            blob: Some(id),
+        });
+    }
+    Ok(BatchResult {
+        seq,
+        extents,
+        stats,
+    })
+}
+
+/// Appends batches to the list in source order, merging adjacent zero runs.
+fn collect_in_order(
+    done: Receiver<Result<BatchResult, DiskError>>,
+    writer: &mut ListWriter<'_>,
+    stats: &mut DiskBackupStats,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), DiskError> {
+    let mut waiting: BTreeMap<u64, BatchResult> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut zero_run = 0u64;
+    for result in done {
+        let r = result?;
+        waiting.insert(r.seq, r);
+        while let Some(r) = waiting.remove(&next) {
+            next += 1;
+            add_stats(stats, &r.stats);
+            progress(stats.bytes_read);
+            for e in r.extents {
+                match e.blob {
+                    None => zero_run += e.len,
+                    Some(_) => {
+                        if zero_run > 0 {
+                            writer.push(Extent {
+                                len: std::mem::take(&mut zero_run),
+                                blob: None,
+                            })?;
+                        }
+                        writer.push(e)?;
+                    }
+                }
+            }
+        }
+    }
+    if zero_run > 0 {
+        writer.push(Extent {
+            len: zero_run,
+            blob: None,
+        })?;
+    }
+    Ok(())
+}
+
+fn add_stats(a: &mut DiskBackupStats, b: &DiskBackupStats) {
+    a.bytes_read += b.bytes_read;
+    a.bytes_new += b.bytes_new;
+    a.bytes_stored += b.bytes_stored;
+    a.chunks += b.chunks;
+    a.chunks_new += b.chunks_new;
+    a.bytes_zero += b.bytes_zero;
+}
+
+/// Options of a disk restore.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskRestoreOptions {
+    /// Worker threads fetching packs.
+    pub threads: usize,
+    /// Re-read everything written and check it against the snapshot.
+    pub verify: bool,
+}
+
+/// Extents per restore window (bounds memory: the window's plan is held).
+const WINDOW_EXTENTS: usize = 1 << 16;
+
+/// The blobs to fetch from one pack, and where each goes.
+type PackJob = (Id, Vec<(BlobEntry, Vec<Placement>)>);
+
+/// One planned write: where a blob goes.
+struct Placement {
+    offset: u64,
+    len: u64,
+}
+
+/// Restores one disk to an image file (created sparse) or a block device.
+pub fn restore_disk(
+    repo: &Repository,
+    image: &DiskImage,
+    target: &Path,
+    opts: &DiskRestoreOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<DiskRestoreStats, DiskError> {
+    let existing = std::fs::metadata(target).ok();
+    let is_device = existing
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_block_device());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(!is_device)
+        .truncate(false)
+        .open(target)
+        .map_err(|e| io_err(target, "open for writing", e))?;
+    // A rerun of an interrupted restore checks what is there before writing.
+    let resume = existing
+        .as_ref()
+        .is_some_and(|m| m.is_file() && m.len() == image.size);
+    if is_device {
+        let mut f = &file;
+        let dev_size = f
+            .seek(SeekFrom::End(0))
+            .map_err(|e| io_err(target, "size", e))?;
+        if dev_size < image.size {
+            return Err(io_err(
+                target,
+                "restore",
+                format!("device has {dev_size} bytes, the disk needs {}", image.size),
+            ));
+        }
+    } else if !resume {
+        file.set_len(0).map_err(|e| io_err(target, "truncate", e))?;
+        file.set_len(image.size)
+            .map_err(|e| io_err(target, "set size", e))?;
+    }
+    let stats = Mutex::new(DiskRestoreStats::default());
+    let mut reader = ListReader::new(repo, &image.extents)?;
+    let mut offset = 0u64;
+    loop {
+        let mut plan: HashMap<Id, Vec<Placement>> = HashMap::new();
+        let mut n = 0;
+        while n < WINDOW_EXTENTS {
+            let Some(e) = reader.next_extent()? else {
+                break;
+            };
+            n += 1;
+            match e.blob {
+                Some(id) => plan
+                    .entry(id)
+                    .or_default()
+                    .push(Placement { offset, len: e.len }),
+                None => {
+                    if is_device || resume {
+                        write_zeros(&file, target, offset, e.len)?;
+                    }
+                    lock(&stats).bytes_zero += e.len;
+                }
+            }
+            offset = offset
+                .checked_add(e.len)
+                .ok_or_else(|| io_err(target, "restore", "extents overflow"))?;
+        }
+        if n == 0 {
+            break;
+        }
+        restore_window(
+            repo,
+            &file,
+            target,
+            plan,
+            resume,
+            opts.threads.max(1),
+            &stats,
+        )?;
+        progress(offset);
+    }
+    if offset != image.size {
+        return Err(DiskError::List(ListError::Damaged {
+            page: image.extents.page,
+            reason: format!("extents cover {offset} bytes, the disk has {}", image.size),
+        }));
+    }
+    file.sync_all().map_err(|e| io_err(target, "fsync", e))?;
+    if opts.verify {
+        verify_disk(repo, image, &file, target)?;
+    }
+    Ok(stats.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_zeros(file: &File, target: &Path, mut offset: u64, mut len: u64) -> Result<(), DiskError> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], offset)
+            .map_err(|e| io_err(target, "write", e))?;
+        offset += n as u64;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+fn restore_window(
+    repo: &Repository,
+    file: &File,
+    target: &Path,
+    mut plan: HashMap<Id, Vec<Placement>>,
+    resume: bool,
+    threads: usize,
+    stats: &Mutex<DiskRestoreStats>,
+) -> Result<(), DiskError> {
+    if resume {
+        let mut skipped = 0;
+        plan.retain(|id, places| {
+            places.retain(|p| {
+                let there = already_there(repo, file, id, p);
+                if there {
+                    skipped += p.len;
+                }
+                !there
+            });
+            !places.is_empty()
+        });
+        lock(stats).bytes_skipped += skipped;
+    }
+    let mut by_pack: HashMap<Id, Vec<(BlobEntry, Vec<Placement>)>> = HashMap::new();
+    for (id, places) in plan {
+        let (pack, entry) = repo
+            .locate_blob(&id)?
+            .ok_or(cairn_store::Error::BlobNotFound(id))?;
+        by_pack.entry(pack).or_default().push((entry, places));
+    }
+    let mut jobs: Vec<PackJob> = by_pack.into_iter().collect();
+    jobs.sort_by_key(|(pack, blobs)| (blobs.iter().map(|b| b.1[0].offset).min(), *pack));
+    let jobs = Mutex::new(jobs.into_iter());
+    let first_error: Mutex<Option<DiskError>> = Mutex::new(None);
+    let fetched = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    if lock(&first_error).is_some() {
+                        return;
+                    }
+                    let Some((pack, blobs)) = lock(&jobs).next() else {
+                        return;
+                    };
+                    if let Err(e) = restore_pack(repo, file, target, &pack, &blobs, stats) {
+                        lock(&first_error).get_or_insert(e);
+                        return;
+                    }
+                    fetched.fetch_add(blobs.len() as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    lock(stats).blobs_fetched += fetched.into_inner();
+    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn already_there(repo: &Repository, file: &File, id: &Id, p: &Placement) -> bool {
+    let mut buf = vec![0u8; p.len as usize];
+    file.read_exact_at(&mut buf, p.offset).is_ok() && repo.blob_id(&buf) == *id
+}
+
+/// Coalesce blobs closer than this in one ranged read.
+const MAX_GAP: u64 = 256 * 1024;
+/// Largest single ranged read.
+const MAX_READ: u64 = 16 << 20;
+
+fn restore_pack(
+    repo: &Repository,
+    file: &File,
+    target: &Path,
+    pack: &Id,
+    blobs: &[(BlobEntry, Vec<Placement>)],
+    stats: &Mutex<DiskRestoreStats>,
+) -> Result<(), DiskError> {
+    let entries: Vec<BlobEntry> = blobs.iter().map(|b| b.0).collect();
+    let data = repo.load_pack_blobs(pack, &entries, MAX_GAP, MAX_READ)?;
+    let mut written = 0;
+    for ((entry, places), bytes) in blobs.iter().zip(data) {
+        for p in places {
+            if p.len != bytes.len() as u64 {
+                return Err(io_err(
+                    target,
+                    "restore",
+                    format!(
+                        "blob {} has {} bytes, the disk map says {}",
+                        entry.id,
+                        bytes.len(),
+                        p.len
+                    ),
+                ));
+            }
+            file.write_all_at(&bytes, p.offset)
+                .map_err(|e| io_err(target, "write", e))?;
+            written += p.len;
+        }
+    }
+    let mut s = lock(stats);
+    s.bytes_written += written;
+    s.packs_read += 1;
+    Ok(())
+}
+
+/// Re-reads the target and checks every extent against the snapshot.
+fn verify_disk(
+    repo: &Repository,
+    image: &DiskImage,
+    file: &File,
+    target: &Path,
+) -> Result<(), DiskError> {
+    let mut reader = ListReader::new(repo, &image.extents)?;
+    let mut offset = 0u64;
+    let mut buf = Vec::new();
+    while let Some(e) = reader.next_extent()? {
+        buf.resize(e.len as usize, 0);
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|err| io_err(target, "verify read", err))?;
+        let ok = match e.blob {
+            Some(id) => repo.blob_id(&buf) == id,
+            None => is_zero(&buf),
+        };
+        if !ok {
+            return Err(DiskError::Verify {
+                path: target.display().to_string(),
+                offset,
+            });
+        }
+        offset += e.len;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[]));
+        assert!(is_zero(&[0; 10000]));
+        let mut v = vec![0u8; 10000];
+        v[9999] = 1;
+        assert!(!is_zero(&v));
+    }
+}
