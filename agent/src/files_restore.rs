@@ -1,0 +1,1 @@
+//! File-tree restore (in progress).

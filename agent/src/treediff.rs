@@ -1,0 +1,1 @@
+//! Listing and comparing file trees (in progress).
