@@ -9,20 +9,30 @@
 
 pub mod backend;
 pub mod cache;
+pub mod config;
 pub mod crypto;
 pub mod dedup;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod keyfile;
+pub mod lock;
 pub mod object;
+pub mod pack;
 pub mod random;
+pub mod repository;
+pub mod snapshot;
 pub mod wire;
 
 pub use backend::{Backend, BackendError, Handle, ObjectInfo, ObjectKind};
 pub use cache::Cache;
+pub use config::{ChunkSizes, ChunkerConfig, Config};
 pub use crypto::MasterKeys;
 pub use dedup::BlobSet;
 pub use error::{Error, Result};
 pub use id::Id;
+pub use keyfile::{Credential, KdfParams, KeyFileInfo};
 pub use index::{BlobEntry, BlobType, Compression, IndexFile, PackBlobs};
 pub use random::{OsRandom, RandomSource, SeededRandom};
+pub use repository::{InitOptions, OpenOptions, Repository};
+pub use snapshot::{Snapshot, SnapshotKind, SnapshotStats};
