@@ -17,6 +17,10 @@ use crate::object::{HEADER_LEN, ObjectHeader};
 use crate::random::RandomSource;
 use crate::wire::Reader;
 
+/// Largest blob plaintext a reader accepts (the chunker's maximum chunk is
+/// 1 GiB; metadata blobs are far smaller).
+pub const MAX_BLOB_LEN: u32 = (1 << 30) + (1 << 20);
+
 /// Largest pack this format allows (offsets are u32).
 pub const MAX_PACK_LEN: u64 = u32::MAX as u64;
 
@@ -232,6 +236,13 @@ pub fn open_blob(
     let plain = match entry.compression {
         Compression::None => sealed,
         Compression::Zstd => {
+            // Allocate only what the frame itself declares, and only if that
+            // is what the entry says: a forged length cannot reserve memory
+            // the frame does not fill.
+            let declared = zstd::zstd_safe::get_frame_content_size(&sealed).ok().flatten();
+            if declared != Some(u64::from(entry.raw_len)) || entry.raw_len > MAX_BLOB_LEN {
+                return Err(Error::corrupt(what(), "compressed length does not match the index"));
+            }
             let mut out = Vec::with_capacity(entry.raw_len as usize);
             let mut d = zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
