@@ -303,7 +303,8 @@ pub fn backup_files(
             summary: FileBackupSummary::default(),
         };
         let walked = walker.walk_source(&root, b"", parent.as_ref(), 0);
-        let Walker { summary, .. } = walker; // closes both channels
+        let summary = std::mem::take(&mut walker.summary);
+        drop(walker); // closes both channels: the workers and the finalizer finish
         let finished = finalizer
             .join()
             .map_err(|_| BackupError::Internal("the finalizer panicked".into()))?;

@@ -126,17 +126,18 @@ impl Content {
         Content::Inline(Vec::new())
     }
 
-    /// Calls `f` with every extent in order (loading list pages as needed).
-    pub fn for_each_extent(
+    /// Calls `f` with every extent in order (loading list pages as needed);
+    /// stops at the first error.
+    pub fn for_each_extent<E: From<TreeError>>(
         &self,
         repo: &Repository,
-        mut f: impl FnMut(Extent) -> Result<(), TreeError>,
-    ) -> Result<(), TreeError> {
+        mut f: impl FnMut(Extent) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self {
             Content::Inline(extents) => extents.iter().try_for_each(|e| f(*e)),
             Content::List(root) => {
-                let mut reader = ListReader::new(repo, root)?;
-                while let Some(e) = reader.next_extent()? {
+                let mut reader = ListReader::new(repo, root).map_err(TreeError::from)?;
+                while let Some(e) = reader.next_extent().map_err(TreeError::from)? {
                     f(e)?;
                 }
                 Ok(())
