@@ -546,9 +546,11 @@ fn restore_file(
     let name = node.name.as_slice();
     let content = node.content.clone().unwrap_or_else(Content::empty);
     if already_restored(shared, dir, name, node, &content)? {
+        // Its content was just hashed against the snapshot: verified too.
         shared.count(|s| {
             s.files += 1;
             s.files_skipped += 1;
+            s.files_verified += u64::from(shared.verify);
         });
         return Ok(());
     }

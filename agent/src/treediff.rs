@@ -5,6 +5,7 @@
 //! same on both sides: identical content gives identical ids, so the cost of
 //! a diff follows what changed, not the size of the snapshots.
 
+use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use cairn_store::{Id, Repository};
@@ -88,28 +89,20 @@ fn diff_trees(
         tb.nodes.into_iter().peekable(),
     );
     loop {
-        let order = match (ia.peek(), ib.peek()) {
+        let step = match (ia.peek(), ib.peek()) {
             (None, None) => return Ok(()),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
             (Some(x), Some(y)) => x.name.cmp(&y.name),
         };
-        match (order, ia.peek().is_some(), ib.peek().is_some()) {
-            (std::cmp::Ordering::Less, true, _) => {
-                if let Some(x) = ia.next() {
-                    whole(repo, &x, rel, ChangeKind::Removed, out)?;
-                }
-            }
-            (std::cmp::Ordering::Greater, _, true) => {
-                if let Some(y) = ib.next() {
-                    whole(repo, &y, rel, ChangeKind::Added, out)?;
-                }
-            }
-            _ => {
-                if let (Some(x), Some(y)) = (ia.next(), ib.next()) {
-                    diff_nodes(repo, &x, &y, rel, out)?;
-                }
-            }
+        match (
+            ia.next_if(|_| step != Ordering::Greater),
+            ib.next_if(|_| step != Ordering::Less),
+        ) {
+            (Some(x), Some(y)) => diff_nodes(repo, &x, &y, rel, out)?,
+            (Some(x), None) => whole(repo, &x, rel, ChangeKind::Removed, out)?,
+            (None, Some(y)) => whole(repo, &y, rel, ChangeKind::Added, out)?,
+            (None, None) => return Ok(()),
         }
     }
 }
