@@ -102,6 +102,8 @@ pub struct FileBackupSummary {
     pub root: Id,
     /// Regular files in the snapshot (read or unchanged).
     pub files: u64,
+    /// Bytes in all regular files of the snapshot (read or reused).
+    pub bytes_total: u64,
     /// Directories.
     pub dirs: u64,
     /// Symlinks, hardlinks, devices, fifos and sockets.
@@ -480,7 +482,10 @@ fn fill_stat(node: &mut Node, meta: &Metadata) {
     node.uid = meta.uid();
     node.gid = meta.gid();
     node.mtime = time(meta.mtime(), meta.mtime_nsec());
-    node.atime = time(meta.atime(), meta.atime_nsec());
+    // Access times are not recorded: reading a file during a backup moves
+    // its atime, so recording it would make every tree blob differ from the
+    // parent's on every run (borg also leaves atime out by default).
+    node.atime = Time::default();
     node.ctime = time(meta.ctime(), meta.ctime_nsec());
     node.inode = meta.ino();
     node.device = meta.dev();
@@ -803,6 +808,7 @@ impl Walker<'_> {
         parent_node: Option<&Node>,
     ) -> Result<Fill, BackupError> {
         self.summary.files += 1;
+        self.summary.bytes_total += node.size;
         if let Some(p) = parent_node.filter(|p| unchanged(p, node)) {
             node.content = p.content.clone();
             self.summary.files_unchanged += 1;

@@ -489,7 +489,12 @@ fn timespec(t: Time) -> Timespec {
 
 fn timestamps(node: &Node) -> Timestamps {
     Timestamps {
-        last_access: timespec(node.atime),
+        // Snapshots do not record atime (see files_backup): use mtime.
+        last_access: timespec(if node.atime == Time::default() {
+            node.mtime
+        } else {
+            node.atime
+        }),
         last_modification: timespec(node.mtime),
     }
 }

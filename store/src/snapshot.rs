@@ -27,7 +27,9 @@ pub enum SnapshotKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SnapshotStats {
-    /// Bytes read from the sources.
+    /// Logical size of the snapshot: bytes of all files, or of the disks.
+    pub bytes_total: u64,
+    /// Bytes read from the sources (unchanged files are not read).
     pub bytes_read: u64,
     /// Bytes of chunks the repository did not have before.
     pub bytes_new: u64,

@@ -106,6 +106,7 @@ fn snapshot(root: Id) -> Snapshot {
         root,
         program_version: "cairn golden v1".into(),
         stats: SnapshotStats {
+            bytes_total: 0,
             bytes_read: 105_536,
             bytes_new: 105_536,
             bytes_stored: 104_000,

@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use cairn::disk::{self, DiskBackupStats, DiskSet};
 use cairn::exit::Outcome;
+use cairn::files_backup::{self, FileBackupOptions};
 use cairn::progress::Progress;
 use cairn::repo::{chunker_for, hostname, username};
 use cairn::units::format_bytes;
@@ -27,6 +28,23 @@ pub struct Args {
     /// Record this host name instead of the machine's.
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
+    /// Leave out paths matching this glob (repeatable): `*.tmp` at any depth,
+    /// `/var/cache/**` absolute, `build/out` as a path ending.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Read more exclude globs from this file (one per line, # comments).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
+    /// Leave out directories tagged with a valid CACHEDIR.TAG.
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Stay on the file system of each named path.
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Back up every file's contents even if the parent snapshot says it is
+    /// unchanged (default: unchanged size, mtime, ctime and inode are reused).
+    #[arg(long)]
+    force: bool,
     /// Worker threads (0 = one per core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
@@ -53,13 +71,23 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let host = args.host.clone().unwrap_or_else(hostname);
     let _lock = repo.lock(&hostname(), "backup", false)?;
     let threads = threads(args.threads);
-    let (root, mut stats, warnings) = if args.disk {
-        backup_disks(&repo, &args, threads)?
+    let (root, mut stats, warnings, parent) = if args.disk {
+        let (root, stats, warnings) = backup_disks(&repo, &args, threads)?;
+        (root, stats, warnings, None)
     } else {
-        anyhow::bail!("file backups are not wired in yet; use --disk")
+        backup_files(&repo, &args, &host, threads)?
     };
     stats.duration_ms = start.elapsed().as_millis() as u64;
-    let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+    let paths: Vec<String> = args
+        .paths
+        .iter()
+        .map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        })
+        .collect();
     let snapshot = Snapshot {
         time: started_at.as_secs() as i64,
         time_nanos: started_at.subsec_nanos(),
@@ -72,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         },
         paths,
         tags: args.tags.clone(),
-        parent: None,
+        parent,
         root,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         stats: stats.clone(),
@@ -121,6 +149,7 @@ fn backup_disks(
     let json = serde_json::to_vec(&set).context("cannot encode the disk set")?;
     let saved = repo.save_blob(BlobType::Meta, &json)?;
     let stats = SnapshotStats {
+        bytes_total: set.disks.iter().map(|d| d.size).sum(),
         bytes_read: total.bytes_read,
         bytes_new: total.bytes_new,
         bytes_stored: total.bytes_stored + saved.stored_len,
@@ -133,6 +162,83 @@ fn backup_disks(
     Ok((saved.id, stats, 0))
 }
 
+/// Backs up files; returns the root, the counters, the number of warnings
+/// and the parent snapshot used.
+fn backup_files(
+    repo: &cairn_store::Repository,
+    args: &Args,
+    host: &str,
+    threads: usize,
+) -> anyhow::Result<(
+    cairn_store::Id,
+    SnapshotStats,
+    usize,
+    Option<cairn_store::Id>,
+)> {
+    let chunker = chunker_for(repo, false)?;
+    let mut excludes = args.excludes.clone();
+    for file in &args.exclude_files {
+        excludes.extend(
+            files_backup::read_exclude_file(file)
+                .with_context(|| format!("cannot read exclude file {}", file.display()))?,
+        );
+    }
+    let paths: Vec<PathBuf> = args
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display())))
+        .collect::<anyhow::Result<_>>()?;
+    let parent = if args.force {
+        None
+    } else {
+        find_parent(repo, host, &paths)?
+    };
+    let opts = FileBackupOptions {
+        one_file_system: args.one_file_system,
+        excludes,
+        exclude_caches: args.exclude_caches,
+        threads,
+        before_read: None,
+    };
+    let summary = files_backup::backup_files(repo, &chunker, &paths, parent.map(|p| p.1), &opts)?;
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
+    }
+    let stats = SnapshotStats {
+        bytes_total: summary.bytes_total,
+        bytes_read: summary.bytes_read,
+        bytes_new: summary.bytes_new,
+        bytes_stored: summary.bytes_stored,
+        chunks: summary.chunks,
+        chunks_new: summary.chunks_new,
+        files: summary.files,
+        errors: summary.warnings.len() as u64,
+        duration_ms: 0,
+    };
+    Ok((
+        summary.root,
+        stats,
+        summary.warnings.len(),
+        parent.map(|p| p.0),
+    ))
+}
+
+/// The latest file snapshot of this host with exactly these paths: its
+/// unchanged files are reused without reading them.
+fn find_parent(
+    repo: &cairn_store::Repository,
+    host: &str,
+    paths: &[PathBuf],
+) -> anyhow::Result<Option<(cairn_store::Id, cairn_store::Id)>> {
+    let wanted: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let list = repo.list_snapshots()?;
+    Ok(list
+        .iter()
+        .rev()
+        .find(|(_, s)| s.kind == SnapshotKind::Files && s.hostname == host && s.paths == wanted)
+        .map(|(id, s)| (*id, s.root)))
+}
+
 fn report(args: &Args, id: &cairn_store::Id, s: &SnapshotStats, secs: f64) -> anyhow::Result<()> {
     if args.repo.json {
         return print_json(&serde_json::json!({ "snapshot": id, "stats": s, "seconds": secs }));
@@ -140,10 +246,16 @@ fn report(args: &Args, id: &cairn_store::Id, s: &SnapshotStats, secs: f64) -> an
     if args.repo.quiet {
         return Ok(());
     }
-    let rate = s.bytes_read as f64 / secs.max(1e-3);
+    let rate = s.bytes_total.max(s.bytes_read) as f64 / secs.max(1e-3);
+    let files = if s.files > 0 {
+        format!(" in {} files", s.files)
+    } else {
+        String::new()
+    };
     print(&format!(
-        "snapshot {} saved\n  read {} in {:.1}s ({}/s), {} chunks, {} new ({}), stored {}\n",
+        "snapshot {} saved\n  {}{files}, read {} in {:.1}s ({}/s), {} chunks, {} new ({}), stored {}\n",
         id.short(8),
+        format_bytes(s.bytes_total),
         format_bytes(s.bytes_read),
         secs,
         format_bytes(rate as u64),

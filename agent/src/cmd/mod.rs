@@ -3,9 +3,12 @@
 pub mod backup;
 pub mod chunk;
 pub mod common;
+pub mod diff;
 pub mod init;
+pub mod ls;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
 
 use cairn::exit::Outcome;
 
@@ -20,6 +23,12 @@ pub enum Command {
     Restore(restore::Args),
     /// List snapshots.
     Snapshots(snapshots::Args),
+    /// List the files of a snapshot (or the disks of a disk snapshot).
+    Ls(ls::Args),
+    /// Show what changed between two snapshots.
+    Diff(diff::Args),
+    /// Sizes, new data per snapshot and the dedup ratio.
+    Stats(stats::Args),
     /// Chunk files, disk images or block devices and report chunk and
     /// deduplication statistics (stores nothing).
     #[command(long_about = chunk::LONG_ABOUT, after_help = chunk::EXAMPLES)]
@@ -34,6 +43,9 @@ impl Command {
             Self::Backup(_) => "backup",
             Self::Restore(_) => "restore",
             Self::Snapshots(_) => "snapshots",
+            Self::Ls(_) => "ls",
+            Self::Diff(_) => "diff",
+            Self::Stats(_) => "stats",
             Self::Chunk(_) => "chunk",
         }
     }
@@ -45,6 +57,9 @@ impl Command {
             Self::Backup(args) => backup::run(args),
             Self::Restore(args) => restore::run(args),
             Self::Snapshots(args) => snapshots::run(args),
+            Self::Ls(args) => ls::run(args),
+            Self::Diff(args) => diff::run(args),
+            Self::Stats(args) => stats::run(args),
             Self::Chunk(args) => chunk::run(args),
         }
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use cairn::disk::{self, DiskRestoreOptions, DiskSet};
 use cairn::exit::Outcome;
+use cairn::files_restore::{self, RestoreOptions};
 use cairn::progress::Progress;
 use cairn::select;
 use cairn::units::format_bytes;
@@ -126,7 +127,51 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             "snapshot {} is a file snapshot: restore it with --target DIR",
             id.short(8)
         ),
-        (SnapshotKind::Files, _, Some(_)) => anyhow::bail!("file restores are not wired in yet"),
+        (SnapshotKind::Files, _, Some(target)) => {
+            let opts = RestoreOptions {
+                verify: args.verify,
+                threads,
+            };
+            let summary =
+                files_restore::restore_files(&repo, snap.root, target, &args.includes, &opts)
+                    .with_context(|| {
+                        format!(
+                            "restore of snapshot {} to {} failed",
+                            id.short(8),
+                            target.display()
+                        )
+                    })?;
+            for w in &summary.warnings {
+                eprintln!("warning: {w}");
+            }
+            let secs = start.elapsed().as_secs_f64();
+            if args.repo.json {
+                print_json(&serde_json::json!({
+                    "snapshot": id, "target": target, "seconds": secs,
+                    "files": summary.files, "files_skipped": summary.files_skipped, "dirs": summary.dirs,
+                    "others": summary.others, "bytes_written": summary.bytes_written,
+                    "files_verified": summary.files_verified, "warnings": summary.warnings.len(),
+                }))?;
+            } else if !args.repo.quiet {
+                print(&format!(
+                    "restored snapshot {} to {}: {} files ({} already correct), {} dirs, {} other, {} written in {:.1}s{}\n",
+                    id.short(8),
+                    target.display(),
+                    summary.files,
+                    summary.files_skipped,
+                    summary.dirs,
+                    summary.others,
+                    format_bytes(summary.bytes_written),
+                    secs,
+                    if args.verify {
+                        format!(", {} verified", summary.files_verified)
+                    } else {
+                        String::new()
+                    }
+                ))?;
+            }
+            Ok(Outcome::from_warnings(summary.warnings.len()))
+        }
     }
 }
 

@@ -75,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             cairn::units::format_time(s.time),
             s.hostname,
             kind,
-            format_bytes(s.stats.bytes_read),
+            format_bytes(s.stats.bytes_total.max(s.stats.bytes_read)),
             format_bytes(s.stats.bytes_stored),
             s.paths.join(" "),
             tags
