@@ -239,9 +239,14 @@ pub fn open_blob(
             // Allocate only what the frame itself declares, and only if that
             // is what the entry says: a forged length cannot reserve memory
             // the frame does not fill.
-            let declared = zstd::zstd_safe::get_frame_content_size(&sealed).ok().flatten();
+            let declared = zstd::zstd_safe::get_frame_content_size(&sealed)
+                .ok()
+                .flatten();
             if declared != Some(u64::from(entry.raw_len)) || entry.raw_len > MAX_BLOB_LEN {
-                return Err(Error::corrupt(what(), "compressed length does not match the index"));
+                return Err(Error::corrupt(
+                    what(),
+                    "compressed length does not match the index",
+                ));
             }
             let mut out = Vec::with_capacity(entry.raw_len as usize);
             let mut d = zstd::bulk::Decompressor::new()
