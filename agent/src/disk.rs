@@ -195,6 +195,7 @@ pub fn backup_disk(
         let map = unsafe { MmapOptions::new().len(size as usize).map(&file) }
             .map_err(|e| io_err(path, "map", e))?;
         let _ = map.advise(Advice::Sequential);
+        let release = |upto: usize| release_pages(&map, upto);
         run_pipeline(
             repo,
             chunker,
@@ -203,6 +204,7 @@ pub fn backup_disk(
             &mut writer,
             &mut stats,
             progress,
+            &release,
         )?;
     }
     stats.bytes_stored += writer.stored_new;
@@ -219,13 +221,38 @@ pub fn backup_disk(
     ))
 }
 
+/// Bytes of the mapping released at once once processed.
+const RELEASE_STEP: usize = 64 << 20;
+
+/// Drops the mapping's pages below `upto` (rounded down to `RELEASE_STEP`)
+/// from this process: without it a disk backup's resident set grows to the
+/// size of the disk (the pages stay in the page cache, which the kernel
+/// reclaims as it likes, but they count as ours until unmapped).
+fn release_pages(map: &memmap2::Mmap, upto: usize) {
+    let end = upto / RELEASE_STEP * RELEASE_STEP;
+    if end == 0 {
+        return;
+    }
+    // SAFETY: the mapping is read-only and file-backed, so MADV_DONTNEED
+    // discards no data: a later access faults the same file bytes back in.
+    // Every chunk below `upto` has been hashed and stored, and the chunker
+    // and workers only touch bytes above it, so nothing is read again in the
+    // common case. Ranges are within the mapping. Failure is harmless.
+    unsafe {
+        let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, end);
+    }
+}
+
 /// What a worker produced for one batch.
 struct BatchResult {
+    /// End offset of the batch in the source.
+    end: usize,
     seq: u64,
     extents: Vec<Extent>,
     stats: DiskBackupStats,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_pipeline(
     repo: &Repository,
     chunker: &Chunker,
@@ -234,6 +261,7 @@ fn run_pipeline(
     writer: &mut ListWriter<'_>,
     stats: &mut DiskBackupStats,
     progress: &(dyn Fn(u64) + Sync),
+    release: &dyn Fn(usize),
 ) -> Result<(), DiskError> {
     let (work_tx, work_rx) = sync_channel::<(u64, Vec<(usize, usize)>)>(threads * 2);
     let (done_tx, done_rx) = sync_channel::<Result<BatchResult, DiskError>>(threads * 4);
@@ -274,7 +302,7 @@ fn run_pipeline(
             });
         }
         drop(done_tx);
-        collect_in_order(done_rx, writer, stats, progress)
+        collect_in_order(done_rx, writer, stats, progress, release)
     })
 }
 
@@ -312,7 +340,9 @@ fn process_batch(
             blob: Some(id),
         });
     }
+    let end = batch.last().map_or(0, |&(offset, len)| offset + len);
     Ok(BatchResult {
+        end,
         seq,
         extents,
         stats,
@@ -325,7 +355,9 @@ fn collect_in_order(
     writer: &mut ListWriter<'_>,
     stats: &mut DiskBackupStats,
     progress: &(dyn Fn(u64) + Sync),
+    release: &dyn Fn(usize),
 ) -> Result<(), DiskError> {
+    let mut released = 0;
     let mut waiting: BTreeMap<u64, BatchResult> = BTreeMap::new();
     let mut next = 0u64;
     let mut zero_run = 0u64;
@@ -336,6 +368,10 @@ fn collect_in_order(
             next += 1;
             add_stats(stats, &r.stats);
             progress(stats.bytes_read);
+            if r.end >= released + RELEASE_STEP {
+                release(r.end);
+                released = r.end;
+            }
             for e in r.extents {
                 match e.blob {
                     None => zero_run += e.len,
@@ -640,6 +676,21 @@ fn verify_disk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn released_pages_read_back_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let data: Vec<u8> = (0..(RELEASE_STEP + 4096)).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        // SAFETY: a private read-only mapping of a file this test owns.
+        let map = unsafe { MmapOptions::new().map(&file) }.unwrap();
+        assert_eq!(&map[..], &data[..]);
+        release_pages(&map, data.len());
+        // The released range faults back in from the file: same bytes.
+        assert_eq!(&map[..], &data[..]);
+    }
 
     #[test]
     fn zero_detection() {
