@@ -133,6 +133,17 @@ fn backup_disks(
             disk::backup_disk(repo, &chunker, path, threads, &|done| progress.update(done))
                 .with_context(|| format!("backup of disk {} failed", path.display()))?;
         progress.finish();
+        if args.repo.verbose && !args.repo.json {
+            eprintln!(
+                "disk {}: {} read, {} in zero chunks, {} chunks ({} new, {} stored)",
+                image.name,
+                format_bytes(stats.bytes_read),
+                format_bytes(stats.bytes_zero),
+                stats.chunks,
+                stats.chunks_new,
+                format_bytes(stats.bytes_stored)
+            );
+        }
         if set.disks.iter().any(|d| d.name == image.name) {
             anyhow::bail!(
                 "two disks named {:?}: back them up in separate snapshots",

@@ -24,8 +24,12 @@ pub struct RepoArgs {
     #[arg(long)]
     pub json: bool,
     /// Print only errors and warnings.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Print more: the parent snapshot used, per-disk figures, repository
+    /// counters.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 impl RepoArgs {
