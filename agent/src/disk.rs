@@ -681,7 +681,9 @@ mod tests {
     fn released_pages_read_back_the_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
-        let data: Vec<u8> = (0..(RELEASE_STEP + 4096)).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(RELEASE_STEP + 4096))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         std::fs::write(&path, &data).unwrap();
         let file = File::open(&path).unwrap();
         // SAFETY: a private read-only mapping of a file this test owns.

@@ -106,9 +106,10 @@ fn backup_incremental_restore_ls_diff_stats() {
         Some(0),
         "{unchanged}"
     );
-    assert_eq!(
-        unchanged["stats"]["bytes_stored"].as_u64(),
-        Some(0),
+    // Nothing but the tree blobs of ancestors whose times moved (/tmp
+    // changes whenever another test makes a directory in it).
+    assert!(
+        unchanged["stats"]["bytes_stored"].as_u64().unwrap() < 4096,
         "{unchanged}"
     );
 
