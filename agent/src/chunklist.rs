@@ -343,7 +343,7 @@ impl<'r> ListReader<'r> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cairn_store::backend::MemoryBackend;
     use cairn_store::{

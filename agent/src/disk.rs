@@ -1,7 +1,10 @@
 //! Block-level disk backups and restores.
 //!
-//! A disk (block device or raw image) is memory-mapped and cut by the chunker
-//! in place; worker threads hash each chunk with the repository's keyed
+//! A disk (block device or raw image) is read in large windows with
+//! positioned reads (not mapped: a failing sector must be an error naming
+//! its offset, not a SIGBUS) and cut by the chunker in place, the last chunk
+//! of each window carried into the next so cuts equal those of the whole
+//! disk in one piece; worker threads hash each chunk with the repository's keyed
 //! BLAKE3 and store only chunks the repository lacks. All-zero chunks store
 //! nothing: they become zero extents and restore as holes. The ordered chunk
 //! list is a [`chunklist`](crate::chunklist) so a small change to the disk
@@ -18,13 +21,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use cairn_chunker::Chunker;
 use cairn_store::{BlobEntry, BlobType, Id, Repository};
-use memmap2::{Advice, MmapOptions};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -180,6 +182,18 @@ pub fn backup_disk(
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(DiskImage, DiskBackupStats), DiskError> {
+    backup_disk_windowed(repo, chunker, path, threads, progress, WINDOW)
+}
+
+/// [`backup_disk`] reading `window` bytes at a time (tests use small ones).
+fn backup_disk_windowed(
+    repo: &Repository,
+    chunker: &Chunker,
+    path: &Path,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+    window: usize,
+) -> Result<(DiskImage, DiskBackupStats), DiskError> {
     let mut file = File::open(path).map_err(|e| io_err(path, "open", e))?;
     let (size, sector_size) = source_geometry(&mut file, path)?;
     let name = path
@@ -188,23 +202,21 @@ pub fn backup_disk(
     let mut stats = DiskBackupStats::default();
     let mut writer = ListWriter::new(repo);
     if size > 0 {
-        // SAFETY: the mapping is read-only and private to this function; if
-        // the source changes underneath (a live disk), we read whatever bytes
-        // are there, which is what a crash-consistent disk backup reads; the
-        // chunker only ever sees it as a byte slice.
-        let map = unsafe { MmapOptions::new().len(size as usize).map(&file) }
-            .map_err(|e| io_err(path, "map", e))?;
-        let _ = map.advise(Advice::Sequential);
-        let release = |upto: usize| release_pages(&map, upto);
+        advise_sequential(&file);
+        let source = Source {
+            file: &file,
+            path,
+            size,
+            window,
+        };
         run_pipeline(
             repo,
             chunker,
-            &map,
+            &source,
             threads.max(1),
             &mut writer,
             &mut stats,
             progress,
-            &release,
         )?;
     }
     stats.bytes_stored += writer.stored_new;
@@ -221,101 +233,200 @@ pub fn backup_disk(
     ))
 }
 
-/// Bytes of the mapping released at once once processed.
-const RELEASE_STEP: usize = 64 << 20;
+/// The disk being read: positioned reads, never a mapping, so that a read
+/// error of a failing block device is an error naming the offset, not a
+/// SIGBUS that kills the process.
+struct Source<'a> {
+    file: &'a File,
+    path: &'a Path,
+    size: u64,
+    /// Bytes per read window (at least four maximum chunks).
+    window: usize,
+}
 
-/// Drops the mapping's pages below `upto` (rounded down to `RELEASE_STEP`)
-/// from this process: without it a disk backup's resident set grows to the
-/// size of the disk (the pages stay in the page cache, which the kernel
-/// reclaims as it likes, but they count as ours until unmapped).
-fn release_pages(map: &memmap2::Mmap, upto: usize) {
-    let end = upto / RELEASE_STEP * RELEASE_STEP;
-    if end == 0 {
-        return;
+impl Source<'_> {
+    /// Fills `buf` from `offset`, short only at the end of the source.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, DiskError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(io_err(
+                        self.path,
+                        &format!("read at offset {}", offset + done as u64),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(done)
     }
-    // SAFETY: the mapping is read-only and file-backed, so MADV_DONTNEED
-    // discards no data: a later access faults the same file bytes back in.
-    // Every chunk below `upto` has been hashed and stored, and the chunker
-    // and workers only touch bytes above it, so nothing is read again in the
-    // common case. Ranges are within the mapping. Failure is harmless.
+}
+
+/// Tells the kernel the source is read once, front to back.
+fn advise_sequential(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads its integer arguments; the fd is open
+    // for the duration of the call. A failure only loses read-ahead.
     unsafe {
-        let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, end);
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     }
+}
+
+/// Bytes read from the source per window (more when the maximum chunk size
+/// asks for it).
+const WINDOW: usize = 64 << 20;
+
+/// Chunks of one window handed to a worker: the window's bytes and the
+/// chunks as (offset in window, length).
+struct Batch {
+    seq: u64,
+    window: Arc<Vec<u8>>,
+    chunks: Vec<(usize, usize)>,
 }
 
 /// What a worker produced for one batch.
 struct BatchResult {
-    /// End offset of the batch in the source.
-    end: usize,
     seq: u64,
     extents: Vec<Extent>,
     stats: DiskBackupStats,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_pipeline(
     repo: &Repository,
     chunker: &Chunker,
-    data: &[u8],
+    source: &Source<'_>,
     threads: usize,
     writer: &mut ListWriter<'_>,
     stats: &mut DiskBackupStats,
     progress: &(dyn Fn(u64) + Sync),
-    release: &dyn Fn(usize),
 ) -> Result<(), DiskError> {
-    let (work_tx, work_rx) = sync_channel::<(u64, Vec<(usize, usize)>)>(threads * 2);
+    let (work_tx, work_rx) = sync_channel::<Batch>(threads * 2);
     let (done_tx, done_rx) = sync_channel::<Result<BatchResult, DiskError>>(threads * 4);
     let work_rx = Mutex::new(work_rx);
+    // Set on the first failure: the reader stops, workers drain the queue
+    // without working, so no thread stays blocked on a full channel.
+    let abort = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<(), DiskError> {
+        let reader_done = done_tx.clone();
+        let abort_ref = &abort;
         s.spawn(move || {
-            let mut seq = 0;
-            let mut batch = Vec::new();
-            let mut bytes = 0u64;
-            for chunk in chunker.chunks_parallel(data, threads) {
-                batch.push((chunk.offset as usize, chunk.data.len()));
-                bytes += chunk.data.len() as u64;
-                if bytes >= BATCH_BYTES {
-                    if work_tx.send((seq, std::mem::take(&mut batch))).is_err() {
-                        return;
-                    }
-                    seq += 1;
-                    bytes = 0;
-                }
-            }
-            if !batch.is_empty() {
-                let _ = work_tx.send((seq, batch));
+            if let Err(e) = read_and_cut(chunker, source, threads, &work_tx, abort_ref) {
+                abort_ref.store(true, Ordering::Relaxed);
+                let _ = reader_done.send(Err(e));
             }
         });
         for _ in 0..threads {
             let done_tx = done_tx.clone();
-            let work_rx = &work_rx;
+            let (work_rx, abort) = (&work_rx, &abort);
             s.spawn(move || {
                 loop {
                     let next = work_rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok((seq, batch))) = next else { return };
-                    let result = process_batch(repo, data, seq, &batch);
-                    let failed = result.is_err();
-                    if done_tx.send(result).is_err() || failed {
-                        return;
+                    let Ok(Ok(batch)) = next else { return };
+                    if abort.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let result = process_batch(repo, &batch);
+                    if result.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    if done_tx.send(result).is_err() {
+                        abort.store(true, Ordering::Relaxed);
                     }
                 }
             });
         }
         drop(done_tx);
-        collect_in_order(done_rx, writer, stats, progress, release)
+        let result = collect_in_order(done_rx, writer, stats, progress);
+        if result.is_err() {
+            abort.store(true, Ordering::Relaxed);
+        }
+        result
     })
 }
 
-fn process_batch(
-    repo: &Repository,
-    data: &[u8],
-    seq: u64,
-    batch: &[(usize, usize)],
-) -> Result<BatchResult, DiskError> {
+/// Reads the source window by window, cuts each into chunks and hands them
+/// out in batches. A window's last chunk is carried into the next window
+/// (it may have been cut short by the window's end), so the cuts are exactly
+/// those of the whole source in one piece.
+fn read_and_cut(
+    chunker: &Chunker,
+    source: &Source<'_>,
+    threads: usize,
+    work: &SyncSender<Batch>,
+    abort: &AtomicBool,
+) -> Result<(), DiskError> {
+    let window_len = source.window.max(4 * chunker.params().max_size);
+    let mut carry: Vec<u8> = Vec::new();
+    let mut base = 0u64;
+    let mut seq = 0u64;
+    while base < source.size && !abort.load(Ordering::Relaxed) {
+        let mut buf = Vec::with_capacity(carry.len() + window_len);
+        buf.extend_from_slice(&carry);
+        let filled = buf.len();
+        let want = (window_len as u64).min(source.size - base - filled as u64) as usize;
+        buf.resize(filled + want, 0);
+        let got = source.read_at(&mut buf[filled..], base + filled as u64)?;
+        buf.truncate(filled + got);
+        let end_of_source = got < want || base + buf.len() as u64 >= source.size;
+        let mut chunks: Vec<(usize, usize)> = chunker
+            .chunks_parallel(&buf, threads)
+            .map(|c| (c.offset as usize, c.data.len()))
+            .collect();
+        let consumed = if end_of_source {
+            buf.len()
+        } else {
+            // Keep the last chunk for the next window.
+            chunks.pop().map_or(0, |(offset, _)| offset)
+        };
+        carry = buf[consumed..].to_vec();
+        let window = Arc::new(buf);
+        for group in batches(&chunks) {
+            let batch = Batch {
+                seq,
+                window: window.clone(),
+                chunks: group.to_vec(),
+            };
+            if work.send(batch).is_err() {
+                return Ok(());
+            }
+            seq += 1;
+        }
+        base += consumed as u64;
+        if end_of_source {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Splits a window's chunks into groups of about `BATCH_BYTES`.
+fn batches(chunks: &[(usize, usize)]) -> Vec<&[(usize, usize)]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, &(_, len)) in chunks.iter().enumerate() {
+        bytes += len as u64;
+        if bytes >= BATCH_BYTES {
+            out.push(&chunks[start..=i]);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < chunks.len() {
+        out.push(&chunks[start..]);
+    }
+    out
+}
+
+fn process_batch(repo: &Repository, batch: &Batch) -> Result<BatchResult, DiskError> {
     let mut stats = DiskBackupStats::default();
-    let mut extents = Vec::with_capacity(batch.len());
-    for &(offset, len) in batch {
-        let bytes = &data[offset..offset + len];
+    let mut extents = Vec::with_capacity(batch.chunks.len());
+    for &(offset, len) in &batch.chunks {
+        let bytes = &batch.window[offset..offset + len];
         stats.chunks += 1;
         stats.bytes_read += len as u64;
         if is_zero(bytes) {
@@ -340,10 +451,8 @@ fn process_batch(
             blob: Some(id),
         });
     }
-    let end = batch.last().map_or(0, |&(offset, len)| offset + len);
     Ok(BatchResult {
-        end,
-        seq,
+        seq: batch.seq,
         extents,
         stats,
     })
@@ -355,9 +464,7 @@ fn collect_in_order(
     writer: &mut ListWriter<'_>,
     stats: &mut DiskBackupStats,
     progress: &(dyn Fn(u64) + Sync),
-    release: &dyn Fn(usize),
 ) -> Result<(), DiskError> {
-    let mut released = 0;
     let mut waiting: BTreeMap<u64, BatchResult> = BTreeMap::new();
     let mut next = 0u64;
     let mut zero_run = 0u64;
@@ -368,10 +475,6 @@ fn collect_in_order(
             next += 1;
             add_stats(stats, &r.stats);
             progress(stats.bytes_read);
-            if r.end >= released + RELEASE_STEP {
-                release(r.end);
-                released = r.end;
-            }
             for e in r.extents {
                 match e.blob {
                     None => zero_run += e.len,
@@ -678,20 +781,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn released_pages_read_back_the_same_bytes() {
+    fn windowed_reading_cuts_like_the_whole_disk_at_once() {
+        let repo = crate::chunklist::tests::test_repo();
+        let chunker = crate::repo::chunker_for(&repo, true).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
-        let data: Vec<u8> = (0..(RELEASE_STEP + 4096))
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
+        let mut data = cairn_chunker::testdata::pseudo_random(5, 3 << 20);
+        data[1 << 20..(1 << 20) + 300_000].fill(0);
         std::fs::write(&path, &data).unwrap();
-        let file = File::open(&path).unwrap();
-        // SAFETY: a private read-only mapping of a file this test owns.
-        let map = unsafe { MmapOptions::new().map(&file) }.unwrap();
-        assert_eq!(&map[..], &data[..]);
-        release_pages(&map, data.len());
-        // The released range faults back in from the file: same bytes.
-        assert_eq!(&map[..], &data[..]);
+        let want: Vec<u64> = chunker.chunks(&data).map(|c| c.data.len() as u64).collect();
+        for (window, threads) in [(256 << 10, 1), (300_001, 2), (64 << 20, 2)] {
+            let (image, stats) =
+                backup_disk_windowed(&repo, &chunker, &path, threads, &|_| {}, window).unwrap();
+            assert_eq!(stats.bytes_read, data.len() as u64);
+            assert_eq!(stats.chunks, want.len() as u64, "window {window}");
+            let mut reader = ListReader::new(&repo, &image.extents).unwrap();
+            let mut offset = 0usize;
+            while let Some(e) = reader.next_extent().unwrap() {
+                let bytes = &data[offset..offset + e.len as usize];
+                match e.blob {
+                    Some(id) => assert_eq!(repo.load_blob(&id).unwrap(), bytes),
+                    None => assert!(is_zero(bytes)),
+                }
+                offset += e.len as usize;
+            }
+            assert_eq!(offset, data.len());
+        }
     }
 
     #[test]
