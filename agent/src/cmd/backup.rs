@@ -71,11 +71,22 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let host = args.host.clone().unwrap_or_else(hostname);
     let _lock = repo.lock(&hostname(), "backup", false)?;
     let threads = threads(args.threads);
-    let (root, mut stats, warnings, parent) = if args.disk {
-        let (root, stats, warnings) = backup_disks(&repo, &args, threads)?;
-        (root, stats, warnings, None)
+    let outcome = if args.disk {
+        backup_disks(&repo, &args, threads)
+            .map(|(root, stats, warnings)| (root, stats, warnings, None))
     } else {
-        backup_files(&repo, &args, &host, threads)?
+        backup_files(&repo, &args, &host, threads)
+    };
+    let (root, mut stats, warnings, parent) = match outcome {
+        Ok(done) => done,
+        Err(err) => {
+            // Index what was uploaded, so that rerunning the backup reuses it
+            // instead of uploading it again. No snapshot is written.
+            if let Err(flush) = repo.flush() {
+                eprintln!("warning: could not index the data uploaded before the failure: {flush}");
+            }
+            return Err(err);
+        }
     };
     stats.duration_ms = start.elapsed().as_millis() as u64;
     let paths: Vec<String> = args
