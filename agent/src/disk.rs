@@ -16,7 +16,7 @@
 //! every blob against its id and write it with positioned writes to every
 //! offset it occupies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -363,8 +363,11 @@ fn read_and_cut(
     let mut carry: Vec<u8> = Vec::new();
     let mut base = 0u64;
     let mut seq = 0u64;
+    let mut sent: VecDeque<Arc<Vec<u8>>> = VecDeque::new();
     while base < source.size && !abort.load(Ordering::Relaxed) {
-        let mut buf = Vec::with_capacity(carry.len() + window_len);
+        let mut buf = reusable_window(&mut sent).unwrap_or_default();
+        buf.clear();
+        buf.reserve(carry.len() + window_len);
         buf.extend_from_slice(&carry);
         let filled = buf.len();
         let want = (window_len as u64).min(source.size - base - filled as u64) as usize;
@@ -384,6 +387,10 @@ fn read_and_cut(
         };
         carry = buf[consumed..].to_vec();
         let window = Arc::new(buf);
+        sent.push_back(window.clone());
+        if sent.len() > MAX_WINDOWS_KEPT {
+            sent.pop_front();
+        }
         for group in batches(&chunks) {
             let batch = Batch {
                 seq,
@@ -401,6 +408,18 @@ fn read_and_cut(
         }
     }
     Ok(())
+}
+
+/// Windows remembered for reuse (bounded: older ones are simply freed).
+const MAX_WINDOWS_KEPT: usize = 4;
+
+/// The oldest window the workers are done with, to read the next one into:
+/// a fresh 64 MiB buffer per window cost a page fault per 4 KiB and a zero
+/// fill, which made disk backups spend more time in the kernel than in
+/// cairn (see BENCHMARKS.md, cairn against restic and borg).
+fn reusable_window(sent: &mut VecDeque<Arc<Vec<u8>>>) -> Option<Vec<u8>> {
+    let free = sent.iter().position(|w| Arc::strong_count(w) == 1)?;
+    sent.remove(free).and_then(|w| Arc::try_unwrap(w).ok())
 }
 
 /// Splits a window's chunks into groups of about `BATCH_BYTES`.
