@@ -727,8 +727,8 @@ fn already_there(repo: &Repository, file: &File, id: &Id, p: &Placement) -> bool
 
 /// Coalesce blobs closer than this in one ranged read.
 const MAX_GAP: u64 = 256 * 1024;
-/// Largest single ranged read.
-const MAX_READ: u64 = 16 << 20;
+/// Largest single ranged read, and the plaintext a worker fetches at once.
+const MAX_READ: u64 = 4 << 20;
 
 fn restore_pack(
     repo: &Repository,
@@ -738,10 +738,42 @@ fn restore_pack(
     blobs: &[(BlobEntry, Vec<Placement>)],
     stats: &Mutex<DiskRestoreStats>,
 ) -> Result<(), DiskError> {
-    let entries: Vec<BlobEntry> = blobs.iter().map(|b| b.0).collect();
+    // In pack order, a few MiB at a time: reads stay coalesced and a
+    // worker never holds more than one group's plaintexts.
+    let mut order: Vec<&(BlobEntry, Vec<Placement>)> = blobs.iter().collect();
+    order.sort_by_key(|b| b.0.offset);
+    let mut written = 0;
+    let mut rest = &order[..];
+    while !rest.is_empty() {
+        let mut take = 0;
+        let mut bytes_in_group = 0u64;
+        while take < rest.len() && (take == 0 || bytes_in_group < MAX_READ) {
+            bytes_in_group += u64::from(rest[take].0.raw_len);
+            take += 1;
+        }
+        let (group, tail) = rest.split_at(take);
+        rest = tail;
+        written += restore_group(repo, file, target, pack, group)?;
+    }
+    let mut s = lock(stats);
+    s.bytes_written += written;
+    s.packs_read += 1;
+    Ok(())
+}
+
+/// Fetches one group of a pack's blobs and writes each where it goes;
+/// returns the bytes written.
+fn restore_group(
+    repo: &Repository,
+    file: &File,
+    target: &Path,
+    pack: &Id,
+    group: &[&(BlobEntry, Vec<Placement>)],
+) -> Result<u64, DiskError> {
+    let entries: Vec<BlobEntry> = group.iter().map(|b| b.0).collect();
     let data = repo.load_pack_blobs(pack, &entries, MAX_GAP, MAX_READ)?;
     let mut written = 0;
-    for ((entry, places), bytes) in blobs.iter().zip(data) {
+    for ((entry, places), bytes) in group.iter().map(|b| (&b.0, &b.1)).zip(data) {
         for p in places {
             if p.len != bytes.len() as u64 {
                 return Err(io_err(
@@ -760,10 +792,7 @@ fn restore_pack(
             written += p.len;
         }
     }
-    let mut s = lock(stats);
-    s.bytes_written += written;
-    s.packs_read += 1;
-    Ok(())
+    Ok(written)
 }
 
 /// Re-reads the target and checks every extent against the snapshot.
