@@ -346,24 +346,11 @@ impl<'r> ListReader<'r> {
 pub(crate) mod tests {
     use super::*;
     use cairn_store::backend::MemoryBackend;
-    use cairn_store::{
-        ChunkSizes, ChunkerConfig, Credential, InitOptions, KdfParams, OpenOptions, SeededRandom,
-    };
+    use cairn_store::{Credential, InitOptions, OpenOptions, SeededRandom};
     use std::sync::Arc;
 
     pub(crate) fn test_repo() -> Repository {
-        let sizes = ChunkSizes {
-            min: 4096,
-            avg: 16384,
-            max: 65536,
-            normalization: 2,
-        };
-        let mut init = InitOptions::new(ChunkerConfig {
-            format: 1,
-            disk: sizes,
-            files: sizes,
-        });
-        init.kdf = KdfParams::INSECURE_FAST;
+        let init = InitOptions::for_tests();
         let mut open = OpenOptions::new(None);
         open.rng = Arc::new(SeededRandom::new(b"chunklist"));
         Repository::init(

@@ -4,58 +4,14 @@
 //! byte; the second backup stores a small fraction of the image. Also the
 //! documented exit codes for a wrong password and a missing repository.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Env, fill};
 
 const IMAGE_MIB: u64 = 64;
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "disk test password\n").unwrap();
-        Env { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cairn(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(args)
-            .env("CAIRN_REPO", self.path("repo"))
-            .env("CAIRN_PASSWORD_FILE", self.path("pw"))
-            .env("CAIRN_CACHE_DIR", self.path("cache"))
-            .env_remove("CAIRN_PASSWORD_COMMAND")
-            .env_remove("CAIRN_KEY_FILE")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.cairn(args);
-        assert!(
-            out.status.success(),
-            "cairn {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-/// A deterministic pseudo-random stream.
-fn fill(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut h = blake3::Hasher::new();
-    h.update(&seed.to_le_bytes());
-    h.finalize_xof().fill(&mut out);
-    out
-}
 
 /// A tree of text and binary files, the content of the file system.
 fn make_tree(root: &Path) {
@@ -131,7 +87,7 @@ fn ext4_image_backup_change_backup_restore_both() {
     std::fs::copy(&image, &v1).unwrap();
 
     env.ok(&["init", "--kdf-memory", "8", "-q"]);
-    let first = env.ok(&["backup", "--disk", "--json", image.to_str().unwrap()]);
+    let first = env.json(&["backup", "--disk", "--json", image.to_str().unwrap()]);
     let first_id = first["snapshot"].as_str().unwrap().to_string();
 
     // Change the disk in place: scattered block writes, and a file added
@@ -152,7 +108,7 @@ fn ext4_image_backup_change_backup_restore_both() {
     let v2 = env.path("v2.img");
     std::fs::copy(&image, &v2).unwrap();
 
-    let second = env.ok(&["backup", "--disk", "--json", image.to_str().unwrap()]);
+    let second = env.json(&["backup", "--disk", "--json", image.to_str().unwrap()]);
     let second_id = second["snapshot"].as_str().unwrap().to_string();
     let stored = second["stats"]["bytes_stored"].as_u64().unwrap();
     let image_bytes = IMAGE_MIB << 20;
@@ -200,7 +156,7 @@ fn ext4_image_backup_change_backup_restore_both() {
 
     // Rerunning a restore onto a complete image skips everything.
     let again = env.path(&format!("restored-{second_id}.img"));
-    let rerun = env.ok(&[
+    let rerun = env.json(&[
         "restore",
         &second_id,
         "--disk-to",
@@ -210,7 +166,7 @@ fn ext4_image_backup_change_backup_restore_both() {
     assert_eq!(rerun["stats"]["bytes_written"].as_u64(), Some(0), "{rerun}");
     assert_eq!(sha(&again), sha(&v2));
 
-    let list = env.ok(&["snapshots", "--json"]);
+    let list = env.json(&["snapshots", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
 

@@ -3,59 +3,12 @@
 //! reads nothing unchanged, restore byte for byte, `ls`, `diff`, `stats`,
 //! `--include`, and a missing source path.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+use std::path::Path;
+use std::process::Command;
 
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "files test password\n").unwrap();
-        Env { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cairn(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(args)
-            .env("CAIRN_REPO", self.path("repo"))
-            .env("CAIRN_PASSWORD_FILE", self.path("pw"))
-            .env("CAIRN_CACHE_DIR", self.path("cache"))
-            .env_remove("CAIRN_PASSWORD_COMMAND")
-            .env_remove("CAIRN_KEY_FILE")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.cairn(args);
-        assert!(
-            out.status.success(),
-            "cairn {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_slice(&self.ok(args).stdout).unwrap()
-    }
-}
-
-fn fill(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut h = blake3::Hasher::new();
-    h.update(&seed.to_le_bytes());
-    h.finalize_xof().fill(&mut out);
-    out
-}
+use common::{Env, fill};
 
 fn make_tree(root: &Path) {
     for d in 0..4u64 {

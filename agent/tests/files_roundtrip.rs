@@ -18,10 +18,7 @@ use cairn::tree::{Content, Node, NodeKind, Tree, lookup, save_tree};
 use cairn::treediff::{ChangeKind, diff, walk};
 use cairn_chunker::{Chunker, ChunkerParams, GearTable};
 use cairn_store::backend::LocalBackend;
-use cairn_store::{
-    BlobType, ChunkSizes, ChunkerConfig, Credential, Id, InitOptions, KdfParams, OpenOptions,
-    Repository, SeededRandom,
-};
+use cairn_store::{BlobType, Credential, Id, InitOptions, OpenOptions, Repository, SeededRandom};
 use rustix::fs::{AtFlags, Timespec, Timestamps};
 
 struct Env {
@@ -32,18 +29,7 @@ struct Env {
 
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let sizes = ChunkSizes {
-        min: 4096,
-        avg: 16384,
-        max: 65536,
-        normalization: 2,
-    };
-    let mut init = InitOptions::new(ChunkerConfig {
-        format: 1,
-        disk: sizes,
-        files: sizes,
-    });
-    init.kdf = KdfParams::INSECURE_FAST;
+    let mut init = InitOptions::for_tests();
     init.pack_size = 1 << 20;
     let mut open = OpenOptions::new(None);
     open.rng = Arc::new(SeededRandom::new(b"files roundtrip"));

@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_store::backend::{Backend, BackendError, Handle, MemoryBackend, ObjectInfo, ObjectKind};
-use cairn_store::{
-    BlobSet, BlobType, ChunkSizes, ChunkerConfig, Credential, Id, InitOptions, KdfParams,
-    OpenOptions, Repository,
-};
+use cairn_store::{BlobSet, BlobType, Credential, Id, InitOptions, OpenOptions, Repository};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Keeps config and keys (so the repository opens) and discards packs,
@@ -54,18 +51,8 @@ impl Backend for DiscardPacks {
 }
 
 fn init(backend: Arc<dyn Backend>) -> Repository {
-    let sizes = ChunkSizes {
-        min: 4096,
-        avg: 16384,
-        max: 65536,
-        normalization: 2,
-    };
-    let mut init = InitOptions::new(ChunkerConfig {
-        format: 1,
-        disk: sizes,
-        files: sizes,
-    });
-    init.kdf = KdfParams::INSECURE_FAST;
+    let mut init = InitOptions::for_tests();
+    init.pack_size = cairn_store::config::DEFAULT_PACK_SIZE;
     Repository::init(
         backend,
         &Credential::Password(b"bench"),

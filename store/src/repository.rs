@@ -59,6 +59,29 @@ impl InitOptions {
     }
 }
 
+impl InitOptions {
+    /// Small chunks (4/16/64 KiB), a 1 MiB pack size and an Argon2id cost
+    /// of 64 KiB: cheap to create, for tests and benchmarks only. Never use
+    /// it for a repository that holds real data: the key-file cost is far
+    /// too low to resist password guessing.
+    pub fn for_tests() -> Self {
+        let sizes = crate::config::ChunkSizes {
+            min: 4096,
+            avg: 16384,
+            max: 65536,
+            normalization: 2,
+        };
+        let mut o = InitOptions::new(ChunkerConfig {
+            format: 1,
+            disk: sizes,
+            files: sizes,
+        });
+        o.kdf = KdfParams::INSECURE_FAST;
+        o.pack_size = 1 << 20;
+        o
+    }
+}
+
 /// How to open a repository.
 #[derive(Clone)]
 pub struct OpenOptions {

@@ -5,26 +5,15 @@
 use cairn_store::backend::{LocalBackend, MemoryBackend};
 use cairn_store::repository::{InitOptions, OpenOptions, Repository};
 use cairn_store::{
-    Backend, BlobType, ChunkSizes, ChunkerConfig, Credential, Error, Handle, Id, KdfParams,
-    ObjectKind, SeededRandom, Snapshot, SnapshotKind,
+    Backend, BlobType, Credential, Error, Handle, Id, KdfParams, ObjectKind, SeededRandom,
+    Snapshot, SnapshotKind,
 };
 use std::sync::Arc;
 
 const PW: Credential<'static> = Credential::Password(b"correct horse");
 
 fn init_options() -> InitOptions {
-    let sizes = ChunkSizes {
-        min: 4096,
-        avg: 16384,
-        max: 65536,
-        normalization: 2,
-    };
-    let mut o = InitOptions::new(ChunkerConfig {
-        format: 1,
-        disk: sizes,
-        files: sizes,
-    });
-    o.kdf = KdfParams::INSECURE_FAST;
+    let mut o = InitOptions::for_tests();
     o.pack_size = 256 * 1024;
     o
 }

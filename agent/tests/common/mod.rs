@@ -1,0 +1,60 @@
+//! What the end-to-end tests share: a scratch directory with a repository,
+//! a password file and a cache, the real `cairn` binary run against them,
+//! and deterministic test data.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// A scratch directory holding `repo`, `cache` and the password file `pw`.
+pub struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "end-to-end test password\n").unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cairn(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(args)
+            .env("CAIRN_REPO", self.path("repo"))
+            .env("CAIRN_PASSWORD_FILE", self.path("pw"))
+            .env("CAIRN_CACHE_DIR", self.path("cache"))
+            .env_remove("CAIRN_PASSWORD_COMMAND")
+            .env_remove("CAIRN_KEY_FILE")
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.cairn(args);
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_slice(&self.ok(args).stdout).unwrap()
+    }
+}
+
+/// `len` deterministic pseudo-random bytes from `seed`.
+pub fn fill(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.finalize_xof().fill(&mut out);
+    out
+}
