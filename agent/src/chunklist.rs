@@ -380,8 +380,6 @@ pub(crate) mod tests {
         for e in list {
             w.push(*e).unwrap();
         }
-        let stored_before = w.stored_new;
-        let _ = stored_before;
         let root = w.finish().unwrap();
         (root, repo.session_stats().bytes_stored)
     }

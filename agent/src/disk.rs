@@ -41,6 +41,18 @@ pub struct DiskSet {
     pub disks: Vec<DiskImage>,
 }
 
+impl DiskSet {
+    /// Loads and parses the root blob of a disk snapshot.
+    pub fn load(repo: &Repository, root: &Id) -> Result<DiskSet, DiskError> {
+        serde_json::from_slice(&repo.load_blob(root)?).map_err(|e| {
+            DiskError::List(ListError::Damaged {
+                page: *root,
+                reason: format!("the disk set does not parse: {e}"),
+            })
+        })
+    }
+}
+
 /// One backed-up disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskImage {
@@ -492,7 +504,7 @@ fn collect_in_order(
         waiting.insert(r.seq, r);
         while let Some(r) = waiting.remove(&next) {
             next += 1;
-            add_stats(stats, &r.stats);
+            stats.add(&r.stats);
             progress(stats.bytes_read);
             for e in r.extents {
                 match e.blob {
@@ -519,13 +531,16 @@ fn collect_in_order(
     Ok(())
 }
 
-fn add_stats(a: &mut DiskBackupStats, b: &DiskBackupStats) {
-    a.bytes_read += b.bytes_read;
-    a.bytes_new += b.bytes_new;
-    a.bytes_stored += b.bytes_stored;
-    a.chunks += b.chunks;
-    a.chunks_new += b.chunks_new;
-    a.bytes_zero += b.bytes_zero;
+impl DiskBackupStats {
+    /// Adds another batch's or disk's counters to these.
+    pub fn add(&mut self, b: &DiskBackupStats) {
+        self.bytes_read += b.bytes_read;
+        self.bytes_new += b.bytes_new;
+        self.bytes_stored += b.bytes_stored;
+        self.chunks += b.chunks;
+        self.chunks_new += b.chunks_new;
+        self.bytes_zero += b.bytes_zero;
+    }
 }
 
 /// Options of a disk restore.

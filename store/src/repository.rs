@@ -399,7 +399,7 @@ impl Repository {
         }
         let set = cache.fingerprints()?;
         drop(cache);
-        *self.known.write().unwrap_or_else(|e| e.into_inner()) = set;
+        *self.known_mut() = set;
         Ok(())
     }
 
@@ -431,6 +431,17 @@ impl Repository {
         Ok(bytes)
     }
 
+    /// The dedup set, for reading (a poisoned lock still holds valid data:
+    /// it is only ever replaced or merged whole).
+    fn known(&self) -> std::sync::RwLockReadGuard<'_, BlobSet> {
+        self.known.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The dedup set, for replacing or merging.
+    fn known_mut(&self) -> std::sync::RwLockWriteGuard<'_, BlobSet> {
+        self.known.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The repository's settings.
     pub fn config(&self) -> &Config {
         &self.config
@@ -453,11 +464,7 @@ impl Repository {
 
     /// Whether the repository (or this session) holds the blob.
     pub fn has_blob(&self, id: &Id) -> bool {
-        self.known
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-            || lock(&self.session).pending.contains_key(id)
+        self.known().contains(id) || lock(&self.session).pending.contains_key(id)
     }
 
     /// Counters of this session.
@@ -498,23 +505,12 @@ impl Repository {
             new: false,
             stored_len: 0,
         };
-        if self
-            .known
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
-        {
+        if self.known().contains(&id) {
             return Ok(old);
         }
         {
             let mut session = lock(&self.session);
-            if session.pending.contains_key(&id)
-                || self
-                    .known
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&id)
-            {
+            if session.pending.contains_key(&id) || self.known().contains(&id) {
                 return Ok(old);
             }
             session.pending.insert(id, Pending::InPacker(blob_type));
@@ -627,7 +623,7 @@ impl Repository {
         self.counters.index_files.fetch_add(1, Ordering::Relaxed);
         lock(&self.cache).add_index_file(&id, &file)?;
         let mut session = lock(&self.session);
-        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.known_mut();
         known.merge(
             file.packs
                 .iter()
@@ -900,7 +896,7 @@ impl Repository {
 
     /// Number of blobs in the dedup set (stored and indexed).
     pub fn indexed_blob_count(&self) -> usize {
-        self.known.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.known().len()
     }
 }
 

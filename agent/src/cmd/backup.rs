@@ -162,11 +162,7 @@ fn backup_disks(
             );
         }
         set.disks.push(image);
-        total.bytes_read += stats.bytes_read;
-        total.bytes_new += stats.bytes_new;
-        total.bytes_stored += stats.bytes_stored;
-        total.chunks += stats.chunks;
-        total.chunks_new += stats.chunks_new;
+        total.add(&stats);
     }
     let json = serde_json::to_vec(&set).context("cannot encode the disk set")?;
     let saved = repo.save_blob(BlobType::Meta, &json)?;

@@ -1,6 +1,5 @@
 //! `cairn diff`: what changed between two snapshots.
 
-use anyhow::Context;
 use cairn::disk::DiskSet;
 use cairn::exit::Outcome;
 use cairn::select;
@@ -97,10 +96,7 @@ fn disk_diff(
     a: &cairn_store::Id,
     b: &cairn_store::Id,
 ) -> anyhow::Result<Vec<(String, u64, u64)>> {
-    let load = |id: &cairn_store::Id| -> anyhow::Result<DiskSet> {
-        serde_json::from_slice(&repo.load_blob(id)?).context("damaged disk set")
-    };
-    let (sa, sb) = (load(a)?, load(b)?);
+    let (sa, sb) = (DiskSet::load(repo, a)?, DiskSet::load(repo, b)?);
     let mut out = Vec::new();
     for disk in &sb.disks {
         let mut old = std::collections::HashSet::new();

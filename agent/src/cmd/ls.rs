@@ -49,8 +49,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let repo = cairn::repo::open(&args.repo.spec())?;
     let (id, snap) = select::resolve(&repo, &args.snapshot, &args.filter.filter())?;
     if snap.kind == SnapshotKind::Disk {
-        let set: DiskSet = serde_json::from_slice(&repo.load_blob(&snap.root)?)
-            .with_context(|| format!("snapshot {}: damaged disk set", id.short(8)))?;
+        let set = DiskSet::load(&repo, &snap.root)
+            .with_context(|| format!("snapshot {}", id.short(8)))?;
         if args.repo.json {
             return print_json(&set).map(|_| Outcome::Clean);
         }

@@ -60,8 +60,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     match (snap.kind, &args.disk_to, &args.target) {
         (SnapshotKind::Disk, Some(to), _) => {
-            let set: DiskSet = serde_json::from_slice(&repo.load_blob(&snap.root)?)
-                .with_context(|| format!("snapshot {}: damaged disk set", id.short(8)))?;
+            let set = DiskSet::load(&repo, &snap.root)
+                .with_context(|| format!("snapshot {}", id.short(8)))?;
             let image = match &args.disk {
                 Some(name) => set
                     .disks
