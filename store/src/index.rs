@@ -48,6 +48,9 @@ pub enum Compression {
     None,
     /// One zstd frame.
     Zstd,
+    /// One zstd frame holding a patch against another blob (see
+    /// [`crate::patch`]); the entry's `raw_len` is the patched blob's length.
+    Patch,
 }
 
 impl Compression {
@@ -56,6 +59,7 @@ impl Compression {
         match self {
             Compression::None => 0,
             Compression::Zstd => 1,
+            Compression::Patch => 2,
         }
     }
 
@@ -64,6 +68,7 @@ impl Compression {
         match b {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
+            2 => Some(Compression::Patch),
             _ => None,
         }
     }

@@ -210,18 +210,54 @@ pub fn read_trailer(pack: &[u8], keys: &MasterKeys, object: &str) -> Result<Vec<
     Ok(entries)
 }
 
-/// Decrypts, decompresses and verifies one blob.
+/// A blob as opened from its pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenedBlob {
+    /// The plaintext, verified against the entry's id and length.
+    Whole(Vec<u8>),
+    /// A patch encoding (authenticated, decompressed, not yet parsed): the
+    /// repository applies it to its base and verifies the result.
+    Patch(Vec<u8>),
+}
+
+/// Decrypts, decompresses and verifies one blob stored whole.
 ///
 /// `sealed` is the blob's ciphertext as read from the pack at
 /// `entry.offset`; `cipher` is the pack's. The plaintext's keyed hash must
-/// equal the entry's id, so a blob moved, swapped or replayed is caught.
+/// equal the entry's id, so a blob moved, swapped or replayed is caught. A
+/// blob stored as a patch is an error here: it needs its base, which only
+/// the repository can fetch (see [`open_stored`]).
 pub fn open_blob(
+    cipher: &ObjectCipher,
+    keys: &MasterKeys,
+    entry: &BlobEntry,
+    sealed: Vec<u8>,
+    pack: &Id,
+) -> Result<Vec<u8>> {
+    match open_stored(cipher, keys, entry, sealed, pack)? {
+        OpenedBlob::Whole(plain) => Ok(plain),
+        OpenedBlob::Patch(_) => Err(Error::corrupt(
+            format!("blob {} in pack {}", entry.id, pack),
+            "stored as a patch where a whole blob is required",
+        )),
+    }
+}
+
+/// Largest patch encoding accepted for a blob of `raw_len` bytes: its
+/// literals, a few bytes per 4 KiB block of operations, and the header.
+fn max_patch_len(raw_len: u32) -> u64 {
+    u64::from(raw_len) + u64::from(raw_len) / 8 + 4096
+}
+
+/// Decrypts and decompresses one blob: a whole blob is verified against its
+/// id; a patch is returned as its encoding for the repository to apply.
+pub fn open_stored(
     cipher: &ObjectCipher,
     keys: &MasterKeys,
     entry: &BlobEntry,
     mut sealed: Vec<u8>,
     pack: &Id,
-) -> Result<Vec<u8>> {
+) -> Result<OpenedBlob> {
     let what = || format!("blob {} in pack {}", entry.id, pack);
     if !cipher.open_in_place(
         entry.offset.into(),
@@ -233,27 +269,23 @@ pub fn open_blob(
             "authentication failed (damaged or forged)",
         ));
     }
+    if entry.raw_len > MAX_BLOB_LEN {
+        return Err(Error::corrupt(what(), "length exceeds the format's limit"));
+    }
     let plain = match entry.compression {
         Compression::None => sealed,
-        Compression::Zstd => {
-            // Allocate only what the frame itself declares, and only if that
-            // is what the entry says: a forged length cannot reserve memory
-            // the frame does not fill.
+        Compression::Zstd => decompress_exact(&sealed, u64::from(entry.raw_len), &what)?,
+        Compression::Patch => {
+            // Allocate only what the frame declares, within what a patch
+            // of this blob can take.
             let declared = zstd::zstd_safe::get_frame_content_size(&sealed)
                 .ok()
-                .flatten();
-            if declared != Some(u64::from(entry.raw_len)) || entry.raw_len > MAX_BLOB_LEN {
-                return Err(Error::corrupt(
-                    what(),
-                    "compressed length does not match the index",
-                ));
-            }
-            let mut out = Vec::with_capacity(entry.raw_len as usize);
-            let mut d = zstd::bulk::Decompressor::new()
-                .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
-            d.decompress_to_buffer(&sealed, &mut out)
-                .map_err(|e| Error::corrupt(what(), format!("decompression failed: {e}")))?;
-            out
+                .flatten()
+                .filter(|&n| n <= max_patch_len(entry.raw_len))
+                .ok_or_else(|| Error::corrupt(what(), "patch length out of range"))?;
+            return Ok(OpenedBlob::Patch(decompress_exact(
+                &sealed, declared, &what,
+            )?));
         }
     };
     if plain.len() != entry.raw_len as usize {
@@ -262,7 +294,30 @@ pub fn open_blob(
     if keys.blob_id(&plain) != entry.id {
         return Err(Error::corrupt(what(), "content does not match its id"));
     }
-    Ok(plain)
+    Ok(OpenedBlob::Whole(plain))
+}
+
+/// Decompresses one zstd frame that must declare exactly `len` bytes:
+/// a forged length cannot reserve memory the frame does not fill.
+fn decompress_exact(frame: &[u8], len: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten();
+    if declared != Some(len) {
+        return Err(Error::corrupt(
+            what(),
+            "compressed length does not match the index",
+        ));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    let mut d = zstd::bulk::Decompressor::new()
+        .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
+    d.decompress_to_buffer(frame, &mut out)
+        .map_err(|e| Error::corrupt(what(), format!("decompression failed: {e}")))?;
+    if out.len() as u64 != len {
+        return Err(Error::corrupt(what(), "length differs from the index"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use crate::index::{BlobEntry, BlobType, Compression, IndexFile, PackBlobs};
 use crate::keyfile::{Credential, KdfParams, KeyFile, KeyFileInfo, seal_key_file};
 use crate::lock::RepoLock;
 use crate::object::{FORMAT_VERSION, HEADER_LEN, ObjectHeader};
-use crate::pack::{FinishedPack, PackWriter, open_blob, read_trailer};
+use crate::pack::{FinishedPack, OpenedBlob, PackWriter, open_stored, read_trailer};
+use crate::patch::{Patch, PatchOp};
 use crate::random::RandomSource;
 use crate::snapshot::Snapshot;
 use std::cell::RefCell;
@@ -113,6 +114,21 @@ pub struct SaveOutcome {
     pub new: bool,
     /// Bytes stored for it (ciphertext), 0 when not new.
     pub stored_len: u64,
+}
+
+/// A whole blob that a new blob can be stored as a patch of, placed where
+/// it lines up with the blob it was found through (see
+/// [`Repository::patch_base`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchBase {
+    /// The base blob (always stored whole).
+    pub id: Id,
+    /// Its plaintext.
+    pub data: Vec<u8>,
+    /// Where its first byte sits relative to the first byte of the blob it
+    /// was found through: `data[k]` lines up with that blob's byte
+    /// `k + shift` (0 when that blob is the base itself).
+    pub shift: i64,
 }
 
 /// Counters of the current session.
@@ -212,6 +228,12 @@ fn worth_compressing(data: &[u8]) -> bool {
         let mut out = Vec::with_capacity(len * 98 / 100);
         c.compress_to_buffer(sample, &mut out).is_ok()
     })
+}
+
+/// One zstd frame of `data` at `level` (declaring its content size), even
+/// when that is not smaller: patch encodings are always framed.
+fn zstd_frame(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    zstd::bulk::compress(data, level)
 }
 
 /// Compresses `data` at `level`; `None` when that does not make it smaller.
@@ -500,20 +522,12 @@ impl Repository {
                 data.len()
             ))
         })?;
-        let old = SaveOutcome {
-            id,
-            new: false,
-            stored_len: 0,
-        };
-        if self.known().contains(&id) {
-            return Ok(old);
-        }
-        {
-            let mut session = lock(&self.session);
-            if session.pending.contains_key(&id) || self.known().contains(&id) {
-                return Ok(old);
-            }
-            session.pending.insert(id, Pending::InPacker(blob_type));
+        if self.known().contains(&id) || lock(&self.session).pending.contains_key(&id) {
+            return Ok(SaveOutcome {
+                id,
+                new: false,
+                stored_len: 0,
+            });
         }
         let level = match blob_type {
             BlobType::Data => self.config.compression_level,
@@ -524,6 +538,78 @@ impl Repository {
             Some(c) => (Compression::Zstd, c.as_slice()),
             None => (Compression::None, data),
         };
+        self.append_pending(blob_type, id, raw_len, compression, stored)
+    }
+
+    /// Stores `data` (whose id is `id`) as a patch of `base`: the operations
+    /// `ops` rebuild it from the base (see [`crate::patch::diff_aligned`]).
+    /// The base must be a blob the repository stores whole. The patch is
+    /// applied and checked against `data` before it is stored, so a wrong
+    /// patch is an error here rather than a damaged backup later.
+    pub fn save_blob_patched(
+        &self,
+        id: Id,
+        data: &[u8],
+        base: &PatchBase,
+        ops: &[PatchOp],
+    ) -> Result<SaveOutcome> {
+        let raw_len = u32::try_from(data.len()).map_err(|_| {
+            Error::InvalidInput(format!("blob of {} bytes is too long", data.len()))
+        })?;
+        let base_len = u32::try_from(base.data.len())
+            .map_err(|_| Error::InvalidInput("patch base too long".into()))?;
+        match self.locate_blob(&base.id)? {
+            Some((_, entry)) if entry.compression != Compression::Patch => {}
+            _ => {
+                // Not stored whole (or only in this session's open packs,
+                // whose entries we do not look into): store the blob whole.
+                return self.save_blob_with_id(BlobType::Data, id, data);
+            }
+        }
+        let encoding = crate::patch::encode(&base.id, base_len, ops, data);
+        let rebuilt = Patch::decode(&encoding)
+            .and_then(|p| p.apply(&base.data, data.len()))
+            .map_err(|e| Error::InvalidInput(format!("patch of blob {id}: {e}")))?;
+        if rebuilt != data {
+            return Err(Error::InvalidInput(format!(
+                "patch of blob {id} does not rebuild it"
+            )));
+        }
+        if self.known().contains(&id) {
+            return Ok(SaveOutcome {
+                id,
+                new: false,
+                stored_len: 0,
+            });
+        }
+        let level = self.config.compression_level;
+        let stored = zstd_frame(&encoding, level).map_err(|e| {
+            Error::InvalidInput(format!("cannot compress the patch of blob {id}: {e}"))
+        })?;
+        self.append_pending(BlobType::Data, id, raw_len, Compression::Patch, &stored)
+    }
+
+    /// Appends an encoded blob to the open pack of its type unless it is
+    /// stored or pending already; uploads the pack when full.
+    fn append_pending(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        raw_len: u32,
+        compression: Compression,
+        stored: &[u8],
+    ) -> Result<SaveOutcome> {
+        {
+            let mut session = lock(&self.session);
+            if session.pending.contains_key(&id) || self.known().contains(&id) {
+                return Ok(SaveOutcome {
+                    id,
+                    new: false,
+                    stored_len: 0,
+                });
+            }
+            session.pending.insert(id, Pending::InPacker(blob_type));
+        }
         let (entry, full) = {
             let mut slot = lock(&self.packers[packer_slot(blob_type)]);
             let mut finished_early = None;
@@ -657,8 +743,15 @@ impl Repository {
         Ok(())
     }
 
-    /// Loads, decrypts, decompresses and verifies a blob.
+    /// Loads, decrypts, decompresses and verifies a blob (a blob stored as
+    /// a patch is rebuilt from its base).
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let (entry, opened, what) = self.load_opened(id)?;
+        self.finish_opened(&entry, opened, &what)
+    }
+
+    /// Loads a blob as stored: whole, or as its patch encoding.
+    fn load_opened(&self, id: &Id) -> Result<(BlobEntry, OpenedBlob, String)> {
         let pending = match lock(&self.session).pending.get(id) {
             Some(Pending::Packed(pack, entry)) => Some(Ok((*pack, *entry))),
             Some(Pending::InPacker(t)) => Some(Err(*t)),
@@ -671,7 +764,75 @@ impl Repository {
                 .lookup(id)?
                 .ok_or(Error::BlobNotFound(*id))?,
         };
-        self.load_from_pack(&pack, &entry)
+        let cipher = self.pack_cipher(&pack)?;
+        let sealed = self.backend.read_range(
+            &Handle::new(ObjectKind::Pack, &pack),
+            entry.offset.into(),
+            entry.stored_len.into(),
+        )?;
+        let opened = open_stored(&cipher, &self.keys, &entry, sealed, &pack)?;
+        Ok((entry, opened, format!("blob {id} in pack {pack}")))
+    }
+
+    /// The plaintext of an opened blob: a patch is applied to its base,
+    /// which must be stored whole (chains are refused), and the result is
+    /// verified against the blob's id.
+    fn finish_opened(&self, entry: &BlobEntry, opened: OpenedBlob, what: &str) -> Result<Vec<u8>> {
+        let encoding = match opened {
+            OpenedBlob::Whole(plain) => return Ok(plain),
+            OpenedBlob::Patch(encoding) => encoding,
+        };
+        let patch = Patch::decode(&encoding).map_err(|e| Error::corrupt(what, e.to_string()))?;
+        let base = self.load_whole(&patch.base, what)?;
+        let plain = patch
+            .apply(&base, entry.raw_len as usize)
+            .map_err(|e| Error::corrupt(what, e.to_string()))?;
+        if self.keys.blob_id(&plain) != entry.id {
+            return Err(Error::corrupt(
+                what,
+                "patched content does not match its id",
+            ));
+        }
+        Ok(plain)
+    }
+
+    /// Loads a patch's base, which must be stored whole.
+    fn load_whole(&self, base: &Id, patch: &str) -> Result<Vec<u8>> {
+        match self.load_opened(base)? {
+            (_, OpenedBlob::Whole(plain), _) => Ok(plain),
+            (_, OpenedBlob::Patch(_), _) => Err(Error::corrupt(
+                patch,
+                format!("its base {base} is itself a patch (chains are not allowed)"),
+            )),
+        }
+    }
+
+    /// What a new blob found at the place of blob `id` (the same disk
+    /// offsets in the previous backup) can be stored as a patch of: `id`
+    /// itself when it is stored whole, else the base of its patch, placed by
+    /// the patch's first copy. `None` when no placement is known.
+    pub fn patch_base(&self, id: &Id) -> Result<Option<PatchBase>> {
+        let (_, opened, what) = self.load_opened(id)?;
+        match opened {
+            OpenedBlob::Whole(data) => Ok(Some(PatchBase {
+                id: *id,
+                data,
+                shift: 0,
+            })),
+            OpenedBlob::Patch(encoding) => {
+                let patch =
+                    Patch::decode(&encoding).map_err(|e| Error::corrupt(&what, e.to_string()))?;
+                let Some(shift) = patch.base_shift() else {
+                    return Ok(None);
+                };
+                let data = self.load_whole(&patch.base, &what)?;
+                Ok(Some(PatchBase {
+                    id: patch.base,
+                    data,
+                    shift,
+                }))
+            }
+        }
     }
 
     /// Where the index says a blob is: its pack and entry.
@@ -691,7 +852,8 @@ impl Repository {
             entry.offset.into(),
             entry.stored_len.into(),
         )?;
-        open_blob(&cipher, &self.keys, entry, sealed, pack)
+        let opened = open_stored(&cipher, &self.keys, entry, sealed, pack)?;
+        self.finish_opened(entry, opened, &format!("blob {} in pack {pack}", entry.id))
     }
 
     /// Loads several blobs of one pack with as few ranged reads as possible:
@@ -735,7 +897,8 @@ impl Repository {
                         Error::corrupt(handle.to_string(), "the target returned a short read")
                     })?
                     .to_vec();
-                out[k] = open_blob(&cipher, &self.keys, e, sealed, pack)?;
+                let opened = open_stored(&cipher, &self.keys, e, sealed, pack)?;
+                out[k] = self.finish_opened(e, opened, &format!("blob {} in {handle}", e.id))?;
             }
             i = j;
         }
@@ -760,7 +923,11 @@ impl Repository {
         Ok(cipher)
     }
 
-    fn load_unuploaded(&self, blob_type: BlobType, id: &Id) -> Result<Vec<u8>> {
+    fn load_unuploaded(
+        &self,
+        blob_type: BlobType,
+        id: &Id,
+    ) -> Result<(BlobEntry, OpenedBlob, String)> {
         let slot = lock(&self.packers[packer_slot(blob_type)]);
         let found = slot.as_ref().and_then(|p| {
             let entry = p.entries().iter().find(|e| e.id == *id)?;
@@ -768,12 +935,16 @@ impl Repository {
         });
         drop(slot);
         let (entry, stored) = found.ok_or(Error::BlobNotFound(*id))?;
-        let plain = match entry.compression {
-            Compression::None => stored,
-            Compression::Zstd => zstd::bulk::decompress(&stored, entry.raw_len as usize)
-                .map_err(|e| Error::corrupt(format!("unuploaded blob {id}"), e.to_string()))?,
+        let what = format!("unuploaded blob {id}");
+        let unzstd = |limit: usize| {
+            zstd::bulk::decompress(&stored, limit).map_err(|e| Error::corrupt(&what, e.to_string()))
         };
-        Ok(plain)
+        let opened = match entry.compression {
+            Compression::None => OpenedBlob::Whole(stored.clone()),
+            Compression::Zstd => OpenedBlob::Whole(unzstd(entry.raw_len as usize)?),
+            Compression::Patch => OpenedBlob::Patch(unzstd(2 * entry.raw_len as usize + 4096)?),
+        };
+        Ok((entry, opened, what))
     }
 
     /// Reads a whole pack and verifies it: its bytes against its name, its
@@ -786,14 +957,15 @@ impl Repository {
         let entries = read_trailer(&bytes, &self.keys, &name)?;
         let cipher =
             ObjectHeader::decode(&bytes, ObjectKind::Pack, &name)?.cipher(&self.keys, &name)?;
-        let cache = lock(&self.cache);
         for entry in &entries {
             let start = entry.offset as usize;
             let sealed = bytes
                 .get(start..start + entry.stored_len as usize)
                 .ok_or_else(|| Error::corrupt(&name, "blob outside the pack"))?;
-            open_blob(&cipher, &self.keys, entry, sealed.to_vec(), pack)?;
-            if let Some((indexed_pack, indexed)) = cache.lookup(&entry.id)?
+            let opened = open_stored(&cipher, &self.keys, entry, sealed.to_vec(), pack)?;
+            self.finish_opened(entry, opened, &name)?;
+            let indexed = lock(&self.cache).lookup(&entry.id)?;
+            if let Some((indexed_pack, indexed)) = indexed
                 && indexed_pack == *pack
                 && indexed != *entry
             {

@@ -336,3 +336,113 @@ fn coalesced_pack_reads_return_every_blob_in_order() {
         }
     }
 }
+
+/// A chunk of pseudo-random 4 KiB blocks, and the same chunk with one block
+/// rewritten: the shape of a virtual disk's churn.
+fn chunk_and_edit(len: usize, edited_block: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut base = Vec::new();
+    let mut x = blake3::hash(b"disk").as_bytes().to_vec();
+    while base.len() < len {
+        x = blake3::hash(&x).as_bytes().to_vec();
+        base.extend_from_slice(&x);
+    }
+    base.truncate(len);
+    let mut edited = base.clone();
+    for b in &mut edited[edited_block * 4096..(edited_block + 1) * 4096] {
+        *b = b.wrapping_add(1);
+    }
+    (base, edited)
+}
+
+#[test]
+fn patch_blobs_store_only_changed_blocks_and_rebuild_everywhere() {
+    use cairn_store::patch::diff_aligned;
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"p")).unwrap();
+    let (v1, v2) = chunk_and_edit(40_960, 3);
+    let id1 = repo.save_blob(BlobType::Data, &v1).unwrap().id;
+    repo.flush().unwrap();
+
+    // v2 at the same place as v1: one 4 KiB block differs.
+    let base = repo.patch_base(&id1).unwrap().unwrap();
+    assert_eq!((base.id, base.shift), (id1, 0));
+    let ops = diff_aligned(&v2, 0, &base.data, base.shift.into(), 4096, v2.len() / 2).unwrap();
+    let id2 = repo.blob_id(&v2);
+    let saved = repo.save_blob_patched(id2, &v2, &base, &ops).unwrap();
+    assert!(saved.new);
+    assert!(saved.stored_len < 4096 + 512, "stored {}", saved.stored_len);
+    // Readable before and after upload.
+    assert_eq!(repo.load_blob(&id2).unwrap(), v2);
+    repo.flush().unwrap();
+    assert_eq!(repo.load_blob(&id2).unwrap(), v2);
+
+    // v3 changes another block of v2: its patch is made against v1 (no
+    // chains) and carries both changed blocks.
+    let mut v3 = v2.clone();
+    v3[8 * 4096] ^= 0xff;
+    let base3 = repo.patch_base(&id2).unwrap().unwrap();
+    assert_eq!((base3.id, base3.shift), (id1, 0));
+    let ops3 = diff_aligned(&v3, 0, &base3.data, 0, 4096, v3.len() / 2).unwrap();
+    let id3 = repo.blob_id(&v3);
+    let saved3 = repo.save_blob_patched(id3, &v3, &base3, &ops3).unwrap();
+    assert!(saved3.stored_len < 2 * 4096 + 512);
+    // A patch against a patch is refused: the blob is stored whole.
+    let mut v4 = v3.clone();
+    v4[0] ^= 1;
+    let chained = cairn_store::PatchBase {
+        id: id2,
+        data: v2.clone(),
+        shift: 0,
+    };
+    let ops4 = diff_aligned(&v4, 0, &v2, 0, 4096, v4.len()).unwrap();
+    let id4 = repo.blob_id(&v4);
+    let saved4 = repo.save_blob_patched(id4, &v4, &chained, &ops4).unwrap();
+    assert!(saved4.stored_len > v4.len() as u64 / 2);
+    // Wrong operations are refused before anything is stored.
+    let bad = cairn_store::patch::diff_aligned(&v1, 0, &v1, 0, 4096, 0).unwrap();
+    assert!(repo.save_blob_patched(id3, &v3, &base3, &bad).is_err());
+    let root = repo.save_blob(BlobType::Meta, &id2.0).unwrap().id;
+    repo.save_snapshot(&snapshot_of(root)).unwrap();
+    drop(repo);
+
+    // Another session: every read path rebuilds the patches.
+    let repo = Repository::open(backend.clone(), &PW, opts(b"p2")).unwrap();
+    for (id, want) in [(id1, &v1), (id2, &v2), (id3, &v3), (id4, &v4)] {
+        assert_eq!(&repo.load_blob(&id).unwrap(), want);
+        let (pack, entry) = repo.locate_blob(&id).unwrap().unwrap();
+        assert_eq!(&repo.load_from_pack(&pack, &entry).unwrap(), want);
+        let many = repo
+            .load_pack_blobs(&pack, &[entry], 1 << 20, 4 << 20)
+            .unwrap();
+        assert_eq!(&many[0], want);
+        repo.verify_pack(&pack).unwrap();
+    }
+    let (_, entry2) = repo.locate_blob(&id2).unwrap().unwrap();
+    assert_eq!(entry2.compression, cairn_store::Compression::Patch);
+}
+
+#[test]
+fn a_patch_whose_base_is_damaged_is_an_error() {
+    use cairn_store::patch::diff_aligned;
+    let backend = Arc::new(MemoryBackend::new());
+    let dyn_backend: Arc<dyn Backend> = backend.clone();
+    let repo = Repository::init(dyn_backend.clone(), &PW, &init_options(), opts(b"d")).unwrap();
+    let (v1, v2) = chunk_and_edit(16_384, 1);
+    let id1 = repo.save_blob(BlobType::Data, &v1).unwrap().id;
+    repo.flush().unwrap();
+    let base = repo.patch_base(&id1).unwrap().unwrap();
+    let ops = diff_aligned(&v2, 0, &base.data, 0, 4096, 8192).unwrap();
+    let id2 = repo.blob_id(&v2);
+    repo.save_blob_patched(id2, &v2, &base, &ops).unwrap();
+    repo.flush().unwrap();
+    let (base_pack, base_entry) = repo.locate_blob(&id1).unwrap().unwrap();
+    drop(repo);
+    assert!(backend.corrupt(
+        &Handle::new(ObjectKind::Pack, &base_pack),
+        base_entry.offset as usize + 5,
+        0x40,
+    ));
+    let repo = Repository::open(dyn_backend, &PW, opts(b"d2")).unwrap();
+    let err = repo.load_blob(&id2).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
