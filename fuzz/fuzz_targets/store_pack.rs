@@ -1,5 +1,5 @@
 //! Fuzz target `store_pack`: the pack trailer and blob readers
-//! (`cairn_store::pack::read_trailer`, `cairn_store::pack::open_blob`) on
+//! (`cairn_store::pack::read_trailer`, `cairn_store::pack::open_stored`) on
 //! hostile packs. Only "no panic" is asserted; errors are the expected
 //! outcome for almost every input.
 //!
@@ -11,10 +11,10 @@
 //!   is the rest, correctly sealed (reaches the trailer parser and
 //!   `BlobEntry` decoding);
 //! - 3: the valid trailer plaintext edited by the rest, then sealed (reaches
-//!   `open_blob` with entries that still authenticate their blob but lie
+//!   `open_stored` with entries that still authenticate their blob but lie
 //!   about compression or length);
 //! - 4: one blob sealed by the harness with an entry from the rest
-//!   (type, compression, raw length, id), then `open_blob` (reaches the
+//!   (type, compression, raw length, id), then `open_stored` (reaches the
 //!   zstd decompressor with hostile frames).
 
 #![no_main]
@@ -23,7 +23,7 @@
 mod common;
 
 use cairn_store::object::ObjectHeader;
-use cairn_store::pack::{PackWriter, blob_aad, open_blob, read_trailer};
+use cairn_store::pack::{PackWriter, blob_aad, open_stored, read_trailer};
 use cairn_store::{BlobEntry, BlobType, Compression, Id, ObjectKind, SeededRandom};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -112,7 +112,7 @@ fn read_all(pack: &[u8]) {
     for e in &entries {
         let start = e.offset as usize;
         if let Some(sealed) = pack.get(start..start + e.stored_len as usize) {
-            let _ = open_blob(&cipher, keys, e, sealed.to_vec(), &pack_id);
+            let _ = open_stored(&cipher, keys, e, sealed.to_vec(), &pack_id);
         }
     }
 }
@@ -152,7 +152,7 @@ fn one_blob(data: &[u8]) {
         stored_len: sealed.len() as u32,
         raw_len,
     };
-    let _ = open_blob(&cipher, keys, &entry, sealed, &Id([0; 32]));
+    let _ = open_stored(&cipher, keys, &entry, sealed, &Id([0; 32]));
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -541,34 +541,35 @@ impl Repository {
         self.append_pending(blob_type, id, raw_len, compression, stored)
     }
 
-    /// Stores `data` (whose id is `id`) as a patch of `base`: the operations
-    /// `ops` rebuild it from the base (see [`crate::patch::diff_aligned`]).
-    /// The base must be a blob the repository stores whole. The patch is
-    /// applied and checked against `data` before it is stored, so a wrong
-    /// patch is an error here rather than a damaged backup later.
+    /// Stores `data` (whose id is `id`) as a patch of `bases`: the
+    /// operations `ops` rebuild it from them (see
+    /// [`crate::patch::diff_aligned`]; copy operations number the bases in
+    /// this order). The bases must be blobs the repository stores whole and
+    /// already indexed or uploaded; otherwise the blob is stored whole. The
+    /// patch is applied and checked against `data` before it is stored, so
+    /// a wrong patch is an error here rather than a damaged backup later.
     pub fn save_blob_patched(
         &self,
         id: Id,
         data: &[u8],
-        base: &PatchBase,
+        bases: &[PatchBase],
         ops: &[PatchOp],
     ) -> Result<SaveOutcome> {
-        let raw_len = u32::try_from(data.len()).map_err(|_| {
-            Error::InvalidInput(format!("blob of {} bytes is too long", data.len()))
-        })?;
-        let base_len = u32::try_from(base.data.len())
-            .map_err(|_| Error::InvalidInput("patch base too long".into()))?;
-        match self.locate_blob(&base.id)? {
-            Some((_, entry)) if entry.compression != Compression::Patch => {}
-            _ => {
-                // Not stored whole (or only in this session's open packs,
-                // whose entries we do not look into): store the blob whole.
-                return self.save_blob_with_id(BlobType::Data, id, data);
+        let too_long = |what: &str| Error::InvalidInput(format!("{what} longer than 4 GiB"));
+        let raw_len = u32::try_from(data.len()).map_err(|_| too_long("blob"))?;
+        let mut named = Vec::with_capacity(bases.len());
+        for base in bases {
+            match self.locate_blob(&base.id)? {
+                Some((_, entry)) if entry.compression != Compression::Patch => {}
+                _ => return self.save_blob_with_id(BlobType::Data, id, data),
             }
+            let len = u32::try_from(base.data.len()).map_err(|_| too_long("patch base"))?;
+            named.push((base.id, len));
         }
-        let encoding = crate::patch::encode(&base.id, base_len, ops, data);
+        let encoding = crate::patch::encode(&named, ops, data);
+        let plain: Vec<&[u8]> = bases.iter().map(|b| b.data.as_slice()).collect();
         let rebuilt = Patch::decode(&encoding)
-            .and_then(|p| p.apply(&base.data, data.len()))
+            .and_then(|p| p.apply(&plain, data.len()))
             .map_err(|e| Error::InvalidInput(format!("patch of blob {id}: {e}")))?;
         if rebuilt != data {
             return Err(Error::InvalidInput(format!(
@@ -774,7 +775,7 @@ impl Repository {
         Ok((entry, opened, format!("blob {id} in pack {pack}")))
     }
 
-    /// The plaintext of an opened blob: a patch is applied to its base,
+    /// The plaintext of an opened blob: a patch is applied to its bases,
     /// which must be stored whole (chains are refused), and the result is
     /// verified against the blob's id.
     fn finish_opened(&self, entry: &BlobEntry, opened: OpenedBlob, what: &str) -> Result<Vec<u8>> {
@@ -783,9 +784,14 @@ impl Repository {
             OpenedBlob::Patch(encoding) => encoding,
         };
         let patch = Patch::decode(&encoding).map_err(|e| Error::corrupt(what, e.to_string()))?;
-        let base = self.load_whole(&patch.base, what)?;
+        let bases = patch
+            .bases
+            .iter()
+            .map(|(base, _)| self.load_whole(base, what))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[u8]> = bases.iter().map(Vec::as_slice).collect();
         let plain = patch
-            .apply(&base, entry.raw_len as usize)
+            .apply(&refs, entry.raw_len as usize)
             .map_err(|e| Error::corrupt(what, e.to_string()))?;
         if self.keys.blob_id(&plain) != entry.id {
             return Err(Error::corrupt(
@@ -809,30 +815,32 @@ impl Repository {
 
     /// What a new blob found at the place of blob `id` (the same disk
     /// offsets in the previous backup) can be stored as a patch of: `id`
-    /// itself when it is stored whole, else the base of its patch, placed by
-    /// the patch's first copy. `None` when no placement is known.
-    pub fn patch_base(&self, id: &Id) -> Result<Option<PatchBase>> {
+    /// itself when it is stored whole, else the bases of its patch, each
+    /// placed by the patch's first copy from it.
+    pub fn patch_base(&self, id: &Id) -> Result<Vec<PatchBase>> {
         let (_, opened, what) = self.load_opened(id)?;
-        match opened {
-            OpenedBlob::Whole(data) => Ok(Some(PatchBase {
-                id: *id,
-                data,
-                shift: 0,
-            })),
-            OpenedBlob::Patch(encoding) => {
-                let patch =
-                    Patch::decode(&encoding).map_err(|e| Error::corrupt(&what, e.to_string()))?;
-                let Some(shift) = patch.base_shift() else {
-                    return Ok(None);
-                };
-                let data = self.load_whole(&patch.base, &what)?;
-                Ok(Some(PatchBase {
-                    id: patch.base,
+        let encoding = match opened {
+            OpenedBlob::Whole(data) => {
+                return Ok(vec![PatchBase {
+                    id: *id,
                     data,
+                    shift: 0,
+                }]);
+            }
+            OpenedBlob::Patch(encoding) => encoding,
+        };
+        let patch = Patch::decode(&encoding).map_err(|e| Error::corrupt(&what, e.to_string()))?;
+        let mut out = Vec::with_capacity(patch.bases.len());
+        for (n, (base, _)) in patch.bases.iter().enumerate() {
+            if let Some(shift) = patch.base_shift(n as u8) {
+                out.push(PatchBase {
+                    id: *base,
+                    data: self.load_whole(base, &what)?,
                     shift,
-                }))
+                });
             }
         }
+        Ok(out)
     }
 
     /// Where the index says a blob is: its pack and entry.

@@ -354,6 +354,17 @@ fn chunk_and_edit(len: usize, edited_block: usize) -> (Vec<u8>, Vec<u8>) {
     (base, edited)
 }
 
+/// Bases placed at the blob's own offsets (shift applied).
+fn placed(bases: &[cairn_store::PatchBase]) -> Vec<cairn_store::patch::PlacedBase<'_>> {
+    bases
+        .iter()
+        .map(|b| cairn_store::patch::PlacedBase {
+            data: &b.data,
+            pos: b.shift.into(),
+        })
+        .collect()
+}
+
 #[test]
 fn patch_blobs_store_only_changed_blocks_and_rebuild_everywhere() {
     use cairn_store::patch::diff_aligned;
@@ -364,11 +375,12 @@ fn patch_blobs_store_only_changed_blocks_and_rebuild_everywhere() {
     repo.flush().unwrap();
 
     // v2 at the same place as v1: one 4 KiB block differs.
-    let base = repo.patch_base(&id1).unwrap().unwrap();
-    assert_eq!((base.id, base.shift), (id1, 0));
-    let ops = diff_aligned(&v2, 0, &base.data, base.shift.into(), 4096, v2.len() / 2).unwrap();
+    let bases = repo.patch_base(&id1).unwrap();
+    assert_eq!(bases.len(), 1);
+    assert_eq!((bases[0].id, bases[0].shift), (id1, 0));
+    let ops = diff_aligned(&v2, 0, &placed(&bases), 4096, v2.len() / 2).unwrap();
     let id2 = repo.blob_id(&v2);
-    let saved = repo.save_blob_patched(id2, &v2, &base, &ops).unwrap();
+    let saved = repo.save_blob_patched(id2, &v2, &bases, &ops).unwrap();
     assert!(saved.new);
     assert!(saved.stored_len < 4096 + 512, "stored {}", saved.stored_len);
     // Readable before and after upload.
@@ -380,26 +392,28 @@ fn patch_blobs_store_only_changed_blocks_and_rebuild_everywhere() {
     // chains) and carries both changed blocks.
     let mut v3 = v2.clone();
     v3[8 * 4096] ^= 0xff;
-    let base3 = repo.patch_base(&id2).unwrap().unwrap();
-    assert_eq!((base3.id, base3.shift), (id1, 0));
-    let ops3 = diff_aligned(&v3, 0, &base3.data, 0, 4096, v3.len() / 2).unwrap();
+    let base3 = repo.patch_base(&id2).unwrap();
+    assert_eq!(base3.len(), 1);
+    assert_eq!((base3[0].id, base3[0].shift), (id1, 0));
+    let ops3 = diff_aligned(&v3, 0, &placed(&base3), 4096, v3.len() / 2).unwrap();
     let id3 = repo.blob_id(&v3);
     let saved3 = repo.save_blob_patched(id3, &v3, &base3, &ops3).unwrap();
     assert!(saved3.stored_len < 2 * 4096 + 512);
     // A patch against a patch is refused: the blob is stored whole.
     let mut v4 = v3.clone();
     v4[0] ^= 1;
-    let chained = cairn_store::PatchBase {
+    let chained = [cairn_store::PatchBase {
         id: id2,
         data: v2.clone(),
         shift: 0,
-    };
-    let ops4 = diff_aligned(&v4, 0, &v2, 0, 4096, v4.len()).unwrap();
+    }];
+    let ops4 = diff_aligned(&v4, 0, &placed(&chained), 4096, v4.len()).unwrap();
     let id4 = repo.blob_id(&v4);
     let saved4 = repo.save_blob_patched(id4, &v4, &chained, &ops4).unwrap();
     assert!(saved4.stored_len > v4.len() as u64 / 2);
     // Wrong operations are refused before anything is stored.
-    let bad = cairn_store::patch::diff_aligned(&v1, 0, &v1, 0, 4096, 0).unwrap();
+    let whole_v1 = [cairn_store::patch::PlacedBase { data: &v1, pos: 0 }];
+    let bad = diff_aligned(&v1, 0, &whole_v1, 4096, 0).unwrap();
     assert!(repo.save_blob_patched(id3, &v3, &base3, &bad).is_err());
     let root = repo.save_blob(BlobType::Meta, &id2.0).unwrap().id;
     repo.save_snapshot(&snapshot_of(root)).unwrap();
@@ -430,10 +444,10 @@ fn a_patch_whose_base_is_damaged_is_an_error() {
     let (v1, v2) = chunk_and_edit(16_384, 1);
     let id1 = repo.save_blob(BlobType::Data, &v1).unwrap().id;
     repo.flush().unwrap();
-    let base = repo.patch_base(&id1).unwrap().unwrap();
-    let ops = diff_aligned(&v2, 0, &base.data, 0, 4096, 8192).unwrap();
+    let bases = repo.patch_base(&id1).unwrap();
+    let ops = diff_aligned(&v2, 0, &placed(&bases), 4096, 8192).unwrap();
     let id2 = repo.blob_id(&v2);
-    repo.save_blob_patched(id2, &v2, &base, &ops).unwrap();
+    repo.save_blob_patched(id2, &v2, &bases, &ops).unwrap();
     repo.flush().unwrap();
     let (base_pack, base_entry) = repo.locate_blob(&id1).unwrap().unwrap();
     drop(repo);

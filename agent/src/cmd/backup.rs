@@ -41,8 +41,10 @@ pub struct Args {
     /// Stay on the file system of each named path.
     #[arg(short = 'x', long)]
     one_file_system: bool,
-    /// Back up every file's contents even if the parent snapshot says it is
-    /// unchanged (default: unchanged size, mtime, ctime and inode are reused).
+    /// Use no parent snapshot: back up every file's contents even if the
+    /// parent says it is unchanged (default: unchanged size, mtime, ctime and
+    /// inode are reused), and store changed disk chunks whole rather than as
+    /// patches of the parent's.
     #[arg(long)]
     force: bool,
     /// Worker threads (0 = one per core).
@@ -72,8 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let _lock = repo.lock(&hostname(), "backup", false)?;
     let threads = threads(args.threads);
     let outcome = if args.disk {
-        backup_disks(&repo, &args, threads)
-            .map(|(root, stats, warnings)| (root, stats, warnings, None))
+        backup_disks(&repo, &args, &host, threads)
     } else {
         backup_files(&repo, &args, &host, threads)
     };
@@ -123,12 +124,36 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     Ok(Outcome::from_warnings(warnings))
 }
 
+/// Backs up disks; returns the root, the counters, the number of warnings
+/// and the parent snapshot used.
 fn backup_disks(
     repo: &cairn_store::Repository,
     args: &Args,
+    host: &str,
     threads: usize,
-) -> anyhow::Result<(cairn_store::Id, SnapshotStats, usize)> {
+) -> anyhow::Result<(
+    cairn_store::Id,
+    SnapshotStats,
+    usize,
+    Option<cairn_store::Id>,
+)> {
     let chunker = chunker_for(repo, true)?;
+    let parent = if args.force {
+        None
+    } else {
+        find_parent(
+            repo,
+            SnapshotKind::Disk,
+            host,
+            &absolute_paths(&args.paths)?,
+        )?
+    };
+    let parent_set = match parent {
+        Some((_, root)) => {
+            Some(DiskSet::load(repo, &root).context("cannot read the parent snapshot's disks")?)
+        }
+        None => None,
+    };
     let mut set = DiskSet {
         version: 1,
         disks: Vec::new(),
@@ -140,18 +165,25 @@ fn backup_disks(
             &path.display().to_string(),
             std::fs::metadata(path).map_or(0, |m| m.len()),
         );
+        let name = disk::disk_name(path);
+        let parent_image = parent_set
+            .as_ref()
+            .and_then(|set| set.disks.iter().find(|d| d.name == name));
         let (image, stats) =
-            disk::backup_disk(repo, &chunker, path, threads, &|done| progress.update(done))
-                .with_context(|| format!("backup of disk {} failed", path.display()))?;
+            disk::backup_disk(repo, &chunker, path, parent_image, threads, &|done| {
+                progress.update(done)
+            })
+            .with_context(|| format!("backup of disk {} failed", path.display()))?;
         progress.finish();
         if args.repo.verbose && !args.repo.json {
             eprintln!(
-                "disk {}: {} read, {} in zero chunks, {} chunks ({} new, {} stored)",
+                "disk {}: {} read, {} in zero chunks, {} chunks ({} new, {} of them as patches, {} stored)",
                 image.name,
                 format_bytes(stats.bytes_read),
                 format_bytes(stats.bytes_zero),
                 stats.chunks,
                 stats.chunks_new,
+                stats.chunks_patched,
                 format_bytes(stats.bytes_stored)
             );
         }
@@ -177,7 +209,7 @@ fn backup_disks(
         errors: 0,
         duration_ms: 0,
     };
-    Ok((saved.id, stats, 0))
+    Ok((saved.id, stats, 0, parent.map(|p| p.0)))
 }
 
 /// Backs up files; returns the root, the counters, the number of warnings
@@ -201,15 +233,11 @@ fn backup_files(
                 .with_context(|| format!("cannot read exclude file {}", file.display()))?,
         );
     }
-    let paths: Vec<PathBuf> = args
-        .paths
-        .iter()
-        .map(|p| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display())))
-        .collect::<anyhow::Result<_>>()?;
+    let paths = absolute_paths(&args.paths)?;
     let parent = if args.force {
         None
     } else {
-        find_parent(repo, host, &paths)?
+        find_parent(repo, SnapshotKind::Files, host, &paths)?
     };
     let opts = FileBackupOptions {
         one_file_system: args.one_file_system,
@@ -241,10 +269,19 @@ fn backup_files(
     ))
 }
 
-/// The latest file snapshot of this host with exactly these paths: its
-/// unchanged files are reused without reading them.
+fn absolute_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    paths
+        .iter()
+        .map(|p| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display())))
+        .collect()
+}
+
+/// The latest snapshot of this kind and host with exactly these paths: its
+/// unchanged files are reused without reading them, and its disks' chunks
+/// are the bases of patches. Returns its id and root.
 fn find_parent(
     repo: &cairn_store::Repository,
+    kind: SnapshotKind,
     host: &str,
     paths: &[PathBuf],
 ) -> anyhow::Result<Option<(cairn_store::Id, cairn_store::Id)>> {
@@ -253,7 +290,7 @@ fn find_parent(
     Ok(list
         .iter()
         .rev()
-        .find(|(_, s)| s.kind == SnapshotKind::Files && s.hostname == host && s.paths == wanted)
+        .find(|(_, s)| s.kind == kind && s.hostname == host && s.paths == wanted)
         .map(|(id, s)| (*id, s.root)))
 }
 
