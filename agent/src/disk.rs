@@ -87,6 +87,8 @@ pub struct DiskBackupStats {
     /// New chunks stored as patches of the parent's chunk at the same
     /// offsets (see [`crate::disk_patch`]).
     pub chunks_patched: u64,
+    /// Bytes of an image file's holes, known to be zero without reading.
+    pub bytes_in_holes: u64,
 }
 
 /// Counters of one disk restore.
@@ -141,7 +143,7 @@ fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> DiskError {
 }
 
 /// Chunks handed to a worker at once.
-const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_BYTES: u64 = 2 << 20;
 
 /// Whether every byte is zero (vectorizes: no early exit inside a block).
 pub fn is_zero(data: &[u8]) -> bool {
@@ -232,6 +234,8 @@ fn backup_disk_windowed(
             path,
             size,
             window,
+            sparse: file.metadata().is_ok_and(|m| m.is_file()),
+            hole_bytes: AtomicU64::new(0),
         };
         let parent = parent
             .map(|p| ParentCursor::new(repo, &p.extents))
@@ -270,9 +274,59 @@ struct Source<'a> {
     size: u64,
     /// Bytes per read window (at least four maximum chunks).
     window: usize,
+    /// An image file, whose holes are found with `SEEK_HOLE` and not read.
+    sparse: bool,
+    /// Bytes of holes not read.
+    hole_bytes: AtomicU64,
 }
 
 impl Source<'_> {
+    /// Fills `buf` from `offset`; short only at the end of the source. The
+    /// holes of an image file are zero-filled here instead of being read
+    /// through the kernel's page cache.
+    fn read_window(&self, buf: &mut [u8], offset: u64) -> Result<usize, DiskError> {
+        if !self.sparse {
+            return self.read_at(buf, offset);
+        }
+        let end = offset + buf.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let Some((data, hole)) = self.next_data(pos, end) else {
+                // The rest is a hole (or SEEK_DATA is not supported: then
+                // `next_data` says "all data" and this is not reached).
+                self.hole_bytes.fetch_add(end - pos, Ordering::Relaxed);
+                buf[(pos - offset) as usize..].fill(0);
+                break;
+            };
+            self.hole_bytes.fetch_add(data - pos, Ordering::Relaxed);
+            let (from, to) = ((data - offset) as usize, (hole - offset) as usize);
+            buf[(pos - offset) as usize..from].fill(0);
+            let got = self.read_at(&mut buf[from..to], data)?;
+            if got < to - from {
+                return Ok(from + got);
+            }
+            pos = hole;
+        }
+        Ok(buf.len())
+    }
+
+    /// The next run of data in `[pos, end)`: `(start, end)` of it, clipped
+    /// to `end`; `None` when only a hole remains. Where the file system
+    /// cannot say, everything is data.
+    fn next_data(&self, pos: u64, end: u64) -> Option<(u64, u64)> {
+        use rustix::fs::{SeekFrom as Seek, seek};
+        let data = match seek(self.file, Seek::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => return None,
+            Err(_) => return Some((pos, end)),
+        };
+        if data >= end {
+            return None;
+        }
+        let hole = seek(self.file, Seek::Hole(data)).map_or(end, |h| h.min(end));
+        Some((data, hole.max(data + 1).min(end)))
+    }
+
     /// Fills `buf` from `offset`, short only at the end of the source.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, DiskError> {
         let mut done = 0;
@@ -306,7 +360,7 @@ fn advise_sequential(file: &File) {
 
 /// Bytes read from the source per window (more when the maximum chunk size
 /// asks for it).
-const WINDOW: usize = 64 << 20;
+const WINDOW: usize = 16 << 20;
 
 /// Chunks of one window handed to a worker: the window's bytes, the disk
 /// offset of its first byte, the chunks as (offset in window, length), and
@@ -381,6 +435,7 @@ fn run_pipeline(
         result
     });
     stats.chunks_patched += counters.patched();
+    stats.bytes_in_holes += source.hole_bytes.load(Ordering::Relaxed);
     result
 }
 
@@ -402,14 +457,17 @@ fn read_and_cut(
     let mut seq = 0u64;
     let mut sent: VecDeque<Arc<Vec<u8>>> = VecDeque::new();
     while base < source.size && !abort.load(Ordering::Relaxed) {
+        // A reused window's bytes are overwritten, not zeroed first: zeroing
+        // 16 MiB per window was 12% of an unchanged backup's time.
         let mut buf = reusable_window(&mut sent).unwrap_or_default();
-        buf.clear();
-        buf.reserve(carry.len() + window_len);
-        buf.extend_from_slice(&carry);
-        let filled = buf.len();
+        let filled = carry.len();
         let want = (window_len as u64).min(source.size - base - filled as u64) as usize;
-        buf.resize(filled + want, 0);
-        let got = source.read_at(&mut buf[filled..], base + filled as u64)?;
+        if buf.len() < filled + want {
+            buf.resize(filled + want, 0);
+        }
+        buf.truncate(filled + want);
+        buf[..filled].copy_from_slice(&carry);
+        let got = source.read_window(&mut buf[filled..], base + filled as u64)?;
         buf.truncate(filled + got);
         let end_of_source = got < want || base + buf.len() as u64 >= source.size;
         let mut chunks: Vec<(usize, usize)> = chunker
@@ -456,7 +514,7 @@ fn read_and_cut(
 }
 
 /// Windows remembered for reuse (bounded: older ones are simply freed).
-const MAX_WINDOWS_KEPT: usize = 4;
+const MAX_WINDOWS_KEPT: usize = 3;
 
 /// The oldest window the workers are done with, to read the next one into:
 /// a fresh 64 MiB buffer per window cost a page fault per 4 KiB and a zero
@@ -579,6 +637,7 @@ impl DiskBackupStats {
         self.chunks_new += b.chunks_new;
         self.bytes_zero += b.bytes_zero;
         self.chunks_patched += b.chunks_patched;
+        self.bytes_in_holes += b.bytes_in_holes;
     }
 }
 
@@ -960,6 +1019,43 @@ mod tests {
         assert!(
             std::fs::read(&out).unwrap() == cairn_chunker::testdata::pseudo_random(11, 8 << 20)
         );
+    }
+
+    #[test]
+    fn holes_of_a_sparse_image_are_not_read_and_cut_like_zeros() {
+        use std::os::unix::fs::MetadataExt;
+        let repo = crate::chunklist::tests::test_repo();
+        let chunker = crate::repo::chunker_for(&repo, true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (sparse, dense) = (dir.path().join("sparse"), dir.path().join("dense"));
+        let len = 12usize << 20;
+        let mut data = vec![0u8; len];
+        let file = File::create(&sparse).unwrap();
+        file.set_len(len as u64).unwrap();
+        for (at, n) in [(1 << 20, 300_000), (5 << 20, 4096), (9 << 20, 2 << 20)] {
+            let bytes = cairn_chunker::testdata::pseudo_random(at as u64, n);
+            file.write_all_at(&bytes, at as u64).unwrap();
+            data[at..at + n].copy_from_slice(&bytes);
+        }
+        drop(file);
+        std::fs::write(&dense, &data).unwrap();
+        let (a, sa) =
+            backup_disk_windowed(&repo, &chunker, &sparse, None, 2, &|_| {}, 1 << 20).unwrap();
+        let (b, sb) =
+            backup_disk_windowed(&repo, &chunker, &dense, None, 2, &|_| {}, 1 << 20).unwrap();
+        assert_eq!(a.extents, b.extents, "holes must cut like written zeros");
+        assert_eq!(sb.bytes_in_holes, 0);
+        if std::fs::metadata(&sparse).unwrap().blocks() * 512 < len as u64 / 2 {
+            assert!(sa.bytes_in_holes >= 6 << 20, "{sa:?}");
+        }
+        repo.flush().unwrap();
+        let out = dir.path().join("restored");
+        let opts = DiskRestoreOptions {
+            threads: 2,
+            verify: true,
+        };
+        restore_disk(&repo, &a, &out, &opts, &|_| {}).unwrap();
+        assert!(std::fs::read(&out).unwrap() == data);
     }
 
     #[test]
