@@ -62,8 +62,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 .collect();
             workers
                 .into_iter()
-                .map(|w| w.join().map_err(|_| "a worker panicked".to_string())?)
-                .collect::<Result<(), String>>()
+                .try_for_each(|w| w.join().map_err(|_| "a worker panicked".to_string())?)
         });
         let elapsed = start.elapsed().as_secs_f64();
         let bytes = bytes.load(Ordering::Relaxed) as f64;
