@@ -189,10 +189,12 @@ impl<B: Backend + ?Sized> RetryBackend<B> {
     pub fn new(inner: Arc<B>, policy: RetryPolicy) -> Self {
         let mut seed = [0u8; 8];
         // Jitter only needs to differ between agents; if the OS generator
-        // fails, the address of a fresh allocation still does.
+        // fails, the time of day in nanoseconds still does.
         let seed = match getrandom::fill(&mut seed) {
             Ok(()) => u64::from_le_bytes(seed),
-            Err(_) => Box::into_raw(Box::new(0u8)) as u64,
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
         };
         RetryBackend {
             inner,
