@@ -24,6 +24,7 @@ pub mod repo;
 pub mod select;
 pub mod source;
 pub mod stats;
+pub mod target_opts;
 pub mod tree;
 pub mod treediff;
 pub mod units;

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cairn::repo::RepoSpec;
+use cairn::target_opts::{DEFAULT_RETRIES, RateLimit, TargetOptions};
+use cairn_store::backend::RetryStats;
+use std::sync::Arc;
 
 /// Where the repository is; the secret comes from the environment.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,6 +33,23 @@ pub struct RepoArgs {
     /// counters.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Cap uploads to the target at RATE bytes per second: 512K, 10M, 1.5M
+    /// (binary multiples), or "off".
+    #[arg(long, env = "CAIRN_LIMIT_UPLOAD", value_name = "RATE")]
+    pub limit_upload: Option<RateLimit>,
+    /// Cap downloads from the target at RATE bytes per second, like
+    /// --limit-upload.
+    #[arg(long, env = "CAIRN_LIMIT_DOWNLOAD", value_name = "RATE")]
+    pub limit_download: Option<RateLimit>,
+    /// Retry a call to the target that failed transiently (a reset
+    /// connection, a timeout) up to N times, with exponential backoff and
+    /// jitter; 0 to never retry.
+    #[arg(long, env = "CAIRN_RETRIES", value_name = "N", default_value_t = DEFAULT_RETRIES)]
+    pub retries: u32,
+    /// The retry counters of the target these options open (shared with
+    /// every [`TargetOptions`] made from them).
+    #[arg(skip)]
+    pub retry_stats: Arc<RetryStats>,
 }
 
 impl RepoArgs {
@@ -41,6 +61,25 @@ impl RepoArgs {
         }
         spec.no_cache = self.no_cache;
         spec
+    }
+
+    /// The bandwidth caps and retries for the target (the lead wires them
+    /// into `RepoSpec`; see `cairn::target_opts::wrap_backend`).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "repo.rs calls it once wrap_backend is wired in (issue 5)"
+        )
+    )]
+    pub fn target_options(&self) -> TargetOptions {
+        TargetOptions {
+            limit_upload: self.limit_upload.and_then(|r| r.0),
+            limit_download: self.limit_download.and_then(|r| r.0),
+            retries: self.retries,
+            warn_on_retry: true,
+            retry_stats: self.retry_stats.clone(),
+        }
     }
 
     /// Whether to show a progress line (a terminal, not quiet, not JSON).
@@ -62,4 +101,48 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut json = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
     json.push('\n');
     print(&json)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        repo: RepoArgs,
+    }
+
+    #[test]
+    fn target_flags_parse_into_options() {
+        let cli = Cli::try_parse_from([
+            "cairn",
+            "--limit-upload",
+            "10M",
+            "--limit-download",
+            "off",
+            "--retries",
+            "2",
+        ])
+        .unwrap();
+        let opts = cli.repo.target_options();
+        assert_eq!(opts.limit_upload.map(|r| r.get()), Some(10 << 20));
+        assert_eq!(opts.limit_download, None);
+        assert_eq!(opts.retries, 2);
+        // The counters are shared with the options made from the flags.
+        assert!(Arc::ptr_eq(&opts.retry_stats, &cli.repo.retry_stats));
+    }
+
+    #[test]
+    fn bad_rates_are_usage_errors_naming_the_flag() {
+        let e = Cli::try_parse_from(["cairn", "--limit-upload", "0"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = e.to_string();
+        assert!(
+            text.contains("--limit-upload") && text.contains("zero"),
+            "{text}"
+        );
+    }
 }

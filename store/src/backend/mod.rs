@@ -5,12 +5,19 @@
 //! is added by wrapping a backend in another (see DESIGN.md). Every backend
 //! runs the same [`conformance`] suite.
 
+pub mod clock;
 pub mod conformance;
+pub mod faults;
 pub mod local;
 pub mod memory;
+pub mod retry;
+pub mod throttle;
 
+pub use faults::{FaultPlan, FaultyBackend};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use retry::{RetryBackend, RetryPolicy, RetryStats};
+pub use throttle::{RateLimiter, ThrottledBackend};
 
 use std::fmt;
 

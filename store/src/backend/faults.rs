@@ -1,0 +1,545 @@
+//! Fault injection, **a test tool**: a backend that fails, delays or
+//! truncates a chosen share of calls, or goes away altogether.
+//!
+//! Remote targets misbehave in ways a local disk never does, and the code
+//! that copes with it (the [retry wrapper](super::retry), the repository's
+//! write order and its authentication of everything it reads) is only
+//! believable when tested against those faults. [`FaultyBackend`] wraps any
+//! backend and, following a [`FaultPlan`]:
+//!
+//! - fails a share of calls, per operation, with a transient error
+//!   (a reset connection). For `write_new` and `delete` a share of those
+//!   failures happens *after* the call reached the target ("landed"): the
+//!   object is written or deleted, only the reply is lost;
+//! - delays a share of calls (on the injected [`Clock`]);
+//! - truncates a share of successful reads: fewer bytes come back with no
+//!   error, as from a broken transfer. This is never harmless: the retry
+//!   wrapper catches short ranged reads, and the repository catches
+//!   everything else because every object it reads is authenticated or
+//!   named by its hash (tests prove both);
+//! - "goes away": after a number of successful calls, every call fails
+//!   with a permanent error, until [`FaultyBackend::recover`].
+//!
+//! Decisions are deterministic: each is a hash of the seed, the operation,
+//! the object and how many times that operation has been called on that
+//! object. The same calls on the same objects meet the same faults whatever
+//! the thread interleaving.
+
+use super::clock::{Clock, SystemClock};
+use super::{Backend, BackendError, Handle, ObjectInfo, ObjectKind};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The operations of a backend, for per-operation fault rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `list`.
+    List,
+    /// `read` (a whole object).
+    Read,
+    /// `read_range`.
+    ReadRange,
+    /// `write_new`.
+    WriteNew,
+    /// `delete`.
+    Delete,
+    /// `stat`.
+    Stat,
+}
+
+impl Op {
+    /// Every operation.
+    pub const ALL: [Op; 6] = [
+        Op::List,
+        Op::Read,
+        Op::ReadRange,
+        Op::WriteNew,
+        Op::Delete,
+        Op::Stat,
+    ];
+
+    /// The operation's name in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::List => "list",
+            Op::Read | Op::ReadRange => "read",
+            Op::WriteNew => "write",
+            Op::Delete => "delete",
+            Op::Stat => "stat",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What to inject. Rates are probabilities in `[0, 1]`; everything is off
+/// in [`FaultPlan::new`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultPlan {
+    /// Determines every decision.
+    pub seed: u64,
+    /// Share of calls failing transiently, per [`Op`] (indexed by
+    /// `Op as usize`).
+    pub fail: [f64; 6],
+    /// Share of injected `write_new`/`delete` failures that happen after
+    /// the call took effect on the target.
+    pub landed: f64,
+    /// Share of calls delayed, and by how long.
+    pub delay: (f64, Duration),
+    /// Share of successful reads truncated, per [`Op`] (only `Read` and
+    /// `ReadRange` are used).
+    pub truncate: [f64; 6],
+    /// After this many successful calls, the target goes away.
+    pub gone_after: Option<u64>,
+}
+
+impl FaultPlan {
+    /// A plan injecting nothing yet; half of the write and delete failures
+    /// added later land on the target.
+    pub fn new(seed: u64) -> Self {
+        FaultPlan {
+            seed,
+            fail: [0.0; 6],
+            landed: 0.5,
+            delay: (0.0, Duration::ZERO),
+            truncate: [0.0; 6],
+            gone_after: None,
+        }
+    }
+
+    /// Fails `rate` of the calls of every operation.
+    pub fn fail(mut self, rate: f64) -> Self {
+        self.fail = [rate; 6];
+        self
+    }
+
+    /// Fails `rate` of the calls of `op`.
+    pub fn fail_op(mut self, op: Op, rate: f64) -> Self {
+        self.fail[op.index()] = rate;
+        self
+    }
+
+    /// Lets `share` of the injected write and delete failures land first.
+    pub fn landed(mut self, share: f64) -> Self {
+        self.landed = share;
+        self
+    }
+
+    /// Delays `rate` of the calls by `by`.
+    pub fn delay(mut self, rate: f64, by: Duration) -> Self {
+        self.delay = (rate, by);
+        self
+    }
+
+    /// Truncates `rate` of the successful reads, whole and ranged.
+    pub fn truncate_reads(mut self, rate: f64) -> Self {
+        self.truncate[Op::Read.index()] = rate;
+        self.truncate[Op::ReadRange.index()] = rate;
+        self
+    }
+
+    /// Truncates `rate` of the successful reads of `op` (`Read` or
+    /// `ReadRange`).
+    pub fn truncate_op(mut self, op: Op, rate: f64) -> Self {
+        self.truncate[op.index()] = rate;
+        self
+    }
+
+    /// Makes the target go away after `calls` successful calls.
+    pub fn gone_after(mut self, calls: u64) -> Self {
+        self.gone_after = Some(calls);
+        self
+    }
+}
+
+/// How many faults a [`FaultyBackend`] has injected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Transient failures, landed ones included.
+    pub failures: u64,
+    /// Failures of writes and deletes that took effect first.
+    pub landed: u64,
+    /// Delayed calls.
+    pub delays: u64,
+    /// Truncated reads.
+    pub truncations: u64,
+    /// Calls refused because the target was gone.
+    pub refused_gone: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    failures: AtomicU64,
+    landed: AtomicU64,
+    delays: AtomicU64,
+    truncations: AtomicU64,
+    refused_gone: AtomicU64,
+}
+
+/// Why a decision is drawn (each gets its own hash).
+#[derive(Debug, Clone, Copy)]
+enum Draw {
+    Fail = 1,
+    Landed,
+    Delay,
+    Truncate,
+    Cut,
+}
+
+/// A backend that injects faults into the calls to another. See the module
+/// documentation; for tests only.
+pub struct FaultyBackend<B: Backend + ?Sized> {
+    inner: Arc<B>,
+    plan: FaultPlan,
+    clock: Arc<dyn Clock>,
+    calls: Mutex<HashMap<(Op, String), u64>>,
+    successes: AtomicU64,
+    gone_after: AtomicU64,
+    counters: Counters,
+}
+
+impl<B: Backend + ?Sized> fmt::Debug for FaultyBackend<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyBackend")
+            .field("location", &self.inner.location())
+            .field("plan", &self.plan)
+            .field("injected", &self.injected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend + ?Sized> FaultyBackend<B> {
+    /// Wraps `inner` with `plan`; delays sleep in real time.
+    pub fn new(inner: Arc<B>, plan: FaultPlan) -> Self {
+        let gone_after = plan.gone_after.unwrap_or(u64::MAX);
+        FaultyBackend {
+            inner,
+            plan,
+            clock: Arc::new(SystemClock::new()),
+            calls: Mutex::new(HashMap::new()),
+            successes: AtomicU64::new(0),
+            gone_after: AtomicU64::new(gone_after),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Delays on `clock` (a [`ManualClock`](super::clock::ManualClock) keeps
+    /// tests from sleeping).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &Arc<B> {
+        &self.inner
+    }
+
+    /// Calls that have succeeded so far.
+    pub fn successful_calls(&self) -> u64 {
+        self.successes.load(Ordering::SeqCst)
+    }
+
+    /// Makes the target go away after `calls` more successful calls.
+    pub fn go_away_after(&self, calls: u64) {
+        let at = self.successful_calls().saturating_add(calls);
+        self.gone_after.store(at, Ordering::SeqCst);
+    }
+
+    /// Whether the target is gone (every call fails permanently).
+    pub fn is_gone(&self) -> bool {
+        self.successful_calls() >= self.gone_after.load(Ordering::SeqCst)
+    }
+
+    /// Brings the target back (faults of the plan still apply).
+    pub fn recover(&self) {
+        self.gone_after.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// The faults injected so far.
+    pub fn injected(&self) -> FaultCounts {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FaultCounts {
+            failures: get(&c.failures),
+            landed: get(&c.landed),
+            delays: get(&c.delays),
+            truncations: get(&c.truncations),
+            refused_gone: get(&c.refused_gone),
+        }
+    }
+
+    /// A 64-bit value determined by the seed, the call and the purpose.
+    fn draw(&self, op: Op, object: &str, nth: u64, what: Draw) -> u64 {
+        let mut h = blake3::Hasher::new_derive_key("cairn fault injection 2025");
+        h.update(&self.plan.seed.to_le_bytes());
+        h.update(&[op as u8, what as u8]);
+        h.update(&nth.to_le_bytes());
+        h.update(object.as_bytes());
+        let mut out = [0u8; 8];
+        h.finalize_xof().fill(&mut out);
+        u64::from_le_bytes(out)
+    }
+
+    /// Whether an event of probability `rate` happens for this call.
+    fn happens(&self, op: Op, object: &str, nth: u64, what: Draw, rate: f64) -> bool {
+        if rate <= 0.0 {
+            return false;
+        }
+        // 53 random bits as a uniform number in [0, 1).
+        let unit = (self.draw(op, object, nth, what) >> 11) as f64 / (1u64 << 53) as f64;
+        unit < rate
+    }
+
+    /// How many times `op` was called on `object` before this call.
+    fn nth_call(&self, op: Op, object: &str) -> u64 {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = calls.entry((op, object.to_string())).or_insert(0);
+        *n += 1;
+        *n - 1
+    }
+
+    /// Runs one call under the plan. `object` names the object (or the
+    /// listed directory) for decisions and messages.
+    fn call<T>(
+        &self,
+        op: Op,
+        object: &str,
+        run: impl FnOnce() -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        if self.is_gone() {
+            self.counters.refused_gone.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::Service {
+                op: op.name(),
+                object: object.to_string(),
+                message: "the target went away (injected fault)".into(),
+                transient: false,
+            });
+        }
+        let nth = self.nth_call(op, object);
+        let (delay_rate, delay) = self.plan.delay;
+        if self.happens(op, object, nth, Draw::Delay, delay_rate) {
+            self.counters.delays.fetch_add(1, Ordering::Relaxed);
+            self.clock.sleep(delay);
+        }
+        if self.happens(op, object, nth, Draw::Fail, self.plan.fail[op.index()]) {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            let mutates = matches!(op, Op::WriteNew | Op::Delete);
+            if mutates && self.happens(op, object, nth, Draw::Landed, self.plan.landed) {
+                // The call takes effect; only its reply is lost. A call the
+                // target refused reports that refusal as it would.
+                run()?;
+                self.counters.landed.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(BackendError::Io {
+                op: op.name(),
+                object: object.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset (injected fault)",
+                ),
+            });
+        }
+        let r = run();
+        if r.is_ok() {
+            self.successes.fetch_add(1, Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// A successful read, truncated if the plan says so.
+    fn maybe_truncate(&self, op: Op, object: &str, mut bytes: Vec<u8>) -> Vec<u8> {
+        // The call counter has moved on: this call was number n - 1.
+        let nth = self
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(op, object.to_string()))
+            .map_or(0, |n| n.saturating_sub(1));
+        if !bytes.is_empty()
+            && self.happens(
+                op,
+                object,
+                nth,
+                Draw::Truncate,
+                self.plan.truncate[op.index()],
+            )
+        {
+            let keep = self.draw(op, object, nth, Draw::Cut) % bytes.len() as u64;
+            bytes.truncate(keep as usize);
+            self.counters.truncations.fetch_add(1, Ordering::Relaxed);
+        }
+        bytes
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for FaultyBackend<B> {
+    fn location(&self) -> String {
+        format!("{} (with injected faults)", self.inner.location())
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
+        let dir = format!("{}/", kind.dir());
+        self.call(Op::List, &dir, || self.inner.list(kind))
+    }
+
+    fn read(&self, handle: &Handle) -> Result<Vec<u8>, BackendError> {
+        let object = handle.to_string();
+        let bytes = self.call(Op::Read, &object, || self.inner.read(handle))?;
+        Ok(self.maybe_truncate(Op::Read, &object, bytes))
+    }
+
+    fn read_range(&self, handle: &Handle, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let object = handle.to_string();
+        let bytes = self.call(Op::ReadRange, &object, || {
+            self.inner.read_range(handle, offset, len)
+        })?;
+        Ok(self.maybe_truncate(Op::ReadRange, &object, bytes))
+    }
+
+    fn write_new(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        let object = handle.to_string();
+        self.call(Op::WriteNew, &object, || self.inner.write_new(handle, data))
+    }
+
+    fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
+        let object = handle.to_string();
+        self.call(Op::Delete, &object, || self.inner.delete(handle))
+    }
+
+    fn stat(&self, handle: &Handle) -> Result<ObjectInfo, BackendError> {
+        let object = handle.to_string();
+        self.call(Op::Stat, &object, || self.inner.stat(handle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Id;
+    use crate::backend::MemoryBackend;
+    use crate::backend::clock::ManualClock;
+    use crate::backend::conformance;
+
+    fn pack(n: u32) -> Handle {
+        Handle::new(ObjectKind::Pack, &Id::of_object(&n.to_le_bytes()))
+    }
+
+    fn faulty(plan: FaultPlan) -> FaultyBackend<MemoryBackend> {
+        FaultyBackend::new(Arc::new(MemoryBackend::new()), plan)
+            .with_clock(Arc::new(ManualClock::new()))
+    }
+
+    /// Which of `n` stats of each of 20 objects fail, as a bit pattern.
+    fn failure_pattern(b: &FaultyBackend<MemoryBackend>, n: u32) -> Vec<bool> {
+        (0..20)
+            .flat_map(|h| (0..n).map(move |_| h))
+            .map(|h| matches!(b.stat(&pack(h)), Err(e) if e.is_transient()))
+            .collect()
+    }
+
+    #[test]
+    fn without_faults_it_conforms_and_passes_everything() {
+        let b = faulty(FaultPlan::new(1));
+        conformance::run_all(&b);
+        assert_eq!(b.injected(), FaultCounts::default());
+        assert!(b.location().contains("injected faults"));
+    }
+
+    #[test]
+    fn decisions_follow_the_seed() {
+        let plan = FaultPlan::new(42).fail(0.3);
+        let a = failure_pattern(&faulty(plan.clone()), 5);
+        assert_eq!(a, failure_pattern(&faulty(plan), 5));
+        assert_ne!(a, failure_pattern(&faulty(FaultPlan::new(43).fail(0.3)), 5));
+    }
+
+    #[test]
+    fn about_the_chosen_share_of_calls_fails() {
+        let b = faulty(FaultPlan::new(7).fail_op(Op::Stat, 0.1));
+        let failed = failure_pattern(&b, 500).iter().filter(|f| **f).count();
+        // 10,000 calls at 10%: a fixed seed, so this is not flaky; the
+        // bounds are ±6 standard deviations.
+        assert!((820..1180).contains(&failed), "{failed} of 10000");
+        assert_eq!(b.injected().failures, failed as u64);
+        // Other operations are untouched.
+        assert!(b.list(ObjectKind::Pack).is_ok());
+    }
+
+    #[test]
+    fn landed_writes_and_deletes_take_effect_before_failing() {
+        let b = faulty(FaultPlan::new(3).fail(1.0).landed(1.0));
+        let h = pack(1);
+        let e = b.write_new(&h, b"landed").unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        assert_eq!(b.inner().read(&h).unwrap(), b"landed");
+        // The target's own refusal comes through, not a fake failure.
+        let e = b.write_new(&h, b"again").unwrap_err();
+        assert!(matches!(e, BackendError::AlreadyExists { .. }), "{e:?}");
+        assert!(b.delete(&h).unwrap_err().is_transient());
+        assert!(b.inner().stat(&h).unwrap_err().is_not_found());
+        assert_eq!(b.injected().landed, 2);
+
+        let b = faulty(FaultPlan::new(3).fail(1.0).landed(0.0));
+        assert!(b.write_new(&h, b"lost").unwrap_err().is_transient());
+        assert!(b.inner().stat(&h).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn truncated_reads_return_fewer_bytes_without_error() {
+        let b = faulty(FaultPlan::new(5).truncate_reads(1.0));
+        let h = pack(2);
+        b.write_new(&h, &[9; 1000]).unwrap();
+        assert!(b.read(&h).unwrap().len() < 1000);
+        assert!(b.read_range(&h, 100, 500).unwrap().len() < 500);
+        // Nothing to cut from an empty read.
+        assert!(b.read_range(&h, 0, 0).unwrap().is_empty());
+        assert_eq!(b.injected().truncations, 2);
+
+        let b = faulty(FaultPlan::new(5).truncate_op(Op::ReadRange, 1.0));
+        b.write_new(&h, &[9; 1000]).unwrap();
+        assert_eq!(b.read(&h).unwrap().len(), 1000);
+        assert!(b.read_range(&h, 0, 1000).unwrap().len() < 1000);
+    }
+
+    #[test]
+    fn delays_sleep_on_the_clock() {
+        let clock = Arc::new(ManualClock::new());
+        let b = FaultyBackend::new(
+            Arc::new(MemoryBackend::new()),
+            FaultPlan::new(9).delay(1.0, Duration::from_millis(250)),
+        )
+        .with_clock(clock.clone());
+        b.list(ObjectKind::Index).unwrap();
+        b.stat(&pack(3)).unwrap_err();
+        assert_eq!(clock.slept(), Duration::from_millis(500));
+        assert_eq!(b.injected().delays, 2);
+    }
+
+    #[test]
+    fn a_target_that_goes_away_fails_permanently_until_it_recovers() {
+        let b = faulty(FaultPlan::new(1).gone_after(2));
+        b.write_new(&pack(1), b"a").unwrap();
+        // A failed call does not count as a success.
+        assert!(b.stat(&pack(9)).unwrap_err().is_not_found());
+        b.write_new(&pack(2), b"b").unwrap();
+        assert!(b.is_gone());
+        for r in [b.write_new(&pack(3), b"c"), b.delete(&pack(1))] {
+            let e = r.unwrap_err();
+            assert!(!e.is_transient(), "{e:?}");
+            assert!(e.to_string().contains("went away"), "{e}");
+        }
+        assert!(b.list(ObjectKind::Pack).is_err());
+        assert_eq!(b.injected().refused_gone, 3);
+        b.recover();
+        assert_eq!(b.list(ObjectKind::Pack).unwrap().len(), 2);
+        b.go_away_after(1);
+        b.read(&pack(1)).unwrap();
+        assert!(b.read(&pack(1)).is_err());
+    }
+}
