@@ -1,10 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! File backups through the real binary: backup, incremental backup that
 //! reads nothing unchanged, restore byte for byte, `ls`, `diff`, `stats`,
-//! `--include`, and a missing source path.
+//! `--include`, a missing source path, and an unreadable file (exit code 3).
 
 mod common;
 
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 
@@ -124,4 +125,84 @@ fn a_missing_source_path_fails_and_stores_no_snapshot() {
     assert!(err.contains("nope"), "{err}");
     let list = env.json(&["snapshots", "--json"]);
     assert!(list.as_array().unwrap().is_empty());
+}
+
+/// Runs the binary as `nobody` when the tests run as root (root reads any
+/// file, whatever its mode), else as the current user.
+fn cairn_unprivileged(env: &Env, args: &[&str]) -> std::process::Output {
+    let bin = env!("CARGO_BIN_EXE_cairn");
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(bin);
+        c
+    } else {
+        std::process::Command::new(bin)
+    };
+    cmd.args(args)
+        .env("CAIRN_REPO", env.path("repo"))
+        .env("CAIRN_PASSWORD_FILE", env.path("pw"))
+        .env("CAIRN_CACHE_DIR", env.path("cache"))
+        .env_remove("CAIRN_PASSWORD_COMMAND")
+        .env_remove("CAIRN_KEY_FILE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_unreadable_file_is_a_warning_with_exit_code_3_and_the_rest_is_stored() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    // Everything the unprivileged run needs is open to it; only one file
+    // of the source is not.
+    let open = |p: &Path, mode| fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    open(&env.path(""), 0o777);
+    open(&env.path("pw"), 0o644);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/readable"), fill(1, 300_000)).unwrap();
+    fs::write(src.join("secret"), b"no one may read this").unwrap();
+    open(&src.join("secret"), 0o000);
+    for d in [&src, &src.join("sub")] {
+        open(d, 0o755);
+    }
+    let init = cairn_unprivileged(&env, &["init", "--kdf-memory", "8", "-q"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let out = cairn_unprivileged(&env, &["backup", "-q", src.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("secret"), "the warning names the file: {err}");
+    // The snapshot was written and restores everything else.
+    let target = env.path("restored");
+    let restore = cairn_unprivileged(
+        &env,
+        &[
+            "restore",
+            "-q",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let got = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read(got.join("sub/readable")).unwrap(),
+        fill(1, 300_000)
+    );
+    assert!(!got.join("secret").exists() || fs::read(got.join("secret")).is_err());
 }
