@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! File backups through the real binary: backup, incremental backup that
 //! reads nothing unchanged, restore byte for byte, `ls`, `diff`, `stats`,
-//! `--include`, a missing source path, and an unreadable file (exit code 3).
+//! `--include`, a missing source path, an unreadable file (exit code 3),
+//! and `--one-file-system` at a tmpfs mount point.
 
 mod common;
 
@@ -205,4 +206,66 @@ fn an_unreadable_file_is_a_warning_with_exit_code_3_and_the_rest_is_stored() {
         fill(1, 300_000)
     );
     assert!(!got.join("secret").exists() || fs::read(got.join("secret")).is_err());
+}
+
+/// Paths listed by `cairn ls latest --json`.
+fn listed_paths(env: &Env) -> Vec<String> {
+    env.json(&["ls", "latest", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn one_file_system_stops_at_a_mount_point() {
+    // A tmpfs mounted inside the source, in a private mount namespace so
+    // that nothing outlives the test. Needs root (as CI runs); elsewhere
+    // the test cannot mount and says so.
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["init", "--kdf-memory", "8", "-q"]);
+    let src = env.path("src");
+    let mnt = src.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    fs::write(src.join("on-root-fs"), b"kept").unwrap();
+    let script =
+        r#"mount -t tmpfs cairn-test "$1" && echo elsewhere > "$1/on-tmpfs" && shift && "$@""#;
+    let run = |extra: &[&str]| {
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(&mnt)
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .args(["backup", "-q", "--force"])
+            .args(extra)
+            .arg(&src)
+            .env("CAIRN_REPO", env.path("repo"))
+            .env("CAIRN_PASSWORD_FILE", env.path("pw"))
+            .env("CAIRN_CACHE_DIR", env.path("cache"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "backup {extra:?} in a mount namespace failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let tmpfs_file = mnt.join("on-tmpfs").display().to_string();
+    let root_file = src.join("on-root-fs").display().to_string();
+    let mnt_dir = mnt.display().to_string();
+
+    run(&[]);
+    let all = listed_paths(&env);
+    assert!(all.contains(&tmpfs_file), "{all:?}");
+
+    run(&["--one-file-system"]);
+    let one = listed_paths(&env);
+    assert!(one.contains(&root_file), "{one:?}");
+    assert!(!one.contains(&tmpfs_file), "{one:?}");
+    // The mount point itself is kept (as an empty directory), as restic does.
+    assert!(one.contains(&mnt_dir), "{one:?}");
 }
