@@ -368,7 +368,9 @@ const WINDOW: usize = 16 << 20;
 struct Batch {
     seq: u64,
     window: Arc<Vec<u8>>,
+    /// Disk offset of `window[window_start]`.
     window_pos: u64,
+    window_start: usize,
     chunks: Vec<(usize, usize)>,
     parents: Vec<ParentExtent>,
 }
@@ -439,10 +441,65 @@ fn run_pipeline(
     result
 }
 
-/// Reads the source window by window, cuts each into chunks and hands them
-/// out in batches. A window's last chunk is carried into the next window
-/// (it may have been cut short by the window's end), so the cuts are exactly
-/// those of the whole source in one piece.
+/// One read of the source, with `head` bytes of room before the data for
+/// the chunk carried over from the previous window.
+struct Segment {
+    buf: Vec<u8>,
+    /// Disk offset of `buf[head]`.
+    pos: u64,
+    /// Bytes read into `buf[head..]`.
+    got: usize,
+    /// Whether this read reached the end of the source.
+    last: bool,
+}
+
+/// Reads the source front to back into recycled buffers, one window ahead
+/// of the cutter, so that the disk is read while the previous window is
+/// cut and hashed (a read and the chunking used to take turns).
+fn read_ahead(
+    source: &Source<'_>,
+    head: usize,
+    window_len: usize,
+    free: &Mutex<Vec<Vec<u8>>>,
+    out: &SyncSender<Result<Segment, DiskError>>,
+    abort: &AtomicBool,
+) {
+    let mut pos = 0u64;
+    while pos < source.size && !abort.load(Ordering::Relaxed) {
+        // A reused buffer's bytes are overwritten, not zeroed first: zeroing
+        // 16 MiB per window was 12% of an unchanged backup's time.
+        let mut buf = lock(free).pop().unwrap_or_default();
+        let want = (window_len as u64).min(source.size - pos) as usize;
+        if buf.len() < head + want {
+            buf.resize(head + want, 0);
+        }
+        buf.truncate(head + want);
+        let segment = source
+            .read_window(&mut buf[head..], pos)
+            .map(|got| Segment {
+                last: got < want || pos + got as u64 >= source.size,
+                buf,
+                pos,
+                got,
+            });
+        let stop = match &segment {
+            Ok(s) => {
+                pos += s.got as u64;
+                s.last
+            }
+            Err(_) => true,
+        };
+        if out.send(segment).is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// Reads the source window by window (on a read-ahead thread), cuts each
+/// into chunks and hands them out in batches. A window's last chunk is
+/// carried into the next window (it may have been cut short by the
+/// window's end), so the cuts are exactly those of the whole source in one
+/// piece.
 fn read_and_cut(
     chunker: &Chunker,
     source: &Source<'_>,
@@ -452,77 +509,98 @@ fn read_and_cut(
     abort: &AtomicBool,
 ) -> Result<(), DiskError> {
     let window_len = source.window.max(4 * chunker.params().max_size);
-    let mut carry: Vec<u8> = Vec::new();
-    let mut base = 0u64;
-    let mut seq = 0u64;
-    let mut sent: VecDeque<Arc<Vec<u8>>> = VecDeque::new();
-    while base < source.size && !abort.load(Ordering::Relaxed) {
-        // A reused window's bytes are overwritten, not zeroed first: zeroing
-        // 16 MiB per window was 12% of an unchanged backup's time.
-        let mut buf = reusable_window(&mut sent).unwrap_or_default();
-        let filled = carry.len();
-        let want = (window_len as u64).min(source.size - base - filled as u64) as usize;
-        if buf.len() < filled + want {
-            buf.resize(filled + want, 0);
-        }
-        buf.truncate(filled + want);
-        buf[..filled].copy_from_slice(&carry);
-        let got = source.read_window(&mut buf[filled..], base + filled as u64)?;
-        buf.truncate(filled + got);
-        let end_of_source = got < want || base + buf.len() as u64 >= source.size;
-        let mut chunks: Vec<(usize, usize)> = chunker
-            .chunks_parallel(&buf, threads)
-            .map(|c| (c.offset as usize, c.data.len()))
-            .collect();
-        let consumed = if end_of_source {
-            buf.len()
-        } else {
-            // Keep the last chunk for the next window.
-            chunks.pop().map_or(0, |(offset, _)| offset)
-        };
-        carry = buf[consumed..].to_vec();
-        let window = Arc::new(buf);
-        sent.push_back(window.clone());
-        if sent.len() > MAX_WINDOWS_KEPT {
-            sent.pop_front();
-        }
-        for group in batches(&chunks) {
-            let parents = match (&mut parent, group.first(), group.last()) {
-                (Some(cursor), Some(first), Some(last)) => {
-                    cursor.overlapping(base + first.0 as u64, base + (last.0 + last.1) as u64)?
-                }
-                _ => Vec::new(),
-            };
-            let batch = Batch {
-                seq,
-                window: window.clone(),
-                window_pos: base,
-                chunks: group.to_vec(),
-                parents,
-            };
-            if work.send(batch).is_err() {
-                return Ok(());
+    let head = chunker.params().max_size;
+    let free: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let (seg_tx, seg_rx) = sync_channel::<Result<Segment, DiskError>>(1);
+    std::thread::scope(|s| {
+        let free_ref = &free;
+        s.spawn(move || read_ahead(source, head, window_len, free_ref, &seg_tx, abort));
+        let mut carry: Vec<u8> = Vec::new();
+        let mut seq = 0u64;
+        let mut sent: VecDeque<Arc<Vec<u8>>> = VecDeque::new();
+        for segment in seg_rx {
+            if abort.load(Ordering::Relaxed) {
+                break;
             }
-            seq += 1;
+            let Segment {
+                mut buf,
+                pos,
+                got,
+                last,
+            } = segment?;
+            let start = head - carry.len();
+            buf[start..head].copy_from_slice(&carry);
+            buf.truncate(head + got);
+            // Disk offset of buf[start].
+            let base = pos - carry.len() as u64;
+            let mut chunks: Vec<(usize, usize)> = chunker
+                .chunks_parallel(&buf[start..], threads)
+                .map(|c| (start + c.offset as usize, c.data.len()))
+                .collect();
+            let consumed = if last {
+                buf.len()
+            } else {
+                // Keep the last chunk for the next window.
+                chunks.pop().map_or(start, |(offset, _)| offset)
+            };
+            carry = buf[consumed..].to_vec();
+            let window = Arc::new(buf);
+            sent.push_back(window.clone());
+            for group in batches(&chunks) {
+                let parents = match (&mut parent, group.first(), group.last()) {
+                    (Some(cursor), Some(first), Some(last)) => cursor.overlapping(
+                        base + (first.0 - start) as u64,
+                        base + (last.0 + last.1 - start) as u64,
+                    )?,
+                    _ => Vec::new(),
+                };
+                let batch = Batch {
+                    seq,
+                    window: window.clone(),
+                    window_pos: base,
+                    window_start: start,
+                    chunks: group.to_vec(),
+                    parents,
+                };
+                if work.send(batch).is_err() {
+                    return Ok(());
+                }
+                seq += 1;
+            }
+            recycle_windows(&mut sent, &free);
+            if last {
+                break;
+            }
         }
-        base += consumed as u64;
-        if end_of_source {
-            break;
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-/// Windows remembered for reuse (bounded: older ones are simply freed).
+/// Windows kept for reuse; more are freed.
 const MAX_WINDOWS_KEPT: usize = 3;
 
-/// The oldest window the workers are done with, to read the next one into:
-/// a fresh 64 MiB buffer per window cost a page fault per 4 KiB and a zero
-/// fill, which made disk backups spend more time in the kernel than in
-/// cairn (see BENCHMARKS.md, cairn against restic and borg).
-fn reusable_window(sent: &mut VecDeque<Arc<Vec<u8>>>) -> Option<Vec<u8>> {
-    let free = sent.iter().position(|w| Arc::strong_count(w) == 1)?;
-    sent.remove(free).and_then(|w| Arc::try_unwrap(w).ok())
+/// Hands the windows the workers are done with back to the read-ahead
+/// thread: a fresh 16 MiB buffer per window costs a page fault per 4 KiB
+/// and a zero fill, which once made disk backups spend more time in the
+/// kernel than in cairn (see BENCHMARKS.md, cairn against restic and borg).
+fn recycle_windows(sent: &mut VecDeque<Arc<Vec<u8>>>, free: &Mutex<Vec<Vec<u8>>>) {
+    let mut i = 0;
+    while i < sent.len() {
+        if Arc::strong_count(&sent[i]) == 1 {
+            if let Some(buf) = sent.remove(i).and_then(|w| Arc::try_unwrap(w).ok()) {
+                let mut free = lock(free);
+                if free.len() < MAX_WINDOWS_KEPT {
+                    free.push(buf);
+                }
+            }
+        } else {
+            i += 1;
+        }
+    }
+    // Windows still in use are not waited for; bound what is remembered.
+    while sent.len() > 2 * MAX_WINDOWS_KEPT {
+        sent.pop_front();
+    }
 }
 
 /// Splits a window's chunks into groups of about `BATCH_BYTES`.
@@ -565,7 +643,7 @@ fn process_batch(
         }
         let id = repo.blob_id(bytes);
         if !repo.has_blob(&id) {
-            let pos = batch.window_pos + offset as u64;
+            let pos = batch.window_pos + (offset - batch.window_start) as u64;
             let (saved, _) = save_new_chunk(repo, id, bytes, pos, &batch.parents, counters)?;
             if saved.new {
                 stats.chunks_new += 1;
