@@ -44,6 +44,8 @@ running_pid() {
     [ -f "$DIR/sshd.pid" ] || return 1
     pid=$(cat "$DIR/sshd.pid")
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    # A stale pid file may name a process that is not our sshd any more.
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR/sshd_config" || return 1
     echo "$pid"
 }
 

@@ -10,7 +10,9 @@
 //! differs from a listed one is refused.
 
 use crate::location::SftpLocation;
-use crate::options::{ENV_ACCEPT_NEW_HOST_KEY, ENV_KEY_FILE, ENV_PASSPHRASE_FILE, SftpOptions};
+use crate::options::{
+    ENV_ACCEPT_NEW_HOST_KEY, ENV_KEY_FILE, ENV_PASSPHRASE_FILE, ENV_TIMEOUT_SECS, SftpOptions,
+};
 use cairn_store::BackendError;
 use ssh2::{CheckResult, HashType, KnownHostFileKind, MethodType, Session, Sftp};
 use std::io::Write;
@@ -21,6 +23,7 @@ use std::path::Path;
 pub(crate) mod code {
     pub(crate) const KEX_FAILURE: i32 = -5;
     pub(crate) const KEY_EXCHANGE_FAILURE: i32 = -8;
+    pub(crate) const TIMEOUT: i32 = -9;
     pub(crate) const PROTO: i32 = -14;
     pub(crate) const FILE: i32 = -16;
     pub(crate) const METHOD_NONE: i32 = -17;
@@ -67,12 +70,22 @@ pub(crate) fn connect(
     let timeout_ms = u32::try_from(opts.timeout.as_millis()).unwrap_or(u32::MAX);
     session.set_timeout(timeout_ms);
     session.set_tcp_stream(tcp);
+    let failed = |step: &str, e: &ssh2::Error, transient: bool| {
+        let mut message = format!("{step}: {}", e.message());
+        if e.code() == ssh2::ErrorCode::Session(code::TIMEOUT) {
+            message.push_str(&format!(
+                " (no answer within {} s: is an SSH server listening there, and is it \
+                 overloaded? {ENV_TIMEOUT_SECS} sets the timeout)",
+                opts.timeout.as_secs()
+            ));
+        }
+        service(&target, message, transient)
+    };
     // Unsupported names are dropped by libssh2; an error only means none is
     // left, and then the defaults apply.
     let _ = session.method_pref(MethodType::HostKey, HOST_KEY_PREFERENCE);
     session.handshake().map_err(|e| {
         failed(
-            &target,
             "SSH handshake",
             &e,
             // A server that speaks no SSH or shares no algorithm will not
@@ -92,7 +105,6 @@ pub(crate) fn connect(
     authenticate(&session, user, opts, &target)?;
     let sftp = session.sftp().map_err(|e| {
         failed(
-            &target,
             "start the SFTP subsystem (is SFTP enabled in the server's sshd_config?)",
             &e,
             true,
@@ -343,32 +355,11 @@ fn authenticate(
     })?;
     let explicit = !opts.key_files.is_empty();
     let key_files = opts.effective_key_files();
-    let try_files =
-        |tried: &mut Vec<String>, problems: &mut Vec<String>| {
-            for file in &key_files {
-                tried.push(file.display().to_string());
-                let r = session.userauth_pubkey_file(
-                    user,
-                    None,
-                    file,
-                    passphrase.as_ref().map(|p| p.as_str()),
-                );
-                match r {
-                Ok(()) if session.authenticated() => return Ok(true),
-                Ok(()) => {}
-                // Unreadable, malformed or wrongly decrypted key file.
-                Err(e) if e.code() == ssh2::ErrorCode::Session(code::FILE) => problems.push(format!(
-                    "{}: cannot load the key ({}; if it is encrypted, put its passphrase in \
-                     a file named by {ENV_PASSPHRASE_FILE})",
-                    file.display(),
-                    e.message()
-                )),
-                Err(e) if is_auth_refusal(&e) => {}
-                Err(e) => return Err(failed(target, "authenticate", &e, true)),
-            }
-            }
-            Ok(false)
-        };
+    let pass = passphrase.as_ref().map(|p| p.as_str());
+    let try_files = |tried: &mut Vec<String>, problems: &mut Vec<String>| {
+        try_key_files(session, user, &key_files, pass, tried, problems)
+            .map_err(|e| failed(target, "authenticate", &e, true))
+    };
     if explicit && try_files(&mut tried, &mut key_problems)? {
         return Ok(());
     }
@@ -378,7 +369,9 @@ fn authenticate(
     if !explicit && try_files(&mut tried, &mut key_problems)? {
         return Ok(());
     }
-    let mut message = if tried.is_empty() {
+    let mut message = if tried.is_empty() && !key_problems.is_empty() {
+        "no key could be used".to_string()
+    } else if tried.is_empty() {
         format!(
             "no key to log in with: set {ENV_KEY_FILE} to a private key file, create \
              ~/.ssh/id_ed25519, or start ssh-agent with a key"
@@ -396,6 +389,37 @@ fn authenticate(
         message.push_str(&problem);
     }
     Err(service(target, message, false))
+}
+
+/// Offers each key file (recording it in `tried`, or why it could not be
+/// loaded in `problems`); true once one is accepted. An error is the
+/// connection failing.
+fn try_key_files(
+    session: &Session,
+    user: &str,
+    key_files: &[std::path::PathBuf],
+    passphrase: Option<&str>,
+    tried: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) -> Result<bool, ssh2::Error> {
+    for file in key_files {
+        match session.userauth_pubkey_file(user, None, file, passphrase) {
+            Ok(()) if session.authenticated() => return Ok(true),
+            Ok(()) => tried.push(file.display().to_string()),
+            // Unreadable, malformed or wrongly decrypted key file.
+            Err(e) if e.code() == ssh2::ErrorCode::Session(code::FILE) => {
+                problems.push(format!(
+                    "{}: cannot load the key ({}; if it is encrypted, put its passphrase in \
+                     a file named by {ENV_PASSPHRASE_FILE})",
+                    file.display(),
+                    e.message()
+                ));
+            }
+            Err(e) if is_auth_refusal(&e) => tried.push(file.display().to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
 }
 
 /// Tries each key of ssh-agent; true once one is accepted.
