@@ -145,6 +145,26 @@ fn an_unknown_host_key_is_refused_unless_trust_on_first_use_is_asked_for() {
 }
 
 #[test]
+fn hashed_known_hosts_entries_are_understood() {
+    let Some(mut server) = common::server("hashed_known_hosts") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_hosts");
+    std::fs::copy(&server.known_hosts, &known).unwrap();
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-H", "-f"])
+        .arg(&known)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let hashed = std::fs::read_to_string(&known).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    server.opts.known_hosts = Some(known);
+    SftpBackend::connect(&server.base, &server.opts).expect("a hashed entry matches");
+}
+
+#[test]
 fn a_changed_host_key_is_refused_even_with_trust_on_first_use() {
     let Some(mut server) = common::server("changed_host_key") else {
         return;
