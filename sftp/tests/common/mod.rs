@@ -46,7 +46,10 @@ pub fn server(test: &str) -> Option<Server> {
         if required() {
             panic!("{test}: {msg} (required: CAIRN_REQUIRE_SERVERS or CI is set)");
         }
-        eprintln!("SKIPPED {test}: {msg}");
+        // Straight to stderr, past the test harness's capture, so the skip
+        // is visible in a normal run.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {msg}");
         return None;
     };
     let base = SftpLocation::parse(&url).expect("CAIRN_TEST_SFTP_URL");
