@@ -362,16 +362,20 @@ impl SftpBackend {
             }
             other => other?,
         };
-        let written = file.write_all(data).map_err(Fail::Io).and_then(|()| {
-            match file.fsync() {
-                Ok(()) => Ok(()),
-                // No fsync@openssh.com: the close below is all we have.
-                Err(e) if e.code() == ErrorCode::SFTP(fx::OP_UNSUPPORTED) => Ok(()),
-                Err(e) => Err(e.into()),
+        let written = file.write_all(data).map_err(|e| io_fail(conn, e));
+        let synced = written.and_then(|()| match file.fsync() {
+            Ok(()) => Ok(()),
+            // No fsync@openssh.com: the close below is all we have.
+            Err(e) if e.code() == ErrorCode::SFTP(fx::OP_UNSUPPORTED) => Ok(()),
+            Err(e) => {
+                if is_session_error(&e) {
+                    conn.kill();
+                }
+                Err(e.into())
             }
         });
         let closed = file.close();
-        if let Err(e) = written.and_then(|()| closed.map_err(Fail::from)) {
+        if let Err(e) = synced.and_then(|()| closed.map_err(Fail::from)) {
             // Best effort on a live connection; a leftover temp file is
             // removed later by remove_stale_temp_files.
             let _ = conn.sftp.unlink(Path::new(&tmp));
@@ -413,10 +417,23 @@ impl SftpBackend {
         retry: Retry,
         mut f: impl FnMut(&Conn) -> Result<T, Fail>,
     ) -> Result<T, BackendError> {
-        let mut attempt = 0;
+        // The failure of the first attempt, when it is being retried.
+        let mut first: Option<BackendError> = None;
         loop {
-            attempt += 1;
-            let conn = self.take()?;
+            let conn = match (self.take(), first.take()) {
+                (Ok(conn), _) => conn,
+                (Err(e), None) => return Err(e),
+                // Say what was being done, then why reconnecting failed.
+                (Err(e), Some(first)) => {
+                    return Err(BackendError::Service {
+                        op,
+                        object: object.to_string(),
+                        message: format!("{}; reconnecting failed: {e}", message_of(&first)),
+                        transient: e.is_transient(),
+                    });
+                }
+            };
+            let retrying = first.is_some();
             match f(&conn) {
                 Ok(v) => {
                     self.give_back(conn);
@@ -425,14 +442,17 @@ impl SftpBackend {
                 Err(fail) => {
                     let broken = self.is_broken(&conn, &fail);
                     if broken {
+                        conn.kill();
                         self.discard(conn);
                     } else {
                         self.give_back(conn);
                     }
-                    if broken && retry == Retry::Safe && attempt == 1 {
+                    let e = self.map_fail(op, object, fail, broken);
+                    if broken && retry == Retry::Safe && !retrying {
+                        first = Some(e);
                         continue;
                     }
-                    return Err(self.map_fail(op, object, fail, broken));
+                    return Err(e);
                 }
             }
         }
@@ -609,7 +629,7 @@ impl Backend for SftpBackend {
         self.run("read", &handle.to_string(), Retry::Safe, |conn| {
             let (mut file, size) = Self::open_object(conn, &path)?;
             let mut buf = vec![0; usize::try_from(size).map_err(|_| Fail::Done(too_big(handle)))?];
-            read_bounded(&mut file, &mut buf)?;
+            read_bounded(conn, &mut file, &mut buf)?;
             Ok(buf)
         })
     }
@@ -633,7 +653,7 @@ impl Backend for SftpBackend {
             let mut buf = vec![0; usize::try_from(len).map_err(|_| out_of_range())?];
             if len > 0 {
                 file.seek(SeekFrom::Start(offset)).map_err(Fail::Io)?;
-                read_bounded(&mut file, &mut buf)?;
+                read_bounded(conn, &mut file, &mut buf)?;
             }
             Ok(buf)
         })
@@ -720,7 +740,7 @@ impl Backend for SftpBackend {
 /// throughput (32 -> 84 MiB/s on loopback once bounded); asking for a
 /// quarter of what is left keeps the read-ahead inside the range while
 /// still keeping many requests in flight.
-fn read_bounded(file: &mut ssh2::File, buf: &mut [u8]) -> Result<(), Fail> {
+fn read_bounded(conn: &Conn, file: &mut ssh2::File, buf: &mut [u8]) -> Result<(), Fail> {
     /// One SFTP read request's worth, the smallest piece worth asking for.
     const MIN_PIECE: usize = 32 * 1024;
     /// The largest piece: 4 MiB in flight (larger showed no gain on
@@ -739,10 +759,27 @@ fn read_bounded(file: &mut ssh2::File, buf: &mut [u8]) -> Result<(), Fail> {
             }
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Fail::Io(e)),
+            Err(e) => return Err(io_fail(conn, e)),
         }
     }
     Ok(())
+}
+
+/// The message of an error without its "op object:" prefix, where it has one.
+fn message_of(e: &BackendError) -> String {
+    match e {
+        BackendError::Service { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A file read or write error; a timeout cuts the connection at once (see
+/// [`Conn::kill`]) so closing the file does not wait out another timeout.
+fn io_fail(conn: &Conn, e: std::io::Error) -> Fail {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        conn.kill();
+    }
+    Fail::Io(e)
 }
 
 /// The error for an object too large to read into memory here.

@@ -53,6 +53,17 @@ pub(crate) struct Conn {
     pub(crate) sftp: Sftp,
     /// The session; kept so it outlives the channel and can be disconnected.
     pub(crate) session: Session,
+    /// The session's socket, to cut it after a timeout.
+    tcp: TcpStream,
+}
+
+impl Conn {
+    /// Cuts the connection. After a timeout libssh2 would otherwise wait
+    /// the whole timeout again for the replies to closing the open file
+    /// and the session; with the socket shut those fail at once.
+    pub(crate) fn kill(&self) {
+        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Drop for Conn {
@@ -75,6 +86,9 @@ pub(crate) fn connect(
     let mut session = Session::new().map_err(|e| failed(&target, "start SSH", &e, true))?;
     let timeout_ms = u32::try_from(opts.timeout.as_millis()).unwrap_or(u32::MAX);
     session.set_timeout(timeout_ms);
+    let tcp_handle = tcp
+        .try_clone()
+        .map_err(|e| service(&target, format!("cannot use the socket: {e}"), true))?;
     session.set_tcp_stream(tcp);
     let failed = |step: &str, e: &ssh2::Error, transient: bool| {
         let mut message = format!("{step}: {}", e.message());
@@ -120,7 +134,11 @@ pub(crate) fn connect(
             true,
         )
     })?;
-    Ok(Conn { sftp, session })
+    Ok(Conn {
+        sftp,
+        session,
+        tcp: tcp_handle,
+    })
 }
 
 /// `host:port` (IPv6 in brackets) for messages.

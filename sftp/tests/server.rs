@@ -298,6 +298,8 @@ fn a_server_that_never_answers_times_out() {
 struct Relay {
     port: u16,
     stop: Arc<AtomicBool>,
+    /// While set, bytes are held back (a server or network that hangs).
+    frozen: Arc<AtomicBool>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -307,8 +309,10 @@ impl Relay {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let (stop2, streams2) = (Arc::clone(&stop), Arc::clone(&streams));
+        let frozen2 = Arc::clone(&frozen);
         std::thread::spawn(move || {
             while !stop2.load(Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -326,9 +330,13 @@ impl Relay {
                     (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
                     (upstream, client),
                 ] {
+                    let frozen = Arc::clone(&frozen2);
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 64 * 1024];
                         while let Ok(n) = from.read(&mut buf) {
+                            while frozen.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
                             if n == 0 || to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
@@ -341,8 +349,31 @@ impl Relay {
         Relay {
             port,
             stop,
+            frozen,
             streams,
         }
+    }
+
+    /// Holds back every byte until [`Relay::thaw`].
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets bytes through again.
+    fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// Options for connecting through the relay: the server's host key
+    /// listed for the relay's port (known_hosts entries are per port).
+    fn options(&self, server: &common::Server, dir: &Path) -> SftpOptions {
+        let listed = std::fs::read_to_string(&server.known_hosts).unwrap();
+        let key = listed.split_once(' ').unwrap().1;
+        let known = dir.join("known_hosts");
+        std::fs::write(&known, format!("[127.0.0.1]:{} {key}", self.port)).unwrap();
+        let mut opts = server.opts.clone();
+        opts.known_hosts = Some(known);
+        opts
     }
 
     /// Cuts every relayed connection (as a crashed server or a network
@@ -369,15 +400,10 @@ fn a_dropped_connection_is_replaced_once_and_a_dead_server_gives_a_clear_error()
     let relay = Relay::start(server.base.port);
     let mut loc = repo.sftp_location().clone();
     loc.port = relay.port;
+    let dir = tempfile::tempdir().unwrap();
+    server.opts = relay.options(&server, dir.path());
     server.opts.connections = 2;
     server.opts.timeout = Duration::from_secs(5);
-    // known_hosts entries are per port: list the relay's port too.
-    let dir = tempfile::tempdir().unwrap();
-    let listed = std::fs::read_to_string(&server.known_hosts).unwrap();
-    let key = listed.split_once(' ').unwrap().1;
-    let known = dir.path().join("known_hosts");
-    std::fs::write(&known, format!("[127.0.0.1]:{} {key}", relay.port)).unwrap();
-    server.opts.known_hosts = Some(known);
     let backend = SftpBackend::connect(&loc, &server.opts).unwrap();
     let a = pack("dropped a");
     backend.write_new(&a, b"before the cut").unwrap();
@@ -409,6 +435,50 @@ fn a_dropped_connection_is_replaced_once_and_a_dead_server_gives_a_clear_error()
 
     // The object written before is intact on the real server.
     assert_eq!(repo.read(&a).unwrap(), b"before the cut");
+    if let Some(root) = server.local_path(repo.sftp_location()) {
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}
+
+#[test]
+fn a_server_that_hangs_mid_transfer_times_out_and_recovers() {
+    let Some(server) = common::server("hung_transfer") else {
+        return;
+    };
+    let repo = server.fresh("hung");
+    let big = pack("hung big");
+    let data = vec![7u8; 8 * 1024 * 1024];
+    repo.write_new(&big, &data).unwrap();
+    let relay = Relay::start(server.base.port);
+    let mut loc = repo.sftp_location().clone();
+    loc.port = relay.port;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = relay.options(&server, dir.path());
+    opts.connections = 1;
+    opts.timeout = Duration::from_secs(2);
+    let backend = SftpBackend::connect(&loc, &opts).unwrap();
+    assert_eq!(backend.stat(&big).unwrap().size, data.len() as u64);
+
+    relay.freeze();
+    for what in ["read", "write"] {
+        let started = Instant::now();
+        let e = match what {
+            "read" => backend.read(&big).unwrap_err(),
+            _ => backend.write_new(&pack("hung new"), &data).unwrap_err(),
+        };
+        let took = started.elapsed();
+        eprintln!("{what} failed as expected after {took:?}: {e}");
+        assert!(e.is_transient(), "{e:?}");
+        // One timeout for the call, one for the retry's new connection,
+        // and slack for a loaded machine; never an indefinite hang.
+        assert!(took < Duration::from_secs(15), "{what} took {took:?}");
+    }
+
+    relay.thaw();
+    assert_eq!(backend.read(&big).unwrap(), data);
+    let fresh = pack("hung after");
+    backend.write_new(&fresh, b"thawed").unwrap();
+    assert_eq!(repo.read(&fresh).unwrap(), b"thawed");
     if let Some(root) = server.local_path(repo.sftp_location()) {
         std::fs::remove_dir_all(root).unwrap();
     }
