@@ -162,12 +162,19 @@ impl SftpBackend {
                 dirs.push(format!("{root}/{}", kind.dir()));
             }
         }
-        dirs.extend((0..=255u8).map(|b| format!("{root}/data/{}", hex::encode([b]))));
-        for dir in &dirs {
+        let mkdir = |dir: &String| {
             backend.run("create directory", dir, Retry::Safe, |conn| {
                 mkdir_if_missing(&conn.sftp, Path::new(dir))
-            })?;
+            })
+        };
+        // Parents before children; the 256 fan-out directories in parallel.
+        for dir in &dirs {
+            mkdir(dir)?;
         }
+        let fan_out: Vec<String> = (0..=255u8)
+            .map(|b| format!("{root}/data/{}", hex::encode([b])))
+            .collect();
+        backend.parallel(&fan_out, mkdir)?;
         Ok(backend)
     }
 
@@ -458,6 +465,51 @@ impl SftpBackend {
         }
     }
 
+    /// Runs `f` on every item, on as many threads as the pool has
+    /// connections (each call takes its own), and returns the results in
+    /// order, or the first error. Directory operations are one round trip
+    /// or more each, so doing the 256 fan-out directories one at a time
+    /// would cost 256 round trips of latency to a distant server.
+    fn parallel<I: Sync, T: Send>(
+        &self,
+        items: &[I],
+        f: impl Fn(&I) -> Result<T, BackendError> + Sync,
+    ) -> Result<Vec<T>, BackendError> {
+        let threads = self.opts.connections.min(items.len());
+        if threads <= 1 {
+            return items.iter().map(f).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let results: Vec<Vec<(usize, Result<T, BackendError>)>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        while !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(item) = items.get(i) else { break };
+                            let r = f(item);
+                            if r.is_err() {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            mine.push((i, r));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut all: Vec<(usize, Result<T, BackendError>)> =
+            results.into_iter().flatten().collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, r)| r).collect()
+    }
+
     /// Whether the connection is unusable after `fail`. A file read or
     /// write error hides its code, so the connection is probed.
     fn is_broken(&self, conn: &Conn, fail: &Fail) -> bool {
@@ -613,11 +665,9 @@ impl Backend for SftpBackend {
                 Err(e) => Err(e),
             },
             ObjectKind::Pack => {
-                let mut out = Vec::new();
-                for dir in self.fan_out_dirs()? {
-                    out.extend(self.list_dir(kind, &dir)?);
-                }
-                Ok(out)
+                let dirs = self.fan_out_dirs()?;
+                let listed = self.parallel(&dirs, |dir| self.list_dir(kind, dir))?;
+                Ok(listed.into_iter().flatten().collect())
             }
             kind => self.list_dir(kind, &format!("{}/{}", self.loc.path, kind.dir())),
         }

@@ -391,7 +391,7 @@ fn authenticate(
     if explicit && try_files(&mut tried, &mut key_problems)? {
         return Ok(());
     }
-    if opts.use_agent && try_agent(session, user, &mut tried)? {
+    if opts.use_agent && try_agent(session, user, opts, &mut tried)? {
         return Ok(());
     }
     if !explicit && try_files(&mut tried, &mut key_problems)? {
@@ -431,6 +431,10 @@ fn try_key_files(
     problems: &mut Vec<String>,
 ) -> Result<bool, ssh2::Error> {
     for file in key_files {
+        if !file.is_file() {
+            problems.push(format!("{}: no such key file", file.display()));
+            continue;
+        }
         match session.userauth_pubkey_file(user, None, file, passphrase) {
             Ok(()) if session.authenticated() => return Ok(true),
             Ok(()) => tried.push(file.display().to_string()),
@@ -451,10 +455,20 @@ fn try_key_files(
 }
 
 /// Tries each key of ssh-agent; true once one is accepted.
-fn try_agent(session: &Session, user: &str, tried: &mut Vec<String>) -> Result<bool, BackendError> {
+fn try_agent(
+    session: &Session,
+    user: &str,
+    opts: &SftpOptions,
+    tried: &mut Vec<String>,
+) -> Result<bool, BackendError> {
     let Ok(mut agent) = session.agent() else {
         return Ok(false);
     };
+    if let Some(socket) = &opts.agent_socket
+        && agent.set_identity_path(socket).is_err()
+    {
+        return Ok(false);
+    }
     if agent.connect().is_err() || agent.list_identities().is_err() {
         return Ok(false);
     }

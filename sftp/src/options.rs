@@ -47,8 +47,10 @@ pub struct SftpOptions {
     pub key_files: Vec<PathBuf>,
     /// A file holding the passphrase of the key files (first line).
     pub passphrase_file: Option<PathBuf>,
-    /// Whether to try the keys of ssh-agent (`SSH_AUTH_SOCK`).
+    /// Whether to try the keys of ssh-agent.
     pub use_agent: bool,
+    /// The ssh-agent socket; `None` means the one `SSH_AUTH_SOCK` names.
+    pub agent_socket: Option<PathBuf>,
     /// The known_hosts file; `None` means `~/.ssh/known_hosts`.
     pub known_hosts: Option<PathBuf>,
     /// Trust a host key that the known_hosts file does not list, and add it
@@ -68,6 +70,7 @@ impl Default for SftpOptions {
             key_files: Vec::new(),
             passphrase_file: None,
             use_agent: std::env::var_os("SSH_AUTH_SOCK").is_some(),
+            agent_socket: None,
             known_hosts: None,
             accept_new_host_key: false,
             connections: 4,

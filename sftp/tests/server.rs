@@ -210,7 +210,78 @@ fn a_key_the_server_does_not_accept_is_refused_clearly() {
 
     server.opts.key_files = vec![dir.path().join("no-such-key")];
     let (msg, _) = service_message(SftpBackend::connect(&server.base, &server.opts));
-    assert!(msg.contains("cannot load the key"), "{msg}");
+    assert!(msg.contains("no key could be used"), "{msg}");
+    assert!(msg.contains("no-such-key: no such key file"), "{msg}");
+}
+
+/// A private ssh-agent on a socket in `dir`, holding `keys`; killed on drop.
+struct Agent {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, keys: &[&Path]) -> Agent {
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent (openssh-client) must be installed");
+        let agent = Agent { child, socket };
+        let started = Instant::now();
+        while !agent.socket.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no agent socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for key in keys {
+            let status = Command::new("ssh-add")
+                .arg("-q")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &agent.socket)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ssh-add {}", key.display());
+        }
+        agent
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn keys_held_by_ssh_agent_log_in() {
+    let Some(mut server) = common::server("ssh_agent") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = keygen(dir.path(), "wrong_key", "");
+    // The agent holds a key the server refuses, then the right one.
+    let agent = Agent::start(dir.path(), &[&wrong, &server.key_file]);
+    server.opts.use_agent = true;
+    server.opts.agent_socket = Some(agent.socket.clone());
+    server.opts.key_files = vec![dir.path().join("no-such-key")];
+    let backend = SftpBackend::connect(&server.base, &server.opts).expect("agent login");
+    drop(backend);
+
+    // An agent with only a refused key: its keys are named in the message.
+    let other = tempfile::tempdir().unwrap();
+    let agent = Agent::start(other.path(), &[&wrong]);
+    server.opts.agent_socket = Some(agent.socket.clone());
+    let (msg, transient) = service_message(SftpBackend::connect(&server.base, &server.opts));
+    assert!(!transient, "{msg}");
+    assert!(msg.contains("ssh-agent key"), "{msg}");
+    assert!(msg.contains("no-such-key: no such key file"), "{msg}");
 }
 
 #[test]
@@ -253,14 +324,10 @@ fn a_closed_port_fails_fast_as_transient() {
     let Some(server) = common::server("closed_port") else {
         return;
     };
-    // A port that was just free.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 1 (tcpmux) is privileged and unused on any test machine; a
+    // port that was "just free" could be taken by another test's relay.
     let mut loc = server.base.clone();
-    loc.port = port;
+    loc.port = 1;
     let started = Instant::now();
     let (msg, transient) = service_message(SftpBackend::connect(&loc, &server.opts));
     assert!(transient, "{msg}");

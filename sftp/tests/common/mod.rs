@@ -57,6 +57,7 @@ pub fn server(test: &str) -> Option<Server> {
         key_files: vec![PathBuf::from(&key)],
         passphrase_file: None,
         use_agent: false,
+        agent_socket: None,
         known_hosts: Some(PathBuf::from(&known)),
         accept_new_host_key: false,
         connections: 4,
