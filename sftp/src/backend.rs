@@ -127,7 +127,8 @@ impl SftpBackend {
     /// address, host key or key is reported here.
     pub fn connect(loc: &SftpLocation, opts: &SftpOptions) -> Result<SftpBackend, BackendError> {
         let backend = SftpBackend::new(loc, opts)?;
-        backend.run("open", &backend.loc.path, Retry::Safe, |conn| {
+        let location = backend.loc.to_string();
+        backend.run("open", &location, Retry::Safe, |conn| {
             let stat = conn.sftp.stat(Path::new(&backend.loc.path))?;
             if stat.is_dir() {
                 Ok(())
@@ -329,7 +330,7 @@ impl SftpBackend {
     /// path is not mistaken for an empty repository.
     fn check_root(&self) -> Result<(), BackendError> {
         let root = &self.loc.path;
-        let stat = self.run("list", root, Retry::Safe, |conn| {
+        let stat = self.run("list", &self.loc.to_string(), Retry::Safe, |conn| {
             Ok(conn.sftp.stat(Path::new(root))?)
         })?;
         if stat.is_dir() {
