@@ -104,8 +104,9 @@ start() {
     /usr/sbin/sshd -t -f "$DIR/sshd_config"
     # -D: stay in the foreground (we background it), -e: log to stderr.
     /usr/sbin/sshd -D -e -f "$DIR/sshd_config" >>"$DIR/sshd.log" 2>&1 &
-    local i
+    local sshd_pid=$! i
     for i in $(seq 1 100); do
+        kill -0 "$sshd_pid" 2>/dev/null || break # it exited: see its log
         if running_pid >/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
             log "sshd running (pid $(running_pid)) on 127.0.0.1:$PORT, state in $DIR"
             print_env
