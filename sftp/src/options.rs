@@ -15,6 +15,7 @@
 //! | `CAIRN_SFTP_CONNECTIONS` | SSH connections opened in parallel (1-64) | 4 |
 //! | `CAIRN_SFTP_TIMEOUT_SECS` | longest wait for the server in any one call | 60 |
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -95,7 +96,18 @@ impl SftpOptions {
     /// The defaults, overridden by the `CAIRN_SFTP_*` environment variables
     /// (see the module docs).
     pub fn from_env() -> Result<SftpOptions, InvalidOption> {
-        let mut opts = SftpOptions::default();
+        SftpOptions::from_vars(|name| std::env::var_os(name))
+    }
+
+    /// [`SftpOptions::from_env`] with the variables looked up by `get`.
+    fn from_vars(get: impl Fn(&str) -> Option<OsString>) -> Result<SftpOptions, InvalidOption> {
+        let env_path = |name| get(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env_flag = |name| flag(name, get(name));
+        let env_number = |name, reason| number(name, get(name), reason);
+        let mut opts = SftpOptions {
+            use_agent: get("SSH_AUTH_SOCK").is_some_and(|v| !v.is_empty()),
+            ..SftpOptions::default()
+        };
         if let Some(path) = env_path(ENV_KEY_FILE) {
             opts.key_files = vec![path];
         }
@@ -168,16 +180,9 @@ fn home() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// A non-empty path from the environment.
-fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
-/// A yes/no flag from the environment (unset or empty is no).
-fn env_flag(name: &'static str) -> Result<bool, InvalidOption> {
-    let Some(value) = std::env::var_os(name) else {
+/// A yes/no flag (unset or empty is no).
+fn flag(name: &'static str, value: Option<OsString>) -> Result<bool, InvalidOption> {
+    let Some(value) = value else {
         return Ok(false);
     };
     let value = value.to_string_lossy().trim().to_ascii_lowercase();
@@ -188,9 +193,13 @@ fn env_flag(name: &'static str) -> Result<bool, InvalidOption> {
     }
 }
 
-/// A number from the environment.
-fn env_number(name: &'static str, reason: &'static str) -> Result<Option<u64>, InvalidOption> {
-    match std::env::var_os(name) {
+/// A number (unset or empty is none).
+fn number(
+    name: &'static str,
+    value: Option<OsString>,
+    reason: &'static str,
+) -> Result<Option<u64>, InvalidOption> {
+    match value {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
         Some(v) => {
@@ -206,5 +215,80 @@ fn invalid(name: &'static str, value: impl ToString, reason: &'static str) -> In
         name,
         value: value.to_string(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<SftpOptions, InvalidOption> {
+        SftpOptions::from_vars(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn defaults_without_variables() {
+        let opts = parse(&[]).unwrap();
+        assert!(opts.key_files.is_empty() && opts.passphrase_file.is_none());
+        assert!(!opts.use_agent && !opts.accept_new_host_key);
+        assert_eq!((opts.connections, opts.timeout.as_secs()), (4, 60));
+    }
+
+    #[test]
+    fn variables_override_the_defaults() {
+        let opts = parse(&[
+            ("SSH_AUTH_SOCK", "/run/agent"),
+            (ENV_KEY_FILE, "/keys/id"),
+            (ENV_PASSPHRASE_FILE, "/keys/pass"),
+            (ENV_KNOWN_HOSTS, "/keys/known"),
+            (ENV_ACCEPT_NEW_HOST_KEY, "yes"),
+            (ENV_CONNECTIONS, " 16 "),
+            (ENV_TIMEOUT_SECS, "5"),
+        ])
+        .unwrap();
+        assert!(opts.use_agent && opts.accept_new_host_key);
+        assert_eq!(opts.key_files, vec![PathBuf::from("/keys/id")]);
+        assert_eq!(opts.passphrase_file, Some("/keys/pass".into()));
+        assert_eq!(opts.known_hosts, Some("/keys/known".into()));
+        assert_eq!((opts.connections, opts.timeout.as_secs()), (16, 5));
+        let opts = parse(&[("SSH_AUTH_SOCK", "/run/agent"), (ENV_NO_AGENT, "1")]).unwrap();
+        assert!(!opts.use_agent);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_variable() {
+        for (name, value) in [
+            (ENV_CONNECTIONS, "0"),
+            (ENV_CONNECTIONS, "65"),
+            (ENV_CONNECTIONS, "four"),
+            (ENV_CONNECTIONS, "-1"),
+            (ENV_TIMEOUT_SECS, "0"),
+            (ENV_TIMEOUT_SECS, "1e3"),
+            (ENV_TIMEOUT_SECS, "99999999999999999999999"),
+            (ENV_ACCEPT_NEW_HOST_KEY, "maybe"),
+            (ENV_NO_AGENT, "2"),
+        ] {
+            let e = parse(&[(name, value)]).unwrap_err();
+            assert_eq!(e.name, name);
+            assert!(e.to_string().contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_passphrase_is_the_first_line_of_its_file() {
+        let dir = std::env::temp_dir().join(format!("cairn-sftp-pass-{}", std::process::id()));
+        std::fs::write(&dir, "s3cret words\r\nsecond line\n").unwrap();
+        let opts = SftpOptions {
+            passphrase_file: Some(dir.clone()),
+            ..SftpOptions::default()
+        };
+        let pass = opts.passphrase().unwrap().unwrap();
+        assert_eq!(pass.as_str(), "s3cret words");
+        std::fs::remove_file(&dir).unwrap();
+        assert!(opts.passphrase().is_err());
     }
 }

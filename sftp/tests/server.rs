@@ -551,6 +551,55 @@ fn a_server_that_hangs_mid_transfer_times_out_and_recovers() {
     }
 }
 
+/// Makes a directory immutable (`chattr +i`, which stops even root) until
+/// dropped.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Option<Immutable> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Immutable(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn permission_denied_is_permanent_and_names_the_object() {
+    let Some(server) = common::server("permission_denied") else {
+        return;
+    };
+    let backend = server.fresh("denied");
+    let Some(root) = server.local_path(backend.sftp_location()) else {
+        eprintln!("SKIPPED permission_denied: the server's directory is not on this machine");
+        return;
+    };
+    let h = Handle::new(ObjectKind::Index, &Id::of_object(b"denied"));
+    {
+        let Some(_guard) = Immutable::set(&root.join("index")) else {
+            eprintln!("SKIPPED permission_denied: chattr +i does not work here");
+            return;
+        };
+        let e = backend.write_new(&h, b"index").unwrap_err();
+        let msg = e.to_string();
+        eprintln!("refused as expected: {msg}");
+        assert!(!e.is_transient(), "{e:?}");
+        assert!(matches!(e, BackendError::Service { .. }), "{e:?}");
+        assert!(msg.contains(&h.to_string()), "{msg}");
+        assert!(msg.contains("permission denied"), "{msg}");
+    }
+    backend.write_new(&h, b"index").unwrap();
+    std::fs::remove_dir_all(root).unwrap();
+}
+
 #[test]
 fn stale_temp_files_are_removed_and_fresh_ones_kept() {
     let Some(server) = common::server("stale_temp_files") else {
@@ -579,12 +628,4 @@ fn stale_temp_files_are_removed_and_fresh_ones_kept() {
     );
     assert_eq!(backend.read(&h).unwrap(), b"object");
     std::fs::remove_dir_all(root).unwrap();
-}
-
-#[test]
-fn options_come_from_the_environment() {
-    // Only checks parsing; no server needed.
-    let opts = SftpOptions::default();
-    assert_eq!(opts.connections, 4);
-    assert!(!opts.accept_new_host_key);
 }
