@@ -143,7 +143,7 @@ fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> DiskError {
 }
 
 /// Chunks handed to a worker at once.
-const BATCH_BYTES: u64 = 2 << 20;
+const BATCH_BYTES: u64 = 1 << 20;
 
 /// Whether every byte is zero (vectorizes: no early exit inside a block).
 pub fn is_zero(data: &[u8]) -> bool {
@@ -360,7 +360,7 @@ fn advise_sequential(file: &File) {
 
 /// Bytes read from the source per window (more when the maximum chunk size
 /// asks for it).
-const WINDOW: usize = 16 << 20;
+const WINDOW: usize = 8 << 20;
 
 /// Chunks of one window handed to a worker: the window's bytes, the disk
 /// offset of its first byte, the chunks as (offset in window, length), and
