@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::chunklist::{Extent, ListError, ListReader, ListRoot, ListWriter};
+use crate::disk_cut::{Cut, Cutter, Known};
 use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_new_chunk};
 
 /// The root blob of a disk snapshot: the disks it holds.
@@ -237,14 +238,12 @@ fn backup_disk_windowed(
             sparse: file.metadata().is_ok_and(|m| m.is_file()),
             hole_bytes: AtomicU64::new(0),
         };
-        let parent = parent
-            .map(|p| ParentCursor::new(repo, &p.extents))
-            .transpose()?;
+        let parent_extents = parent.map(|p| p.extents);
         run_pipeline(
             repo,
             chunker,
             &source,
-            parent,
+            parent_extents.as_ref(),
             threads.max(1),
             &mut writer,
             &mut stats,
@@ -371,7 +370,7 @@ struct Batch {
     /// Disk offset of `window[window_start]`.
     window_pos: u64,
     window_start: usize,
-    chunks: Vec<(usize, usize)>,
+    chunks: Vec<Cut>,
     parents: Vec<ParentExtent>,
 }
 
@@ -387,7 +386,7 @@ fn run_pipeline(
     repo: &Repository,
     chunker: &Chunker,
     source: &Source<'_>,
-    parent: Option<ParentCursor<'_>>,
+    parent: Option<&ListRoot>,
     threads: usize,
     writer: &mut ListWriter<'_>,
     stats: &mut DiskBackupStats,
@@ -404,7 +403,9 @@ fn run_pipeline(
         let reader_done = done_tx.clone();
         let abort_ref = &abort;
         s.spawn(move || {
-            if let Err(e) = read_and_cut(chunker, source, parent, threads, &work_tx, abort_ref) {
+            if let Err(e) =
+                read_and_cut(repo, chunker, source, parent, threads, &work_tx, abort_ref)
+            {
                 abort_ref.store(true, Ordering::Relaxed);
                 let _ = reader_done.send(Err(e));
             }
@@ -501,15 +502,22 @@ fn read_ahead(
 /// window's end), so the cuts are exactly those of the whole source in one
 /// piece.
 fn read_and_cut(
+    repo: &Repository,
     chunker: &Chunker,
     source: &Source<'_>,
-    mut parent: Option<ParentCursor<'_>>,
+    parent: Option<&ListRoot>,
     threads: usize,
     work: &SyncSender<Batch>,
     abort: &AtomicBool,
 ) -> Result<(), DiskError> {
     let window_len = source.window.max(4 * chunker.params().max_size);
     let head = chunker.params().max_size;
+    // Patches look at the parent's chunks overlapping each batch; the cutter
+    // re-uses the parent's cuts where the disk is unchanged.
+    let mut overlaps = parent.map(|p| ParentCursor::new(repo, p)).transpose()?;
+    let mut cutter = parent
+        .map(|p| Cutter::new(repo, chunker, p, threads))
+        .transpose()?;
     let free: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let (seg_tx, seg_rx) = sync_channel::<Result<Segment, DiskError>>(1);
     std::thread::scope(|s| {
@@ -533,21 +541,34 @@ fn read_and_cut(
             buf.truncate(head + got);
             // Disk offset of buf[start].
             let base = pos - carry.len() as u64;
-            let mut chunks: Vec<(usize, usize)> = chunker
-                .chunks_parallel(&buf[start..], threads)
-                .map(|c| (start + c.offset as usize, c.data.len()))
-                .collect();
-            let consumed = if last {
-                buf.len()
-            } else {
-                // Keep the last chunk for the next window.
-                chunks.pop().map_or(start, |(offset, _)| offset)
+            let (chunks, consumed) = match cutter.as_mut() {
+                Some(cutter) => {
+                    let (cuts, used) = cutter.cut(&buf[start..], base, last)?;
+                    let chunks: Vec<Cut> = cuts
+                        .into_iter()
+                        .map(|(o, l, k)| (start + o, l, k))
+                        .collect();
+                    (chunks, start + used)
+                }
+                None => {
+                    let mut chunks: Vec<Cut> = chunker
+                        .chunks_parallel(&buf[start..], threads)
+                        .map(|c| (start + c.offset as usize, c.data.len(), Known::Unknown))
+                        .collect();
+                    let consumed = if last {
+                        buf.len()
+                    } else {
+                        // Keep the last chunk for the next window.
+                        chunks.pop().map_or(start, |(offset, _, _)| offset)
+                    };
+                    (chunks, consumed)
+                }
             };
             carry = buf[consumed..].to_vec();
             let window = Arc::new(buf);
             sent.push_back(window.clone());
             for group in batches(&chunks) {
-                let parents = match (&mut parent, group.first(), group.last()) {
+                let parents = match (&mut overlaps, group.first(), group.last()) {
                     (Some(cursor), Some(first), Some(last)) => cursor.overlapping(
                         base + (first.0 - start) as u64,
                         base + (last.0 + last.1 - start) as u64,
@@ -604,11 +625,11 @@ fn recycle_windows(sent: &mut VecDeque<Arc<Vec<u8>>>, free: &Mutex<Vec<Vec<u8>>>
 }
 
 /// Splits a window's chunks into groups of about `BATCH_BYTES`.
-fn batches(chunks: &[(usize, usize)]) -> Vec<&[(usize, usize)]> {
+fn batches(chunks: &[Cut]) -> Vec<&[Cut]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
-    for (i, &(_, len)) in chunks.iter().enumerate() {
+    for (i, &(_, len, _)) in chunks.iter().enumerate() {
         bytes += len as u64;
         if bytes >= BATCH_BYTES {
             out.push(&chunks[start..=i]);
@@ -629,11 +650,16 @@ fn process_batch(
 ) -> Result<BatchResult, DiskError> {
     let mut stats = DiskBackupStats::default();
     let mut extents = Vec::with_capacity(batch.chunks.len());
-    for &(offset, len) in &batch.chunks {
+    for &(offset, len, known) in &batch.chunks {
         let bytes = &batch.window[offset..offset + len];
         stats.chunks += 1;
         stats.bytes_read += len as u64;
-        if is_zero(bytes) {
+        let zero = match known {
+            Known::Zero => true,
+            Known::Blob(_) => false,
+            Known::Unknown => is_zero(bytes),
+        };
+        if zero {
             stats.bytes_zero += len as u64;
             extents.push(Extent {
                 len: len as u64,
@@ -641,7 +667,10 @@ fn process_batch(
             });
             continue;
         }
-        let id = repo.blob_id(bytes);
+        let id = match known {
+            Known::Blob(id) => id,
+            _ => repo.blob_id(bytes),
+        };
         if !repo.has_blob(&id) {
             let pos = batch.window_pos + (offset - batch.window_start) as u64;
             let (saved, _) = save_new_chunk(repo, id, bytes, pos, &batch.parents, counters)?;
@@ -1134,6 +1163,92 @@ mod tests {
         };
         restore_disk(&repo, &a, &out, &opts, &|_| {}).unwrap();
         assert!(std::fs::read(&out).unwrap() == data);
+    }
+
+    /// A disk of random data with runs of zeros, deterministic from `seed`.
+    fn disk_with_zero_runs(seed: u64, len: usize) -> Vec<u8> {
+        let mut data = cairn_chunker::testdata::pseudo_random(seed, len);
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for _ in 0..6 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = (x as usize) % len;
+            let run = (x >> 32) as usize % (700 << 10);
+            data[at..(at + run).min(len)].fill(0);
+        }
+        data
+    }
+
+    #[test]
+    fn cuts_re_used_from_the_parent_equal_chunking_the_whole_disk() {
+        let repo = crate::chunklist::tests::test_repo();
+        let chunker = crate::repo::chunker_for(&repo, true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let len = 6 << 20;
+        type Edit = fn(&mut Vec<u8>);
+        let edits: [(&str, Edit); 8] = [
+            ("unchanged", |_| {}),
+            ("scattered blocks", |d| {
+                for i in 0..30 {
+                    let at = (i * 7919 * 4096 + 12_345) % (d.len() - 4096);
+                    d[at..at + 4096]
+                        .copy_from_slice(&cairn_chunker::testdata::pseudo_random(i as u64, 4096));
+                }
+            }),
+            ("zeros written over data", |d| {
+                d[1_000_000..1_900_000].fill(0)
+            }),
+            ("data written over zeros", |d| {
+                for b in d.iter_mut().step_by(5000) {
+                    *b = b.wrapping_add(1);
+                }
+            }),
+            ("one byte in a zero run", |d| {
+                let z = d.iter().position(|&b| b == 0).unwrap_or(0);
+                let at = z + 100_000.min(d.len() - z - 1);
+                d[at] = 1;
+            }),
+            ("grown", |d| {
+                d.extend_from_slice(&cairn_chunker::testdata::pseudo_random(77, 1_234_567))
+            }),
+            ("shrunk", |d| d.truncate(d.len() - 777_777)),
+            ("all new", |d| {
+                *d = cairn_chunker::testdata::pseudo_random(99, d.len())
+            }),
+        ];
+        for seed in 1..4u64 {
+            for (name, edit) in edits {
+                let before = disk_with_zero_runs(seed, len);
+                std::fs::write(&path, &before).unwrap();
+                let (parent, _) =
+                    backup_disk_windowed(&repo, &chunker, &path, None, 2, &|_| {}, 256 << 10)
+                        .unwrap();
+                let mut after = before.clone();
+                edit(&mut after);
+                std::fs::write(&path, &after).unwrap();
+                for window in [256 << 10, 300_001, 8 << 20] {
+                    let (fresh, _) =
+                        backup_disk_windowed(&repo, &chunker, &path, None, 2, &|_| {}, window)
+                            .unwrap();
+                    let (reused, _) = backup_disk_windowed(
+                        &repo,
+                        &chunker,
+                        &path,
+                        Some(&parent),
+                        2,
+                        &|_| {},
+                        window,
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        fresh.extents, reused.extents,
+                        "seed {seed}, {name}, window {window}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

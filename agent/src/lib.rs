@@ -15,6 +15,7 @@
 pub mod analyze;
 pub mod chunklist;
 pub mod disk;
+pub mod disk_cut;
 pub mod disk_patch;
 pub mod exit;
 pub mod files_backup;
