@@ -52,6 +52,11 @@ pub fn code_for_error(err: &anyhow::Error) -> u8 {
         {
             return NO_REPOSITORY;
         }
+        if let Some(cairn_objstore::OpenError::MissingContainer { .. }) =
+            cause.downcast_ref::<cairn_objstore::OpenError>()
+        {
+            return NO_REPOSITORY;
+        }
     }
     FAILURE
 }

@@ -1,6 +1,11 @@
 //! Opening a repository from what the user gave: a location, and a password
 //! or key from the environment, a file, a command or the terminal.
 //!
+//! Locations are parsed by [`cairn_objstore::Location`]: a directory, an
+//! `s3://` bucket or an `azure://` container (their endpoints and
+//! credentials come from the environment, see docs/targets.md), or an
+//! `sftp://` URL (not available in this build yet).
+//!
 //! Secrets never come from the command line (they would show in `ps` and
 //! shell history): `CAIRN_PASSWORD_FILE`, `CAIRN_PASSWORD_COMMAND`,
 //! `CAIRN_KEY_FILE` (a raw 32-byte key), or a prompt on the terminal. They
@@ -10,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use cairn_objstore::{AzureConfig, Location, ObjectBackend, Options, S3Config};
 use cairn_store::backend::LocalBackend;
 use cairn_store::keyfile::parse_raw_key;
 use cairn_store::{Backend, Credential, OpenOptions, Repository};
@@ -19,7 +25,8 @@ use zeroize::Zeroizing;
 /// Where the repository is and how to unlock it.
 #[derive(Debug, Clone, Default)]
 pub struct RepoSpec {
-    /// The location: `/path` or `local:/path` (remote targets come later).
+    /// The location: `/path`, `local:/path`, `s3://bucket/prefix`,
+    /// `azure://container/prefix` or `sftp://user@host/path`.
     pub location: String,
     /// A file holding the password (first line).
     pub password_file: Option<PathBuf>,
@@ -42,6 +49,21 @@ pub enum RepoError {
     /// A location of a kind this build does not support.
     #[error("unsupported repository location {0:?}: use a directory path (/path or local:/path)")]
     UnsupportedLocation(String),
+    /// A malformed location.
+    #[error(transparent)]
+    Location(#[from] cairn_objstore::LocationError),
+    /// An object-storage target that could not be opened (missing bucket,
+    /// bad credentials, unreachable endpoint).
+    #[error(transparent)]
+    Target(#[from] cairn_objstore::OpenError),
+    /// An SFTP location: the SFTP target is not part of this build yet.
+    #[error(
+        "{0}: the SFTP target is not available in this build yet; use a directory, s3:// or azure:// location"
+    )]
+    SftpUnavailable(String),
+    /// `init` at a location that already holds a repository.
+    #[error("{0} already holds a repository; choose another location")]
+    AlreadyARepository(String),
     /// No way to get a password.
     #[error(
         "no password source: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_KEY_FILE, or run on a terminal to be asked"
@@ -80,39 +102,62 @@ impl RepoSpec {
         }
     }
 
+    /// The parsed location.
+    pub fn parsed_location(&self) -> Result<Location, RepoError> {
+        match Location::parse(&self.location) {
+            Err(cairn_objstore::LocationError::Empty) => Err(RepoError::NoLocation),
+            other => Ok(other?),
+        }
+    }
+
     /// The directory a local location names.
     pub fn local_path(&self) -> Result<PathBuf, RepoError> {
-        let loc = self.location.trim();
-        if loc.is_empty() {
-            return Err(RepoError::NoLocation);
+        match self.parsed_location()? {
+            Location::Local(path) => Ok(path),
+            _ => Err(RepoError::UnsupportedLocation(
+                self.location.trim().to_string(),
+            )),
         }
-        let path = loc.strip_prefix("local:").unwrap_or(loc);
-        if path.contains("://")
-            || !(path.starts_with('/') || path.starts_with('.') || !path.contains(':'))
-        {
-            return Err(RepoError::UnsupportedLocation(loc.to_string()));
-        }
-        Ok(PathBuf::from(path))
     }
 
     /// The backend of an existing repository.
     pub fn backend(&self) -> Result<Arc<dyn Backend>, RepoError> {
-        let path = self.local_path()?;
-        let b = LocalBackend::open(&path).map_err(|source| RepoError::Backend {
-            location: path.display().to_string(),
-            source,
-        })?;
-        Ok(Arc::new(b))
+        match self.parsed_location()? {
+            Location::Local(path) => {
+                let b = LocalBackend::open(&path).map_err(|source| RepoError::Backend {
+                    location: path.display().to_string(),
+                    source,
+                })?;
+                Ok(Arc::new(b))
+            }
+            other => Ok(Arc::new(open_remote(&other)?)),
+        }
     }
 
-    /// The backend for a new repository (creates the directory).
+    /// The backend for a new repository: creates the directory of a local
+    /// one; an object store has no directory to create, so there this
+    /// refuses a location that already holds a `config`.
     pub fn create_backend(&self) -> Result<Arc<dyn Backend>, RepoError> {
-        let path = self.local_path()?;
-        let b = LocalBackend::create(&path).map_err(|source| RepoError::Backend {
-            location: path.display().to_string(),
-            source,
-        })?;
-        Ok(Arc::new(b))
+        match self.parsed_location()? {
+            Location::Local(path) => {
+                let b = LocalBackend::create(&path).map_err(|source| RepoError::Backend {
+                    location: path.display().to_string(),
+                    source,
+                })?;
+                Ok(Arc::new(b))
+            }
+            other => {
+                let b = open_remote(&other)?;
+                let exists = b.has_config().map_err(|source| RepoError::Backend {
+                    location: other.to_string(),
+                    source,
+                })?;
+                if exists {
+                    return Err(RepoError::AlreadyARepository(other.to_string()));
+                }
+                Ok(Arc::new(b))
+            }
+        }
     }
 
     /// Open options: the cache directory and OS randomness.
@@ -125,6 +170,30 @@ impl RepoSpec {
                 .or_else(cairn_store::Cache::default_dir)
         };
         OpenOptions::new(dir)
+    }
+}
+
+/// Opens a remote target with the endpoint, credentials and timeouts of the
+/// environment.
+fn open_remote(location: &Location) -> Result<ObjectBackend, RepoError> {
+    let config_err = |source| cairn_objstore::OpenError::Config {
+        location: location.to_string(),
+        source,
+    };
+    let options = Options::from_lookup(&cairn_objstore::config::process_env).map_err(config_err)?;
+    match location {
+        Location::S3(loc) => {
+            let config = S3Config::from_env().map_err(config_err)?;
+            Ok(ObjectBackend::s3(loc, &config, &options)?)
+        }
+        Location::Azure(loc) => {
+            let config = AzureConfig::from_env().map_err(config_err)?;
+            Ok(ObjectBackend::azure(loc, &config, &options)?)
+        }
+        Location::Sftp(_) => Err(RepoError::SftpUnavailable(location.to_string())),
+        Location::Local(path) => Err(RepoError::UnsupportedLocation(
+            path.display().to_string(),
+        )),
     }
 }
 
@@ -302,9 +371,15 @@ mod tests {
         assert_eq!(s("rel/dir").local_path().unwrap(), PathBuf::from("rel/dir"));
         assert!(matches!(s("").local_path(), Err(RepoError::NoLocation)));
         assert!(matches!(
-            s("s3://b/p").local_path(),
+            s("s3://bucket/p").local_path(),
             Err(RepoError::UnsupportedLocation(_))
         ));
+        assert!(matches!(
+            s("s3://b/p").local_path(),
+            Err(RepoError::Location(_))
+        ));
+        let e = s("sftp://u@h/r").backend().err().unwrap();
+        assert!(e.to_string().contains("not available in this build"), "{e}");
     }
 
     #[test]
