@@ -191,9 +191,7 @@ fn open_remote(location: &Location) -> Result<ObjectBackend, RepoError> {
             Ok(ObjectBackend::azure(loc, &config, &options)?)
         }
         Location::Sftp(_) => Err(RepoError::SftpUnavailable(location.to_string())),
-        Location::Local(path) => Err(RepoError::UnsupportedLocation(
-            path.display().to_string(),
-        )),
+        Location::Local(path) => Err(RepoError::UnsupportedLocation(path.display().to_string())),
     }
 }
 

@@ -39,9 +39,9 @@ use object_store::{
     PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 
+use crate::OpenError;
 use crate::config::{AzureConfig, Options, S3Config};
 use crate::location::ObjectLocation;
-use crate::OpenError;
 
 /// Which service a backend talks to (for messages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,11 @@ fn retry_config(o: &Options) -> RetryConfig {
 impl ObjectBackend {
     /// Opens the S3 bucket (and prefix) `loc` names with `config`, and checks
     /// that the bucket exists and the credentials are accepted.
-    pub fn s3(loc: &ObjectLocation, config: &S3Config, options: &Options) -> Result<Self, OpenError> {
+    pub fn s3(
+        loc: &ObjectLocation,
+        config: &S3Config,
+        options: &Options,
+    ) -> Result<Self, OpenError> {
         let location = format!("s3://{loc}");
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&loc.container)
@@ -130,7 +134,14 @@ impl ObjectBackend {
             location: location.clone(),
             message: e.to_string(),
         })?;
-        Self::finish(Arc::new(store), Service::S3, loc, config.endpoint.clone(), location, options)
+        Self::finish(
+            Arc::new(store),
+            Service::S3,
+            loc,
+            config.endpoint.clone(),
+            location,
+            options,
+        )
     }
 
     /// Opens the Azure container (and prefix) `loc` names with `config`, and
@@ -155,8 +166,10 @@ impl ObjectBackend {
         if let Some(k) = &config.access_key {
             b = b.with_access_key(&k.0);
         } else if let Some(sas) = &config.sas_token {
-            let pairs = object_store::azure::split_sas(sas.0.trim_start_matches('?'))
-                .map_err(|_| client_err("the SAS token is malformed (expected sv=...&sig=...)".into()))?;
+            let pairs =
+                object_store::azure::split_sas(sas.0.trim_start_matches('?')).map_err(|_| {
+                    client_err("the SAS token is malformed (expected sv=...&sig=...)".into())
+                })?;
             b = b.with_sas_authorization(pairs);
         }
         if let Some(ep) = &config.endpoint {
@@ -314,18 +327,22 @@ fn is_missing_container(e: &BackendError) -> bool {
 }
 
 /// Maps an `object_store` error of `op` on `object` to a [`BackendError`].
-fn map_error(service: Service, op: &'static str, object: String, e: object_store::Error) -> BackendError {
+fn map_error(
+    service: Service,
+    op: &'static str,
+    object: String,
+    e: object_store::Error,
+) -> BackendError {
     use object_store::Error as E;
     let detail = describe(&e);
     match e {
-        E::NotFound { .. } if detail.contains("NoSuchBucket") || detail.contains("ContainerNotFound") => {
+        E::NotFound { .. }
+            if detail.contains("NoSuchBucket") || detail.contains("ContainerNotFound") =>
+        {
             BackendError::Service {
                 op,
                 object,
-                message: format!(
-                    "the {} does not exist ({detail})",
-                    service.container_word()
-                ),
+                message: format!("the {} does not exist ({detail})", service.container_word()),
                 transient: false,
             }
         }
@@ -357,7 +374,10 @@ fn is_transient(e: &object_store::Error, detail: &str) -> bool {
     while let Some(err) = cur {
         if let Some(h) = err.downcast_ref::<object_store::client::HttpError>() {
             use object_store::client::HttpErrorKind as K;
-            return matches!(h.kind(), K::Connect | K::Request | K::Timeout | K::Interrupted);
+            return matches!(
+                h.kind(),
+                K::Connect | K::Request | K::Timeout | K::Interrupted
+            );
         }
         cur = err.source();
     }
@@ -399,7 +419,9 @@ fn describe(e: &object_store::Error) -> String {
         let len = all[start..].find(&close)?;
         Some(all[start..start + len].trim().to_string())
     };
-    let status = status_in(&all).map(|s| format!("HTTP {s}: ")).unwrap_or_default();
+    let status = status_in(&all)
+        .map(|s| format!("HTTP {s}: "))
+        .unwrap_or_default();
     match (tag("Code"), tag("Message")) {
         (Some(code), Some(msg)) => format!("{status}{code}: {}", first_line(&msg)),
         (Some(code), None) => format!("{status}{code}"),

@@ -136,7 +136,12 @@ impl Options {
                 .parse()
                 .ok()
                 .filter(|s| (1..=86_400).contains(s))
-                .ok_or_else(|| bad("CAIRN_TARGET_TIMEOUT", "a number of seconds from 1 to 86400"))?;
+                .ok_or_else(|| {
+                    bad(
+                        "CAIRN_TARGET_TIMEOUT",
+                        "a number of seconds from 1 to 86400",
+                    )
+                })?;
             o.timeout = Duration::from_secs(secs);
             o.connect_timeout = o.connect_timeout.min(o.timeout);
         }
@@ -175,7 +180,10 @@ fn home_file(env: Lookup<'_>, override_var: &str, rel: &str) -> Option<PathBuf> 
 
 /// Reads the `section` of an INI file (as AWS writes them) into a map; a
 /// missing file or section gives `None`.
-fn ini_section(path: &PathBuf, section: &str) -> Result<Option<HashMap<String, String>>, ConfigError> {
+fn ini_section(
+    path: &PathBuf,
+    section: &str,
+) -> Result<Option<HashMap<String, String>>, ConfigError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -243,7 +251,8 @@ impl S3Config {
                 ));
             }
             (None, None) => {
-                if let Some(path) = home_file(env, "AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials")
+                if let Some(path) =
+                    home_file(env, "AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials")
                     && let Some(s) = ini_section(&path, &profile)?
                 {
                     c.access_key_id = s.get("aws_access_key_id").cloned();
@@ -352,7 +361,8 @@ impl AzureConfig {
                 c.endpoint = Some(format!("{proto}://{account}.blob.{suffix}"));
             }
         }
-        if let Some(a) = env("AZURE_STORAGE_ACCOUNT").or_else(|| env("AZURE_STORAGE_ACCOUNT_NAME")) {
+        if let Some(a) = env("AZURE_STORAGE_ACCOUNT").or_else(|| env("AZURE_STORAGE_ACCOUNT_NAME"))
+        {
             c.account = Some(a);
         }
         if let Some(k) = env("AZURE_STORAGE_KEY").or_else(|| env("AZURE_STORAGE_ACCOUNT_KEY")) {
@@ -472,7 +482,8 @@ mod tests {
     #[test]
     fn azure_connection_strings() {
         let cs = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;";
-        let c = AzureConfig::from_lookup(&vars(&[("AZURE_STORAGE_CONNECTION_STRING", cs)])).unwrap();
+        let c =
+            AzureConfig::from_lookup(&vars(&[("AZURE_STORAGE_CONNECTION_STRING", cs)])).unwrap();
         assert_eq!(c.account.as_deref(), Some("devstoreaccount1"));
         assert_eq!(c.access_key, Some(Secret("a2V5".into())));
         assert_eq!(
@@ -480,7 +491,8 @@ mod tests {
             Some("http://127.0.0.1:10000/devstoreaccount1")
         );
         let cs = "AccountName=acct;SharedAccessSignature=sv=2022-11-02&sig=a%3D;EndpointSuffix=core.windows.net";
-        let c = AzureConfig::from_lookup(&vars(&[("AZURE_STORAGE_CONNECTION_STRING", cs)])).unwrap();
+        let c =
+            AzureConfig::from_lookup(&vars(&[("AZURE_STORAGE_CONNECTION_STRING", cs)])).unwrap();
         assert_eq!(c.sas_token, Some(Secret("sv=2022-11-02&sig=a%3D".into())));
         assert_eq!(
             c.endpoint.as_deref(),

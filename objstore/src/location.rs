@@ -161,7 +161,9 @@ impl Location {
             return Ok(Location::Local(PathBuf::from(loc)));
         };
         match scheme.to_ascii_lowercase().as_str() {
-            "sftp" => parse_sftp(rest).map(Location::Sftp).map_err(|r| invalid(&r)),
+            "sftp" => parse_sftp(rest)
+                .map(Location::Sftp)
+                .map_err(|r| invalid(&r)),
             "s3" => parse_object(rest, ContainerRules::S3)
                 .map(Location::S3)
                 .map_err(|r| invalid(&r)),
@@ -251,7 +253,10 @@ fn split_host_port(hostport: &str) -> Result<(String, Option<&str>), String> {
         let Some((host, after)) = v6.split_once(']') else {
             return Err("unclosed '[' in an IPv6 address".into());
         };
-        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         {
             return Err(format!("{host:?} is not an IPv6 address"));
         }
@@ -344,8 +349,14 @@ fn check_container(name: &str, rules: ContainerRules) -> Result<(), String> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b));
-    let ends_ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    let ends_ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     let azure_dashes = matches!(rules, ContainerRules::Azure) && name.contains("--");
     if (3..=63).contains(&name.len())
         && ok_chars
@@ -391,7 +402,10 @@ mod tests {
     #[test]
     fn local_forms() {
         assert_eq!(ok("/srv/backup"), Location::Local("/srv/backup".into()));
-        assert_eq!(ok("  /srv/backup \n"), Location::Local("/srv/backup".into()));
+        assert_eq!(
+            ok("  /srv/backup \n"),
+            Location::Local("/srv/backup".into())
+        );
         assert_eq!(ok("local:/x"), Location::Local("/x".into()));
         assert_eq!(ok("local:rel"), Location::Local("rel".into()));
         assert_eq!(ok("rel/dir"), Location::Local("rel/dir".into()));
@@ -464,7 +478,10 @@ mod tests {
     fn object_forms() {
         assert_eq!(ok("s3://bucket"), Location::S3(obj("bucket", "")));
         assert_eq!(ok("s3://bucket/"), Location::S3(obj("bucket", "")));
-        assert_eq!(ok("s3://my.bucket-1/a/b/"), Location::S3(obj("my.bucket-1", "a/b")));
+        assert_eq!(
+            ok("s3://my.bucket-1/a/b/"),
+            Location::S3(obj("my.bucket-1", "a/b"))
+        );
         assert_eq!(ok("azure://cont/x"), Location::Azure(obj("cont", "x")));
         assert_eq!(ok("az://cont"), Location::Azure(obj("cont", "")));
         assert_eq!(ok("s3://b12/p/q").to_string(), "s3://b12/p/q");

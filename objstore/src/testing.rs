@@ -8,10 +8,10 @@
 //! `CAIRN_REQUIRE_SERVERS=1` is set a missing server panics, so CI cannot
 //! pass by testing nothing.
 
+use crate::OpenError;
 use crate::backend::{ObjectBackend, Service};
 use crate::config::{AzureConfig, Lookup, Options, S3Config};
 use crate::location::ObjectLocation;
-use crate::OpenError;
 
 /// A test server and the bucket or container the tests may use.
 #[derive(Debug, Clone)]
@@ -61,12 +61,18 @@ pub fn s3() -> Option<TestTarget> {
         container: get("CAIRN_TEST_S3_BUCKET", "cairn-test"),
         env: vec![
             ("CAIRN_S3_ENDPOINT".into(), endpoint),
-            ("AWS_ACCESS_KEY_ID".into(), get("CAIRN_TEST_S3_ACCESS_KEY_ID", "test")),
+            (
+                "AWS_ACCESS_KEY_ID".into(),
+                get("CAIRN_TEST_S3_ACCESS_KEY_ID", "test"),
+            ),
             (
                 "AWS_SECRET_ACCESS_KEY".into(),
                 get("CAIRN_TEST_S3_SECRET_ACCESS_KEY", "test"),
             ),
-            ("AWS_REGION".into(), get("CAIRN_TEST_S3_REGION", "us-east-1")),
+            (
+                "AWS_REGION".into(),
+                get("CAIRN_TEST_S3_REGION", "us-east-1"),
+            ),
         ],
     })
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use cairn_objstore::testing::{self, TestTarget, unique_prefix};
 use cairn_objstore::{ObjectBackend, OpenError, Options};
-use cairn_store::backend::{Backend, BackendError, Handle, ObjectKind, conformance};
 use cairn_store::Id;
+use cairn_store::backend::{Backend, BackendError, Handle, ObjectKind, conformance};
 
 /// Options that send the conformance suite's 5 MiB pack through the
 /// multipart path too.
@@ -88,7 +88,10 @@ fn large_pack(target: &TestTarget) {
         Err(BackendError::AlreadyExists { .. })
     ));
     let off = 9 * 1024 * 1024 - 17;
-    assert_eq!(b.read_range(&h, off, 70_000).unwrap(), &data[off as usize..off as usize + 70_000]);
+    assert_eq!(
+        b.read_range(&h, off, 70_000).unwrap(),
+        &data[off as usize..off as usize + 70_000]
+    );
     assert_eq!(b.stat(&h).unwrap().size, data.len() as u64);
     assert_eq!(b.list(ObjectKind::Pack).unwrap().len(), 1);
     b.delete(&h).unwrap();
@@ -114,7 +117,10 @@ fn missing_container(mut target: TestTarget) {
     let e = target.open_with("x", &Options::default()).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, OpenError::MissingContainer { .. }), "{e:?}");
-    assert!(msg.contains("does not exist") && msg.contains("create it"), "{msg}");
+    assert!(
+        msg.contains("does not exist") && msg.contains("create it"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -146,7 +152,11 @@ fn unreachable(mut target: TestTarget, var: &str, value: String) {
     };
     let started = Instant::now();
     let e = target.open_with("x", &options).unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
     match &e {
         OpenError::Target { source, .. } => assert!(source.is_transient(), "{source:?}"),
         other => panic!("expected a target error, got {other:?}"),
@@ -194,8 +204,14 @@ fn wrong_credentials_are_refused_on_azure() {
         )];
         let e = t.open_with("x", &Options::default()).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("access denied") || msg.contains("403"), "{msg}");
-        assert!(matches!(e, OpenError::Target { ref source, .. } if !source.is_transient()), "{e:?}");
+        assert!(
+            msg.contains("access denied") || msg.contains("403"),
+            "{msg}"
+        );
+        assert!(
+            matches!(e, OpenError::Target { ref source, .. } if !source.is_transient()),
+            "{e:?}"
+        );
     }
 }
 

@@ -2,8 +2,8 @@
 
 use cairn::exit::Outcome;
 use cairn::repo::{RepoError, hostname, read_secret, username};
-use cairn_objstore::Location;
 use cairn_chunker::ChunkerParams;
+use cairn_objstore::Location;
 use cairn_store::keyfile::KeyFileInfo;
 use cairn_store::{ChunkSizes, ChunkerConfig, InitOptions, KdfParams, Repository};
 
