@@ -176,9 +176,9 @@ impl RepoSpec {
 /// Opens a remote target with the endpoint, credentials and timeouts of the
 /// environment.
 fn open_remote(location: &Location) -> Result<ObjectBackend, RepoError> {
-    let config_err = |source| cairn_objstore::OpenError::Config {
+    let config_err = |error| cairn_objstore::OpenError::Config {
         location: location.to_string(),
-        source,
+        error,
     };
     let options = Options::from_lookup(&cairn_objstore::config::process_env).map_err(config_err)?;
     match location {

@@ -243,7 +243,7 @@ impl ObjectBackend {
                 } else {
                     Err(OpenError::Target {
                         location: self.location.clone(),
-                        source: err,
+                        error: err,
                     })
                 }
             }
@@ -358,6 +358,17 @@ fn map_error(
             ),
             transient: false,
         },
+        // Listings report 401/403 as generic errors.
+        _ if detail.starts_with("HTTP 401") || detail.starts_with("HTTP 403") => {
+            BackendError::Service {
+                op,
+                object,
+                message: format!(
+                    "access denied: check the credentials in the environment (see docs/targets.md): {detail}"
+                ),
+                transient: false,
+            }
+        }
         ref other => BackendError::Service {
             op,
             object,
@@ -403,12 +414,17 @@ fn status_in(s: &str) -> Option<u16> {
 }
 
 /// A short description of an error: the service's code and message when its
-/// XML body has them, else the innermost error's text.
+/// XML body has them, else the innermost cause (such as "Connection
+/// refused"), with the number of retries made.
 fn describe(e: &object_store::Error) -> String {
     let mut texts = Vec::new();
+    let mut connect = false;
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = cur {
         texts.push(err.to_string());
+        if let Some(h) = err.downcast_ref::<object_store::client::HttpError>() {
+            connect |= h.kind() == object_store::client::HttpErrorKind::Connect;
+        }
         cur = err.source();
     }
     let all = texts.join(" | ");
@@ -422,18 +438,25 @@ fn describe(e: &object_store::Error) -> String {
     let status = status_in(&all)
         .map(|s| format!("HTTP {s}: "))
         .unwrap_or_default();
+    // "... after 3 retries, max_retries: ..." in the client's message.
+    let retries = all
+        .find("after ")
+        .and_then(|i| {
+            let rest = &all[i..];
+            rest.find(" retries").map(|j| &rest[..j + " retries".len()])
+        })
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
     match (tag("Code"), tag("Message")) {
-        (Some(code), Some(msg)) => format!("{status}{code}: {}", first_line(&msg)),
-        (Some(code), None) => format!("{status}{code}"),
+        (Some(code), Some(msg)) => format!("{status}{code}: {}{retries}", first_line(&msg)),
+        (Some(code), None) => format!("{status}{code}{retries}"),
         _ => {
-            // The innermost cause says most (e.g. "Connection refused");
-            // the outermost adds which request it was.
-            let inner = texts.last().cloned().unwrap_or_default();
-            let outer = texts.first().cloned().unwrap_or_default();
-            if outer.contains(&inner) {
-                first_line(&outer).to_string()
+            let inner = texts.last().map(|t| first_line(t)).unwrap_or_default();
+            let what = if connect { "cannot connect: " } else { "" };
+            if status.is_empty() {
+                format!("{what}{inner}{retries}")
             } else {
-                format!("{} ({})", first_line(&inner), first_line(&outer))
+                format!("{status}{inner}{retries}")
             }
         }
     }

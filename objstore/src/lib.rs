@@ -44,13 +44,14 @@ pub enum ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The settings from the environment do not work.
-    #[error("{location}: {source}")]
+    // The inner errors are part of the message, not `source()`: the binary
+    // prints the whole chain, which would say everything twice.
+    #[error("{location}: {error}")]
     Config {
         /// The repository location.
         location: String,
         /// What is wrong.
-        #[source]
-        source: ConfigError,
+        error: ConfigError,
     },
     /// The bucket or container does not exist.
     #[error(
@@ -68,13 +69,12 @@ pub enum OpenError {
     },
     /// The target answered, but not as hoped (access denied, unreachable,
     /// ...): the message names the service's reason.
-    #[error("{location}: {source}")]
+    #[error("{location}: {error}")]
     Target {
         /// The repository location.
         location: String,
         /// The backend error.
-        #[source]
-        source: cairn_store::BackendError,
+        error: cairn_store::BackendError,
     },
     /// The HTTP client or runtime could not be set up.
     #[error("{location}: cannot set up the client: {message}")]

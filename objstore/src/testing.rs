@@ -123,9 +123,9 @@ impl TestTarget {
             prefix: prefix.to_string(),
         };
         let env: Lookup<'_> = &|n: &str| self.lookup(n);
-        let cfg_err = |source| OpenError::Config {
+        let cfg_err = |error| OpenError::Config {
             location: self.url(prefix),
-            source,
+            error,
         };
         match self.service {
             Service::S3 => {

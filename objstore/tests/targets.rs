@@ -158,7 +158,7 @@ fn unreachable(mut target: TestTarget, var: &str, value: String) {
         started.elapsed()
     );
     match &e {
-        OpenError::Target { source, .. } => assert!(source.is_transient(), "{source:?}"),
+        OpenError::Target { error, .. } => assert!(error.is_transient(), "{error:?}"),
         other => panic!("expected a target error, got {other:?}"),
     }
     eprintln!("unreachable endpoint: {e}");
@@ -205,11 +205,11 @@ fn wrong_credentials_are_refused_on_azure() {
         let e = t.open_with("x", &Options::default()).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains("access denied") || msg.contains("403"),
+            msg.contains("access denied") && msg.contains("403"),
             "{msg}"
         );
         assert!(
-            matches!(e, OpenError::Target { ref source, .. } if !source.is_transient()),
+            matches!(e, OpenError::Target { ref error, .. } if !error.is_transient()),
             "{e:?}"
         );
     }
