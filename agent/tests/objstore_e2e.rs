@@ -14,18 +14,12 @@ use std::process::{Command, Output};
 use cairn_objstore::testing::{self, TestTarget, unique_prefix};
 use common::{Env, fill};
 
-/// Runs `cairn` against `repo` with the target's endpoint and credentials in
-/// the environment (and nothing from the caller's own cloud settings).
-fn cairn(
-    env: &Env,
-    target: &TestTarget,
-    repo: &str,
-    extra: &[(&str, &str)],
-    args: &[&str],
-) -> Output {
+/// The `cairn` command against `repo` with `env`'s password and cache and the
+/// target's endpoint and credentials in the environment (and nothing from
+/// the caller's own cloud settings).
+fn command(env: &Env, target: &TestTarget, repo: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    cmd.args(args)
-        .env("CAIRN_REPO", repo)
+    cmd.env("CAIRN_REPO", repo)
         .env("CAIRN_PASSWORD_FILE", env.path("pw"))
         .env("CAIRN_CACHE_DIR", env.path("cache"))
         .env_remove("CAIRN_PASSWORD_COMMAND")
@@ -46,8 +40,22 @@ fn cairn(
         cmd.env_remove(var);
     }
     cmd.envs(target.env.iter().map(|(k, v)| (k, v)));
-    cmd.envs(extra.iter().copied());
-    cmd.output().unwrap()
+    cmd
+}
+
+/// Runs `cairn args` (see [`command`]) with `extra` variables.
+fn cairn(
+    env: &Env,
+    target: &TestTarget,
+    repo: &str,
+    extra: &[(&str, &str)],
+    args: &[&str],
+) -> Output {
+    command(env, target, repo)
+        .args(args)
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap()
 }
 
 fn ok(env: &Env, target: &TestTarget, repo: &str, args: &[&str]) -> Output {
@@ -334,4 +342,80 @@ fn bad_urls_and_sftp_give_clear_errors() {
         &["snapshots"],
     );
     expect_failure(&out, 1, &["AWS_ACCESS_KEY_ID"]);
+}
+
+/// Several agents (processes) back up different sources into one
+/// repository at the same time: every snapshot restores byte for byte.
+fn concurrent_agents(target: &TestTarget) {
+    const AGENTS: u64 = 3;
+    let env = Env::new();
+    let repo = target.url(&unique_prefix("fleet"));
+    ok(&env, target, &repo, &["init", "--kdf-memory", "8", "-q"]);
+    let sources = tempfile::tempdir().unwrap();
+    let mut children = Vec::new();
+    for a in 0..AGENTS {
+        let src = sources.path().join(format!("agent{a}"));
+        std::fs::create_dir_all(&src).unwrap();
+        // Some data shared by all agents (dedup across them), some their own.
+        std::fs::write(src.join("shared"), fill(500, 3 << 20)).unwrap();
+        std::fs::write(src.join("own"), fill(600 + a, (2 << 20) + a as usize)).unwrap();
+        // Each agent its own cache, as on separate machines.
+        let agent_env = Env::new();
+        std::fs::copy(env.path("pw"), agent_env.path("pw")).unwrap();
+        let mut cmd = command(&agent_env, target, &repo);
+        cmd.args(["backup", "--json", "--tag", &format!("agent{a}")])
+            .arg(&src)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        children.push((src, agent_env, cmd.spawn().unwrap()));
+    }
+    let mut snapshots = Vec::new();
+    for (src, _agent_env, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "concurrent backup of {} failed: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        snapshots.push((src, v["snapshot"].as_str().unwrap().to_string()));
+    }
+    let listed = json(&env, target, &repo, &["snapshots", "--json"]);
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        AGENTS as usize,
+        "{listed}"
+    );
+    for (src, id) in &snapshots {
+        let dest = env.path(&format!("restore-{id}"));
+        ok(
+            &env,
+            target,
+            &repo,
+            &[
+                "restore",
+                id,
+                "--target",
+                dest.to_str().unwrap(),
+                "--verify",
+                "-q",
+            ],
+        );
+        same_tree(src, &dest.join(src.strip_prefix("/").unwrap()));
+    }
+}
+
+#[test]
+fn s3_concurrent_agents_into_one_repository() {
+    if let Some(t) = testing::s3() {
+        concurrent_agents(&t);
+    }
+}
+
+#[test]
+fn azure_concurrent_agents_into_one_repository() {
+    if let Some(t) = testing::azure() {
+        concurrent_agents(&t);
+    }
 }
