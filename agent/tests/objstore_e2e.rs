@@ -124,6 +124,8 @@ fn backup_and_restore(target: &TestTarget) {
         &["init", "--kdf-memory", "8", "--json"],
     );
     assert_eq!(init["repository"].as_str(), Some(repo.as_str()));
+    // Both test servers honour If-None-Match, and init checked it.
+    assert_eq!(init["create_only_writes"].as_bool(), Some(true), "{init}");
 
     // init refuses a location that holds a repository.
     let again = cairn(

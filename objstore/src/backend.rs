@@ -321,6 +321,22 @@ impl ObjectBackend {
     }
 }
 
+/// Whether `backend` refuses to create an object that exists, as the
+/// repository assumes (some S3-compatible servers ignore `If-None-Match`).
+///
+/// It rewrites the repository's `config` with its own bytes, so the target
+/// is unchanged whichever way it answers. Call it on a repository that has
+/// a config (right after `init`).
+pub fn honours_create_only(backend: &dyn Backend) -> Result<bool, BackendError> {
+    let config = Handle::config();
+    let bytes = backend.read(&config)?;
+    match backend.write_new(&config, &bytes) {
+        Err(BackendError::AlreadyExists { .. }) => Ok(true),
+        Ok(()) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn is_missing_container(e: &BackendError) -> bool {
     matches!(e, BackendError::Service { message, .. }
         if message.contains("NoSuchBucket") || message.contains("ContainerNotFound"))

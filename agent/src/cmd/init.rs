@@ -76,10 +76,34 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         hostname: hostname(),
         username: username(),
     };
+    let target = backend.clone();
     let repo = Repository::init(backend, &secret.credential(), &init, spec.open_options())?;
     let id = repo.config().repo_id;
+    // Object stores: check that the service really refuses to overwrite
+    // (docs/targets.md); warn if not, since locks then cannot be trusted.
+    let create_only = match &location {
+        Location::Local(_) => Some(true),
+        _ => match cairn_objstore::backend::honours_create_only(&*target) {
+            Ok(honoured) => Some(honoured),
+            Err(e) => {
+                eprintln!("warning: could not check that the target refuses overwrites: {e}");
+                None
+            }
+        },
+    };
+    if create_only == Some(false) {
+        eprintln!(
+            "warning: {location} accepted an overwrite of an existing object (it ignores If-None-Match): \
+             backups work, but operations that need a lock (prune, forget) are not safe against \
+             other agents on this target"
+        );
+    }
     if args.repo.json {
-        print_json(&serde_json::json!({ "repository": location.to_string(), "id": id }))?;
+        print_json(&serde_json::json!({
+            "repository": location.to_string(),
+            "id": id,
+            "create_only_writes": create_only,
+        }))?;
     } else if !args.repo.quiet {
         print(&format!(
             "created repository {} at {}\nKeep the password safe: without it (or another key) the backups cannot be read.\n",
