@@ -324,8 +324,15 @@ fn parse_object(rest: &str, rules: ContainerRules) -> Result<ObjectLocation, Str
             if seg == "." || seg == ".." {
                 return Err("'.' and '..' are not allowed in the prefix".into());
             }
-            if seg.contains('\\') || seg.contains('*') {
-                return Err(format!("prefix segment {seg:?} holds '\\' or '*'"));
+            // A plain character set: keys are then the same bytes on every
+            // service and in every tool (no percent-encoding surprises).
+            if !seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-+=@,".contains(&b))
+            {
+                return Err(format!(
+                    "prefix segment {seg:?} may only hold letters, digits and . _ - + = @ ,"
+                ));
             }
         }
         if prefix.len() > 512 {
@@ -506,7 +513,13 @@ mod tests {
         assert!(err("s3://bucket/a//b").contains("empty segment"));
         assert!(err("s3://bucket/a/../b").contains(".."));
         assert!(err("s3://bucket/./b").contains(".."));
-        assert!(err("s3://bucket/a*").contains("'*'"));
+        assert!(err("s3://bucket/a*").contains("may only hold"));
+        assert!(err("s3://bucket/a b").contains("may only hold"));
+        assert!(err("azure://cont/x%2Fy").contains("may only hold"));
+        assert_eq!(
+            ok("s3://bucket/host=vm-042/daily"),
+            Location::S3(obj("bucket", "host=vm-042/daily"))
+        );
         assert!(err(&format!("s3://bucket/{}", "a".repeat(600))).contains("512"));
         assert!(err("gs://bucket").contains("unknown scheme"));
         assert!(err("http://host/x").contains("unknown scheme"));
