@@ -46,11 +46,15 @@ pub fn code_for_error(err: &anyhow::Error) -> u8 {
                 _ => {}
             }
         }
-        if let Some(crate::repo::RepoError::Backend { source, .. }) =
-            cause.downcast_ref::<crate::repo::RepoError>()
-            && source.is_not_found()
-        {
-            return NO_REPOSITORY;
+        match cause.downcast_ref::<crate::repo::RepoError>() {
+            Some(crate::repo::RepoError::Backend { source, .. }) if source.is_not_found() => {
+                return NO_REPOSITORY;
+            }
+            // A bucket or container that does not exist holds no repository.
+            Some(crate::repo::RepoError::Target(cairn_objstore::OpenError::MissingContainer {
+                ..
+            })) => return NO_REPOSITORY,
+            _ => {}
         }
     }
     FAILURE

@@ -1,6 +1,13 @@
 //! Opening a repository from what the user gave: a location, and a password
 //! or key from the environment, a file, a command or the terminal.
 //!
+//! Locations are parsed by [`cairn_objstore::Location`]: a directory, an
+//! `s3://` bucket or an `azure://` container (their endpoints and
+//! credentials come from the environment, see docs/targets.md), or an
+//! `sftp://` URL (crate `cairn-sftp`; keys and host keys from the
+//! environment and `~/.ssh`). Every target is wrapped with the retries and
+//! bandwidth caps of [`TargetOptions`].
+//!
 //! Secrets never come from the command line (they would show in `ps` and
 //! shell history): `CAIRN_PASSWORD_FILE`, `CAIRN_PASSWORD_COMMAND`,
 //! `CAIRN_KEY_FILE` (a raw 32-byte key), or a prompt on the terminal. They
@@ -10,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use cairn_objstore::{AzureConfig, Location, ObjectBackend, Options, S3Config};
+
+use crate::target_opts::{TargetOptions, wrap_backend};
 use cairn_store::backend::LocalBackend;
 use cairn_store::keyfile::parse_raw_key;
 use cairn_store::{Backend, Credential, OpenOptions, Repository};
@@ -19,7 +29,8 @@ use zeroize::Zeroizing;
 /// Where the repository is and how to unlock it.
 #[derive(Debug, Clone, Default)]
 pub struct RepoSpec {
-    /// The location: `/path` or `local:/path` (remote targets come later).
+    /// The location: `/path`, `local:/path`, `s3://bucket/prefix`,
+    /// `azure://container/prefix` or `sftp://user@host/path`.
     pub location: String,
     /// A file holding the password (first line).
     pub password_file: Option<PathBuf>,
@@ -31,6 +42,8 @@ pub struct RepoSpec {
     pub cache_dir: Option<PathBuf>,
     /// Keep no cache on disk.
     pub no_cache: bool,
+    /// Retries and bandwidth caps around the target.
+    pub target: TargetOptions,
 }
 
 /// Problems with what the user gave, before the repository is reached.
@@ -42,6 +55,25 @@ pub enum RepoError {
     /// A location of a kind this build does not support.
     #[error("unsupported repository location {0:?}: use a directory path (/path or local:/path)")]
     UnsupportedLocation(String),
+    /// A malformed location.
+    #[error(transparent)]
+    Location(#[from] cairn_objstore::LocationError),
+    /// An object-storage target that could not be opened (missing bucket,
+    /// bad credentials, unreachable endpoint).
+    #[error(transparent)]
+    Target(#[from] cairn_objstore::OpenError),
+    /// An SFTP location that does not parse, or SFTP settings in the
+    /// environment that are wrong.
+    #[error("{location}: {message}")]
+    Sftp {
+        /// The location.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `init` at a location that already holds a repository.
+    #[error("{0} already holds a repository; choose another location")]
+    AlreadyARepository(String),
     /// No way to get a password.
     #[error(
         "no password source: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_KEY_FILE, or run on a terminal to be asked"
@@ -77,42 +109,96 @@ impl RepoSpec {
             key_file: var("CAIRN_KEY_FILE").map(PathBuf::from),
             cache_dir: var("CAIRN_CACHE_DIR").map(PathBuf::from),
             no_cache: false,
+            target: TargetOptions::default(),
+        }
+    }
+
+    /// The parsed location.
+    pub fn parsed_location(&self) -> Result<Location, RepoError> {
+        match Location::parse(&self.location) {
+            Err(cairn_objstore::LocationError::Empty) => Err(RepoError::NoLocation),
+            other => Ok(other?),
         }
     }
 
     /// The directory a local location names.
     pub fn local_path(&self) -> Result<PathBuf, RepoError> {
-        let loc = self.location.trim();
-        if loc.is_empty() {
-            return Err(RepoError::NoLocation);
+        match self.parsed_location()? {
+            Location::Local(path) => Ok(path),
+            _ => Err(RepoError::UnsupportedLocation(
+                self.location.trim().to_string(),
+            )),
         }
-        let path = loc.strip_prefix("local:").unwrap_or(loc);
-        if path.contains("://")
-            || !(path.starts_with('/') || path.starts_with('.') || !path.contains(':'))
-        {
-            return Err(RepoError::UnsupportedLocation(loc.to_string()));
-        }
-        Ok(PathBuf::from(path))
     }
 
-    /// The backend of an existing repository.
+    /// The backend of an existing repository, wrapped with the retries and
+    /// bandwidth caps.
     pub fn backend(&self) -> Result<Arc<dyn Backend>, RepoError> {
-        let path = self.local_path()?;
-        let b = LocalBackend::open(&path).map_err(|source| RepoError::Backend {
-            location: path.display().to_string(),
-            source,
-        })?;
-        Ok(Arc::new(b))
+        let inner: Arc<dyn Backend> = match self.parsed_location()? {
+            Location::Local(path) => {
+                let b = LocalBackend::open(&path).map_err(|source| RepoError::Backend {
+                    location: path.display().to_string(),
+                    source,
+                })?;
+                Arc::new(b)
+            }
+            Location::Sftp(_) => Arc::new(self.open_sftp(false)?),
+            other => Arc::new(open_remote(&other)?),
+        };
+        Ok(wrap_backend(inner, &self.target))
     }
 
-    /// The backend for a new repository (creates the directory).
-    pub fn create_backend(&self) -> Result<Arc<dyn Backend>, RepoError> {
-        let path = self.local_path()?;
-        let b = LocalBackend::create(&path).map_err(|source| RepoError::Backend {
-            location: path.display().to_string(),
+    /// Connects to an SFTP location (`create`: make the repository's
+    /// directories, for `init`).
+    fn open_sftp(&self, create: bool) -> Result<cairn_sftp::SftpBackend, RepoError> {
+        let location = self.location.trim();
+        let err = |message: String| RepoError::Sftp {
+            location: location.to_string(),
+            message,
+        };
+        let loc = cairn_sftp::SftpLocation::parse(location).map_err(|e| err(e.to_string()))?;
+        let opts = cairn_sftp::SftpOptions::from_env().map_err(|e| err(e.to_string()))?;
+        let connected = if create {
+            cairn_sftp::SftpBackend::create(&loc, &opts)
+        } else {
+            cairn_sftp::SftpBackend::connect(&loc, &opts)
+        };
+        connected.map_err(|source| RepoError::Backend {
+            location: loc.to_string(),
             source,
-        })?;
-        Ok(Arc::new(b))
+        })
+    }
+
+    /// The backend for a new repository: creates the directory of a local
+    /// one; an object store has no directory to create, so there this
+    /// refuses a location that already holds a `config`.
+    pub fn create_backend(&self) -> Result<Arc<dyn Backend>, RepoError> {
+        let inner = self.create_unwrapped()?;
+        Ok(wrap_backend(inner, &self.target))
+    }
+
+    fn create_unwrapped(&self) -> Result<Arc<dyn Backend>, RepoError> {
+        match self.parsed_location()? {
+            Location::Local(path) => {
+                let b = LocalBackend::create(&path).map_err(|source| RepoError::Backend {
+                    location: path.display().to_string(),
+                    source,
+                })?;
+                Ok(Arc::new(b))
+            }
+            Location::Sftp(_) => Ok(Arc::new(self.open_sftp(true)?)),
+            other => {
+                let b = open_remote(&other)?;
+                let exists = b.has_config().map_err(|source| RepoError::Backend {
+                    location: other.to_string(),
+                    source,
+                })?;
+                if exists {
+                    return Err(RepoError::AlreadyARepository(other.to_string()));
+                }
+                Ok(Arc::new(b))
+            }
+        }
     }
 
     /// Open options: the cache directory and OS randomness.
@@ -125,6 +211,29 @@ impl RepoSpec {
                 .or_else(cairn_store::Cache::default_dir)
         };
         OpenOptions::new(dir)
+    }
+}
+
+/// Opens a remote target with the endpoint, credentials and timeouts of the
+/// environment.
+fn open_remote(location: &Location) -> Result<ObjectBackend, RepoError> {
+    let config_err = |error| cairn_objstore::OpenError::Config {
+        location: location.to_string(),
+        error,
+    };
+    let options = Options::from_lookup(&cairn_objstore::config::process_env).map_err(config_err)?;
+    match location {
+        Location::S3(loc) => {
+            let config = S3Config::from_env().map_err(config_err)?;
+            Ok(ObjectBackend::s3(loc, &config, &options)?)
+        }
+        Location::Azure(loc) => {
+            let config = AzureConfig::from_env().map_err(config_err)?;
+            Ok(ObjectBackend::azure(loc, &config, &options)?)
+        }
+        Location::Sftp(_) | Location::Local(_) => {
+            Err(RepoError::UnsupportedLocation(location.to_string()))
+        }
     }
 }
 
@@ -302,9 +411,21 @@ mod tests {
         assert_eq!(s("rel/dir").local_path().unwrap(), PathBuf::from("rel/dir"));
         assert!(matches!(s("").local_path(), Err(RepoError::NoLocation)));
         assert!(matches!(
-            s("s3://b/p").local_path(),
+            s("s3://bucket/p").local_path(),
             Err(RepoError::UnsupportedLocation(_))
         ));
+        assert!(matches!(
+            s("s3://b/p").local_path(),
+            Err(RepoError::Location(_))
+        ));
+        // Nothing listens on port 1: a clear error naming the target.
+        let e = s("sftp://u@127.0.0.1:1/r").backend().err().unwrap();
+        assert!(e.to_string().contains("127.0.0.1"), "{e}");
+        let e = s("sftp://u:pw@h/r").backend().err().unwrap();
+        assert!(
+            !e.to_string().contains("pw@"),
+            "the password is not echoed: {e}"
+        );
     }
 
     #[test]

@@ -60,18 +60,12 @@ impl RepoArgs {
             spec.cache_dir = self.cache_dir.clone();
         }
         spec.no_cache = self.no_cache;
+        spec.target = self.target_options();
         spec
     }
 
-    /// The bandwidth caps and retries for the target (the lead wires them
-    /// into `RepoSpec`; see `cairn::target_opts::wrap_backend`).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "repo.rs calls it once wrap_backend is wired in (issue 5)"
-        )
-    )]
+    /// The bandwidth caps and retries for the target (see
+    /// `cairn::target_opts::wrap_backend`).
     pub fn target_options(&self) -> TargetOptions {
         TargetOptions {
             limit_upload: self.limit_upload.and_then(|r| r.0),

@@ -1,8 +1,9 @@
 //! `cairn init`: create a repository.
 
 use cairn::exit::Outcome;
-use cairn::repo::{hostname, read_secret, username};
+use cairn::repo::{RepoError, hostname, read_secret, username};
 use cairn_chunker::ChunkerParams;
+use cairn_objstore::Location;
 use cairn_store::keyfile::KeyFileInfo;
 use cairn_store::{ChunkSizes, ChunkerConfig, InitOptions, KdfParams, Repository};
 
@@ -39,15 +40,24 @@ fn sizes(p: ChunkerParams) -> ChunkSizes {
 /// Runs `cairn init`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let spec = args.repo.spec();
-    let path = spec.local_path()?;
-    if cairn::repo::looks_like_repo(&path) {
-        anyhow::bail!(
-            "{} already holds a repository; choose another location",
-            path.display()
-        );
-    }
+    let location = spec.parsed_location()?;
+    // A directory is created only once the password is known; a remote
+    // target has nothing to create, so it is checked (reachable, no config
+    // there yet) before the password is asked for.
+    let early = match &location {
+        Location::Local(path) => {
+            if cairn::repo::looks_like_repo(path) {
+                return Err(RepoError::AlreadyARepository(path.display().to_string()).into());
+            }
+            None
+        }
+        _ => Some(spec.create_backend()?),
+    };
     let secret = read_secret(&spec, true)?;
-    let backend = spec.create_backend()?;
+    let backend = match early {
+        Some(b) => b,
+        None => spec.create_backend()?,
+    };
     let mut init = InitOptions::new(ChunkerConfig {
         format: 1,
         disk: sizes(ChunkerParams::DISK_DEFAULT),
@@ -66,15 +76,39 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         hostname: hostname(),
         username: username(),
     };
+    let target = backend.clone();
     let repo = Repository::init(backend, &secret.credential(), &init, spec.open_options())?;
     let id = repo.config().repo_id;
+    // Object stores: check that the service really refuses to overwrite
+    // (docs/targets.md); warn if not, since locks then cannot be trusted.
+    let create_only = match &location {
+        Location::Local(_) => Some(true),
+        _ => match cairn_objstore::backend::honours_create_only(&*target) {
+            Ok(honoured) => Some(honoured),
+            Err(e) => {
+                eprintln!("warning: could not check that the target refuses overwrites: {e}");
+                None
+            }
+        },
+    };
+    if create_only == Some(false) {
+        eprintln!(
+            "warning: {location} accepted an overwrite of an existing object (it ignores If-None-Match): \
+             backups work, but operations that need a lock (prune, forget) are not safe against \
+             other agents on this target"
+        );
+    }
     if args.repo.json {
-        print_json(&serde_json::json!({ "repository": path, "id": id }))?;
+        print_json(&serde_json::json!({
+            "repository": location.to_string(),
+            "id": id,
+            "create_only_writes": create_only,
+        }))?;
     } else if !args.repo.quiet {
         print(&format!(
             "created repository {} at {}\nKeep the password safe: without it (or another key) the backups cannot be read.\n",
             id.short(12),
-            path.display()
+            location
         ))?;
     }
     Ok(Outcome::Clean)
