@@ -13,6 +13,7 @@
 //! ([`walk`]), the source readers ([`source`]) and size parsing ([`units`]).
 
 pub mod analyze;
+pub mod check;
 pub mod chunklist;
 pub mod disk;
 pub mod disk_patch;

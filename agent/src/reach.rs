@@ -128,9 +128,9 @@ pub struct Walker<'r> {
     seen: HashSet<u128>,
 }
 
-/// Whether a store error says something about the blob read (damaged,
+/// Whether a store error says something about the object read (damaged,
 /// missing, of an unknown version) rather than about the target or cache.
-fn is_damage(e: &cairn_store::Error) -> bool {
+pub fn is_damage(e: &cairn_store::Error) -> bool {
     match e {
         cairn_store::Error::Corrupt { .. }
         | cairn_store::Error::BlobNotFound(_)
