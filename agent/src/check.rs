@@ -388,7 +388,8 @@ pub fn check(
             let hit = Walker::new(repo).walk_snapshot::<Attribution>(id, snapshot, &mut |v| {
                 let bad = match v {
                     Visit::Blob(r) => {
-                        r.location.is_none_or(|(pack, _)| damaged_packs.contains(&pack))
+                        r.location
+                            .is_none_or(|(pack, _)| damaged_packs.contains(&pack))
                             || damaged_blobs.contains(&r.id.prefix_u128())
                     }
                     Visit::Damaged(_) => true,
@@ -418,9 +419,15 @@ mod tests {
 
     #[test]
     fn subsets_parse_and_parts_cover_every_pack_once() {
-        assert_eq!("3/7".parse::<ReadData>().unwrap(), ReadData::Part { n: 3, m: 7 });
+        assert_eq!(
+            "3/7".parse::<ReadData>().unwrap(),
+            ReadData::Part { n: 3, m: 7 }
+        );
         assert_eq!("100%".parse::<ReadData>().unwrap(), ReadData::All);
-        assert_eq!("12.5%".parse::<ReadData>().unwrap(), ReadData::Percent(12.5));
+        assert_eq!(
+            "12.5%".parse::<ReadData>().unwrap(),
+            ReadData::Percent(12.5)
+        );
         for bad in ["0/3", "4/3", "1/0", "0%", "101%", "x", "1/", "%"] {
             assert!(bad.parse::<ReadData>().is_err(), "{bad}");
         }
@@ -440,9 +447,18 @@ mod tests {
             .count();
         assert!((60..140).contains(&share), "{share} of 500 at 20%");
         // Another salt, another draw; the same salt, the same one.
-        let again: Vec<bool> = ids.iter().map(|id| ReadData::Percent(20.0).selects(id, &salt)).collect();
-        let other: Vec<bool> = ids.iter().map(|id| ReadData::Percent(20.0).selects(id, &[8; 32])).collect();
-        let first: Vec<bool> = ids.iter().map(|id| ReadData::Percent(20.0).selects(id, &salt)).collect();
+        let again: Vec<bool> = ids
+            .iter()
+            .map(|id| ReadData::Percent(20.0).selects(id, &salt))
+            .collect();
+        let other: Vec<bool> = ids
+            .iter()
+            .map(|id| ReadData::Percent(20.0).selects(id, &[8; 32]))
+            .collect();
+        let first: Vec<bool> = ids
+            .iter()
+            .map(|id| ReadData::Percent(20.0).selects(id, &salt))
+            .collect();
         assert_eq!(again, first);
         assert_ne!(other, first);
     }

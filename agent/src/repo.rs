@@ -237,10 +237,8 @@ fn prompt(label: &str, confirm: bool) -> Result<Secret, RepoError> {
     if !std::io::stdin().is_terminal() {
         return Err(RepoError::NoPassword);
     }
-    let first = Zeroizing::new(
-        rpassword::prompt_password(label)
-            .map_err(|e| secret_err("terminal", e))?,
-    );
+    let first =
+        Zeroizing::new(rpassword::prompt_password(label).map_err(|e| secret_err("terminal", e))?);
     if confirm {
         let again = Zeroizing::new(
             rpassword::prompt_password("repeat the password: ")

@@ -95,10 +95,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             .into());
         }
         (false, false) => {
-            return Err(UsageError(
-                "give either --keep-* rules or snapshot ids, not both".into(),
-            )
-            .into());
+            return Err(
+                UsageError("give either --keep-* rules or snapshot ids, not both".into()).into(),
+            );
         }
         _ => {}
     }
