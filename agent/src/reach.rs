@@ -372,9 +372,7 @@ impl<'r> Walker<'r> {
             for node in &tree.nodes {
                 match (&node.kind, &node.content, &node.subtree) {
                     (NodeKind::Dir, _, Some(sub)) => {
-                        if self.report(*sub, BlobKind::Tree, visit)?.is_some() {
-                            pending.push(*sub);
-                        }
+                        pending.extend(self.report(*sub, BlobKind::Tree, visit)?.map(|r| r.id));
                     }
                     (_, Some(Content::Inline(extents)), _) => {
                         for blob in extents.iter().filter_map(|e| e.blob) {

@@ -570,7 +570,7 @@ mod tests {
         assert_eq!(d[0].id, Id([9; 32]));
         assert_eq!(d[0].reasons, vec![Reason::Last, Reason::Daily]);
         assert_eq!(kept(&groups), vec![Id([5; 32]), Id([7; 32]), Id([9; 32])]);
-        assert!(d.iter().all(|d| d.keep == !d.reasons.is_empty()));
+        assert!(d.iter().all(|d| d.keep != d.reasons.is_empty()));
     }
 
     #[test]
@@ -698,7 +698,7 @@ mod tests {
             let policy = Policy { last: n, ..Default::default() };
             let groups = apply(&snaps, &policy, "".parse().unwrap());
             let mut all: Vec<&(Id, Snapshot)> = snaps.iter().collect();
-            all.sort_by(|a, b| (b.1.time, b.0).cmp(&(a.1.time, a.0)));
+            all.sort_by_key(|s| std::cmp::Reverse((s.1.time, s.0)));
             let want: HashSet<Id> = all.iter().take(n as usize).map(|s| s.0).collect();
             let got: HashSet<Id> = kept(&groups).into_iter().collect();
             prop_assert_eq!(got.len(), (n as usize).min(snaps.len()));
