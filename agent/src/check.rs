@@ -416,6 +416,149 @@ pub fn check(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::chunklist::Extent;
+    use crate::tree::{Content, Node, NodeKind, Tree, save_tree};
+    use cairn_store::backend::MemoryBackend;
+    use cairn_store::{
+        Backend, BlobType, Credential, Handle, InitOptions, OpenOptions, SeededRandom, SnapshotKind,
+    };
+    use std::sync::Arc;
+
+    fn repo(backend: &Arc<MemoryBackend>, seed: &[u8]) -> Repository {
+        let mut open = OpenOptions::new(None);
+        open.rng = Arc::new(SeededRandom::new(seed));
+        let credential = Credential::Password(b"pw");
+        match Repository::open(backend.clone(), &credential, open.clone()) {
+            Ok(r) => r,
+            Err(_) => Repository::init(
+                backend.clone(),
+                &credential,
+                &InitOptions::for_tests(),
+                open,
+            )
+            .unwrap(),
+        }
+    }
+
+    /// A snapshot of one file made of `blobs` (in one backup session, so
+    /// its data goes to packs of its own).
+    fn file_snapshot(repo: &Repository, host: &str, blobs: &[Vec<u8>], extra: Option<Id>) -> Id {
+        let mut extents: Vec<Extent> = blobs
+            .iter()
+            .map(|b| Extent {
+                len: b.len() as u64,
+                blob: Some(repo.save_blob(BlobType::Data, b).unwrap().id),
+            })
+            .collect();
+        if let Some(ghost) = extra {
+            extents.push(Extent {
+                len: 1,
+                blob: Some(ghost),
+            });
+        }
+        let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+        node.content = Some(Content::Inline(extents));
+        let (root, _) = save_tree(repo, &Tree { nodes: vec![node] }).unwrap();
+        let snapshot = Snapshot {
+            time: 1_764_547_200,
+            time_nanos: 0,
+            hostname: host.into(),
+            username: "u".into(),
+            kind: SnapshotKind::Files,
+            paths: vec!["/f".into()],
+            tags: vec![],
+            parent: None,
+            root,
+            program_version: "test".into(),
+            stats: Default::default(),
+        };
+        repo.save_snapshot(&snapshot).unwrap()
+    }
+
+    fn blob(i: u32) -> Vec<u8> {
+        blake3::hash(&i.to_le_bytes()).as_bytes().repeat(200)
+    }
+
+    fn run(repo: &Repository, read_data: ReadData) -> CheckReport {
+        check(
+            repo,
+            &CheckOptions {
+                read_data,
+                salt: [0; 32],
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+    }
+
+    fn affected(report: &CheckReport) -> Vec<Id> {
+        let mut v: Vec<Id> = report.affected.iter().map(|a| a.id).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn damage_is_found_and_only_the_snapshots_reaching_it_are_named() {
+        let backend = Arc::new(MemoryBackend::new());
+        let r = repo(&backend, b"c1");
+        let shared: Vec<Vec<u8>> = (0..3).map(blob).collect();
+        let a = file_snapshot(&r, "a", &shared, None);
+        drop(r);
+        // Session 2: a snapshot with blobs of its own, and one reaching a
+        // blob the repository does not have.
+        let r = repo(&backend, b"c2");
+        let own: Vec<Vec<u8>> = (10..14).map(blob).collect();
+        let b = file_snapshot(&r, "b", &own, None);
+        let ghost = Id([0xee; 32]);
+        let c = file_snapshot(&r, "c", &shared, Some(ghost));
+        let report = run(&r, ReadData::All);
+        assert_eq!(report.problems_total, 1, "{:?}", report.problems);
+        assert!(report.problems[0].reason.contains("in no index file"));
+        assert_eq!(affected(&report), vec![c]);
+        assert_eq!(report.snapshots, 3);
+        let (b_pack, b_entry) = r.locate_blob(&r.blob_id(&own[0])).unwrap().unwrap();
+        let (a_pack, _) = r.locate_blob(&r.blob_id(&shared[0])).unwrap().unwrap();
+        assert_ne!(a_pack, b_pack);
+        drop(r);
+
+        // A flipped bit in a blob of b's pack: only --read-data sees it.
+        let handle = Handle::new(ObjectKind::Pack, &b_pack);
+        assert!(backend.corrupt(&handle, b_entry.offset as usize + 10, 0x04));
+        let r = repo(&backend, b"c3");
+        let structural = run(&r, ReadData::Nothing);
+        assert_eq!(structural.problems_total, 1);
+        let full = run(&r, ReadData::All);
+        assert_eq!(full.problems_total, 2, "{:?}", full.problems);
+        assert_eq!(affected(&full), {
+            let mut v = vec![b, c];
+            v.sort();
+            v
+        });
+        // A part that does not read that pack does not see it.
+        let parts: Vec<usize> = (1..=4)
+            .map(|n| run(&r, ReadData::Part { n, m: 4 }).problems_total)
+            .collect();
+        assert_eq!(parts.iter().filter(|&&p| p == 2).count(), 1, "{parts:?}");
+
+        // A's pack gone from the target: found without reading data, and a
+        // and c (which shares a's blobs) are affected.
+        backend
+            .delete(&Handle::new(ObjectKind::Pack, &a_pack))
+            .unwrap();
+        let gone = run(&r, ReadData::Nothing);
+        assert!(
+            gone.problems
+                .iter()
+                .any(|p| p.object == format!("pack {a_pack}")),
+            "{:?}",
+            gone.problems
+        );
+        assert_eq!(affected(&gone), {
+            let mut v = vec![a, c];
+            v.sort();
+            v
+        });
+    }
 
     #[test]
     fn subsets_parse_and_parts_cover_every_pack_once() {
