@@ -209,6 +209,17 @@ impl<'r> Walker<'r> {
         self.seen.len()
     }
 
+    /// Whether the walker has reported `id` (by its 16-byte prefix): after
+    /// walking every snapshot, whether a blob is reachable (prune's test).
+    pub fn has_seen(&self, id: &Id) -> bool {
+        self.seen.contains(&id.prefix_u128())
+    }
+
+    /// The 16-byte prefixes of every blob reported: the reachable set.
+    pub fn into_seen(self) -> HashSet<u128> {
+        self.seen
+    }
+
     /// Reports to `visit` every blob `snapshot` (whose id is `snapshot_id`)
     /// reaches that this walker has not reported before. Stops at the first
     /// error the visitor returns (`Err(E)`) or at a [`WalkError`].
@@ -543,6 +554,9 @@ mod tests {
         // A second walk with the same walker reports nothing new.
         let (again, _) = walk(&mut walker, &Id([1; 32]), &snap);
         assert!(again.is_empty());
+        assert!(want.iter().all(|(id, _)| walker.has_seen(id)));
+        assert!(!walker.has_seen(&Id([0x42; 32])));
+        assert_eq!(walker.into_seen().len(), blobs.len());
         // A fresh walker reports everything again.
         let (fresh, _) = walk(&mut Walker::new(&repo), &Id([1; 32]), &snap);
         assert_eq!(fresh, blobs);
