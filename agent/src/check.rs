@@ -328,6 +328,15 @@ pub fn check(
             report.packs_read += 1;
             match repo.verify_pack(pack) {
                 Ok(_) => {}
+                // A patch in this pack whose base, in another pack, fails:
+                // that pack is at fault, not this one (the walk attributes
+                // the base to the snapshots reaching it).
+                Err(e) if is_damage(&e) && !e.to_string().contains(&pack.to_hex()) => {
+                    report.problem(
+                        format!("pack {pack}"),
+                        format!("a patch in it cannot be rebuilt: {e}"),
+                    );
+                }
                 Err(e) if is_damage(&e) => {
                     report.problem(format!("pack {pack}"), e.to_string());
                     damaged_packs.insert(*pack);

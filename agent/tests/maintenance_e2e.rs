@@ -203,9 +203,17 @@ fn forget_check_and_damage_naming_the_affected_snapshots() {
         .cloned()
         .collect();
     assert_eq!(left, want);
-    // The disk group keeps only its newest; forget by id works too (disk1
-    // is gone already, so put it back in view by checking it is not there).
+    // The disk group keeps only its newest.
     assert!(!left.contains(&disk1));
+    // Forget by id (a unique prefix): a dry run, then for real; rules and
+    // ids together are refused.
+    let by_id = env.json(&["forget", "--dry-run", "--json", &file_snaps[1][..10]]);
+    assert_eq!(by_id["remove"][0], file_snaps[1].as_str());
+    assert_eq!(snapshot_ids(&env).len(), 3);
+    let both = env.cairn(&["forget", "--keep-last", "1", &file_snaps[1][..10]]);
+    assert_eq!(code(&both), 2);
+    env.ok(&["forget", "-q", &file_snaps[1][..10]]);
+    assert!(!snapshot_ids(&env).contains(&file_snaps[1]));
     let report = env.json(&["check", "--json", "--read-data"]);
     assert_eq!(report["problems_total"], 0, "{report}");
 
