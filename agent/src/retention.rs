@@ -760,25 +760,52 @@ mod tests {
         }
 
         #[test]
-        fn daily_keeps_the_newest_of_each_of_the_most_recent_days(
+        fn period_rules_keep_the_newest_of_each_of_the_most_recent_periods(
             snaps in arb_snapshots(),
             n in 1u32..10,
+            rule in 0usize..4,
         ) {
-            let policy = Policy { daily: n, ..Default::default() };
+            // The oracle: periods from the formatted UTC time (an
+            // independent calendar implementation), "YYYY-MM-DD HH".
+            let (policy, prefix) = match rule {
+                0 => (Policy { hourly: n, ..Default::default() }, 13),
+                1 => (Policy { daily: n, ..Default::default() }, 10),
+                2 => (Policy { monthly: n, ..Default::default() }, 7),
+                _ => (Policy { yearly: n, ..Default::default() }, 4),
+            };
+            let period = |t: i64| crate::units::format_time(t)[..prefix].to_string();
             let groups = apply(&snaps, &policy, "".parse().unwrap());
-            let mut days: Vec<i64> = snaps.iter().map(|s| s.1.time.div_euclid(86_400)).collect();
-            days.sort_unstable_by(|a, b| b.cmp(a));
-            days.dedup();
-            days.truncate(n as usize);
+            let mut periods: Vec<String> = snaps.iter().map(|s| period(s.1.time)).collect();
+            periods.sort_unstable_by(|a, b| b.cmp(a));
+            periods.dedup();
+            periods.truncate(n as usize);
             let mut want = Vec::new();
-            for day in days {
+            for p in periods {
                 let newest = snaps
                     .iter()
-                    .filter(|s| s.1.time.div_euclid(86_400) == day)
+                    .filter(|s| period(s.1.time) == p)
                     .max_by_key(|s| (s.1.time, s.0))
                     .unwrap();
                 want.push(newest.0);
             }
+            want.sort();
+            prop_assert_eq!(kept(&groups), want);
+        }
+
+        #[test]
+        fn keep_within_keeps_exactly_the_window_before_the_newest(
+            snaps in arb_snapshots(),
+            days in 0u32..400,
+        ) {
+            let w = Within { days, ..Default::default() };
+            let policy = Policy { within: Some(w), ..Default::default() };
+            let groups = apply(&snaps, &policy, "".parse().unwrap());
+            let newest = snaps.iter().map(|s| s.1.time).max();
+            let mut want: Vec<Id> = snaps
+                .iter()
+                .filter(|s| newest.is_some_and(|n| s.1.time >= n - i64::from(days) * 86_400))
+                .map(|s| s.0)
+                .collect();
             want.sort();
             prop_assert_eq!(kept(&groups), want);
         }
