@@ -350,34 +350,31 @@ pub fn check(
     let mut damaged_blobs: HashSet<u128> = HashSet::new();
     let mut walker = Walker::new(repo);
     for (id, snapshot) in &snapshots {
-        let mut found: Vec<(String, String, u128)> = Vec::new();
         walker.walk_snapshot::<CheckError>(id, snapshot, &mut |v| {
-            match v {
+            let (object, reason, blob) = match v {
                 Visit::Blob(r) => match r.location {
-                    None => found.push((
+                    None => (
                         format!("{} {}", r.kind.label(), r.id),
                         format!("reached from snapshot {} but in no index file", id.short(8)),
-                        r.id.prefix_u128(),
-                    )),
-                    Some((pack, entry)) if entry.blob_type != r.kind.blob_type() => found.push((
+                        r.id,
+                    ),
+                    Some((pack, entry)) if entry.blob_type != r.kind.blob_type() => (
                         format!("{} {}", r.kind.label(), r.id),
                         format!("stored in pack {pack} as a blob of the other type"),
-                        r.id.prefix_u128(),
-                    )),
-                    Some(_) => {}
+                        r.id,
+                    ),
+                    Some(_) => return Ok(()),
                 },
-                Visit::Damaged(d) => found.push((
+                Visit::Damaged(d) => (
                     format!("{} {}", d.kind.label(), d.id),
                     d.reason.clone(),
-                    d.id.prefix_u128(),
-                )),
-            }
+                    d.id,
+                ),
+            };
+            report.problem(object, reason);
+            damaged_blobs.insert(blob.prefix_u128());
             Ok(())
         })?;
-        for (object, reason, prefix) in found {
-            report.problem(object, reason);
-            damaged_blobs.insert(prefix);
-        }
     }
     report.blobs_reachable = walker.blobs_seen();
     drop(walker);
