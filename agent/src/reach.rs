@@ -27,6 +27,21 @@
 //! finding (check) or a reason to stop (prune, copy). Failures that say
 //! nothing about the repository's content (the target unreachable, the
 //! local cache failing) end the walk with [`WalkError`].
+//!
+//! The reachable set of a repository, as prune needs it (stopping at the
+//! first missing or damaged blob, since deleting anything then is unsafe):
+//!
+//! ```ignore
+//! let mut walker = Walker::new(&repo);
+//! for (id, snapshot) in repo.list_snapshots()? {
+//!     walker.walk_snapshot::<anyhow::Error>(&id, &snapshot, &mut |v| match v {
+//!         Visit::Blob(r) if r.location.is_none() => anyhow::bail!("{} {} is missing", r.kind.label(), r.id),
+//!         Visit::Blob(_) => Ok(()),
+//!         Visit::Damaged(d) => anyhow::bail!("{} {}: {}", d.kind.label(), d.id, d.reason),
+//!     })?;
+//! }
+//! let used = walker.into_seen(); // 16-byte prefixes of every reachable blob
+//! ```
 
 use std::collections::HashSet;
 
