@@ -409,3 +409,42 @@ fn unlock_removes_stale_locks_and_force_removes_live_ones() {
     holder.kill().unwrap();
     holder.wait().unwrap();
 }
+
+#[test]
+fn a_damaged_manifest_is_named_by_check_left_by_policies_and_removable_by_id() {
+    let env = Env::new();
+    env.ok(&["init", "-q", "--kdf-memory", "1", "--kdf-iterations", "1"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), fill(3, 50_000)).unwrap();
+    env.ok(&["backup", "-q", src.to_str().unwrap()]);
+    let damaged = latest(&env);
+    std::fs::write(src.join("b"), fill(4, 50_000)).unwrap();
+    env.ok(&["backup", "-q", src.to_str().unwrap()]);
+    let good = latest(&env);
+    let manifest = env.path("repo/snapshots").join(&damaged);
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    std::fs::write(&manifest, &bytes).unwrap();
+
+    let checked = env.cairn(&["check", "--json"]);
+    assert_eq!(code(&checked), 4, "{}", stderr(&checked));
+    let report: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(report["affected"][0]["id"], damaged.as_str(), "{report}");
+    assert_eq!(report["affected"][0]["unreadable"], true);
+    assert_eq!(report["affected"].as_array().unwrap().len(), 1);
+
+    // A policy never judges (or removes) what it cannot read: a warning.
+    let policy = env.cairn(&["forget", "--keep-last", "1"]);
+    assert_eq!(code(&policy), 3, "{}", stderr(&policy));
+    assert!(stderr(&policy).contains(&damaged), "{}", stderr(&policy));
+    assert!(manifest.exists());
+    // By id it goes, and the repository lists again.
+    env.ok(&["forget", "-q", &damaged[..12]]);
+    assert!(!manifest.exists());
+    let left: Vec<String> = snapshot_ids(&env).into_iter().collect();
+    assert_eq!(left, vec![good]);
+    let report = env.json(&["check", "--json"]);
+    assert_eq!(report["problems_total"], 0, "{report}");
+}

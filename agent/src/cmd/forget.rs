@@ -15,8 +15,8 @@
 use cairn::exit::{Outcome, UsageError};
 use cairn::repo::hostname;
 use cairn::retention::{GroupBy, Policy, Within, apply};
-use cairn::select;
 use cairn::units::format_time;
+use cairn_store::{Id, Repository};
 
 use super::common::{RepoArgs, print, print_json};
 use super::snapshots::FilterArgs;
@@ -30,7 +30,8 @@ Hours, days, ISO weeks, months and years are computed in UTC; --keep-within \
 counts back from the group's newest snapshot, not from now. Without any \
 --keep-* option forget refuses to run (it would remove every snapshot); \
 name snapshots instead to remove exactly those. Forget removes snapshot \
-manifests only: space is reclaimed by prune.")]
+manifests only: space is reclaimed by prune. A manifest that cannot be read \
+is left alone with a warning (exit 3); name its id to remove it.")]
 pub struct Args {
     #[command(flatten)]
     repo: RepoArgs,
@@ -107,7 +108,20 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     } else {
         Some(repo.lock(&hostname(), "forget", false)?)
     };
-    let list = select::list(&repo, &args.filter.filter())?;
+    // Manifests are read one by one: a damaged one is left alone (never
+    // judged by a policy) with a warning, and can be removed by its id.
+    let filter = args.filter.filter();
+    let mut list = Vec::new();
+    let mut unreadable = Vec::new();
+    for id in repo.snapshot_ids()? {
+        match repo.load_snapshot(&id) {
+            Ok(s) if filter.matches(&s) => list.push((id, s)),
+            Ok(_) => {}
+            Err(e) if cairn::reach::is_damage(&e) => unreadable.push((id, e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    list.sort_by_key(|(id, s)| (s.time, s.time_nanos, *id));
 
     let mut remove = Vec::new();
     let mut json_groups = serde_json::Value::Null;
@@ -139,14 +153,39 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         json_groups = serde_json::to_value(&groups)?;
     } else {
         for spec in &args.snapshots {
-            let (id, s) = cairn_store::Repository::resolve_snapshot(spec, &list)?;
-            if !remove.contains(id) {
-                text += &format!("  remove  {}  {}\n", id.short(8), format_time(s.time));
-                remove.push(*id);
+            let spec_lc = spec.to_ascii_lowercase();
+            let damaged: Vec<Id> = unreadable
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| !spec_lc.is_empty() && id.to_hex().starts_with(&spec_lc))
+                .collect();
+            let (id, shown) = match (
+                Repository::resolve_snapshot(spec, &list),
+                damaged.as_slice(),
+            ) {
+                (Ok((id, s)), []) => (*id, format_time(s.time)),
+                (Err(_), [id]) => (*id, "(unreadable manifest)".to_string()),
+                (Ok(_), [_, ..]) | (Err(_), [_, _, ..]) => anyhow::bail!(
+                    "snapshot {spec}: the prefix matches several snapshots; give more digits"
+                ),
+                (Err(e), []) => return Err(e.into()),
+            };
+            if !remove.contains(&id) {
+                text += &format!("  remove  {}  {shown}\n", id.short(8));
+                remove.push(id);
             }
         }
     }
 
+    let mut warnings = 0;
+    for (id, e) in &unreadable {
+        if !remove.contains(id) {
+            eprintln!(
+                "warning: snapshot {id} is unreadable and left alone ({e}); remove it by its id if it cannot be repaired"
+            );
+            warnings += 1;
+        }
+    }
     let mut removed = Vec::new();
     if !args.dry_run {
         for id in &remove {
@@ -176,5 +215,5 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         };
         print(&text)?;
     }
-    Ok(Outcome::Clean)
+    Ok(Outcome::from_warnings(warnings))
 }
