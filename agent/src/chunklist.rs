@@ -287,6 +287,33 @@ fn parse_page(page: &Id, bytes: &[u8], expect_level: u8) -> Result<Vec<PageEntry
     Ok(out)
 }
 
+/// One entry of a stored list page, for walkers that visit the pages
+/// themselves (reachability: check, prune, copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageItem {
+    /// An extent (the entries of level-0 pages).
+    Extent(Extent),
+    /// A child page, one level down.
+    Child(Id),
+}
+
+/// Loads and parses the page `page`, which sits at `level` of its list.
+pub fn read_page(repo: &Repository, page: &Id, level: u8) -> Result<Vec<PageItem>, ListError> {
+    if level > MAX_LEVEL {
+        return Err(ListError::Damaged {
+            page: *page,
+            reason: "too many levels".into(),
+        });
+    }
+    Ok(parse_page(page, &repo.load_blob(page)?, level)?
+        .into_iter()
+        .map(|e| match e {
+            PageEntry::Extent(x) => PageItem::Extent(x),
+            PageEntry::Child(c) => PageItem::Child(c.page),
+        })
+        .collect())
+}
+
 enum PageEntry {
     Extent(Extent),
     Child(ChildRef),

@@ -15,6 +15,9 @@ pub const USAGE: u8 = 2;
 /// The command finished, but some inputs were skipped with a warning (for
 /// example an unreadable file inside a directory); the warnings say which.
 pub const WARNINGS: u8 = 3;
+/// `cairn check` found damage: missing or corrupt objects; the report names
+/// the snapshots affected.
+pub const DAMAGE: u8 = 4;
 
 /// There is no repository at the given location (or it is not cairn's).
 pub const NO_REPOSITORY: u8 = 10;
@@ -30,6 +33,7 @@ Exit codes:
   1  failure (the message on standard error names what went wrong)
   2  usage error (bad option or value)
   3  finished with warnings (some inputs were skipped; see the warnings)
+  4  check found damage in the repository (the report names the snapshots affected)
   10  no repository at the given location
   11  wrong password or key
   12  the repository is locked by another operation";
@@ -67,6 +71,8 @@ pub enum Outcome {
     Clean,
     /// The command finished, but this many warnings were reported.
     Warnings(usize),
+    /// A check finished and found this many problems.
+    Damage(usize),
 }
 
 impl Outcome {
@@ -84,6 +90,7 @@ impl Outcome {
         match self {
             Self::Clean => OK,
             Self::Warnings(_) => WARNINGS,
+            Self::Damage(_) => DAMAGE,
         }
     }
 }
@@ -112,6 +119,7 @@ mod tests {
         assert_eq!(Outcome::from_warnings(0).code(), OK);
         assert_eq!(Outcome::from_warnings(2), Outcome::Warnings(2));
         assert_eq!(Outcome::from_warnings(2).code(), WARNINGS);
+        assert_eq!(Outcome::Damage(1).code(), DAMAGE);
     }
 
     #[test]
@@ -121,6 +129,7 @@ mod tests {
             FAILURE,
             USAGE,
             WARNINGS,
+            DAMAGE,
             NO_REPOSITORY,
             WRONG_PASSWORD,
             LOCKED,

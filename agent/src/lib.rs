@@ -13,6 +13,7 @@
 //! ([`walk`]), the source readers ([`source`]) and size parsing ([`units`]).
 
 pub mod analyze;
+pub mod check;
 pub mod chunklist;
 pub mod disk;
 pub mod disk_cut;
@@ -21,7 +22,9 @@ pub mod exit;
 pub mod files_backup;
 pub mod files_restore;
 pub mod progress;
+pub mod reach;
 pub mod repo;
+pub mod retention;
 pub mod select;
 pub mod source;
 pub mod stats;

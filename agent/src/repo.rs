@@ -308,7 +308,30 @@ pub fn read_secret(spec: &RepoSpec, confirm: bool) -> Result<Secret, RepoError> 
         }
         return non_empty(first_line(stdout), "CAIRN_PASSWORD_COMMAND's output");
     }
-    prompt(confirm)
+    prompt("repository password: ", confirm)
+}
+
+/// The new password of `key add` and `key passwd`: from
+/// `CAIRN_NEW_PASSWORD_FILE`, `CAIRN_NEW_PASSWORD_COMMAND`, or asked twice
+/// on the terminal; never from the command line.
+pub fn read_new_password() -> Result<Secret, RepoError> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let spec = RepoSpec {
+        password_file: var("CAIRN_NEW_PASSWORD_FILE").map(PathBuf::from),
+        password_command: var("CAIRN_NEW_PASSWORD_COMMAND").and_then(|v| v.into_string().ok()),
+        ..RepoSpec::default()
+    };
+    if spec.password_file.is_none() && spec.password_command.is_none() {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            return Err(secret_err(
+                "new password",
+                "none given: set CAIRN_NEW_PASSWORD_FILE or CAIRN_NEW_PASSWORD_COMMAND, or run on a terminal to be asked",
+            ));
+        }
+        return prompt("new password: ", true);
+    }
+    read_secret(&spec, true)
 }
 
 fn non_empty(p: Zeroizing<Vec<u8>>, what: &str) -> Result<Secret, RepoError> {
@@ -318,15 +341,13 @@ fn non_empty(p: Zeroizing<Vec<u8>>, what: &str) -> Result<Secret, RepoError> {
     Ok(Secret::Password(p))
 }
 
-fn prompt(confirm: bool) -> Result<Secret, RepoError> {
+fn prompt(label: &str, confirm: bool) -> Result<Secret, RepoError> {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
         return Err(RepoError::NoPassword);
     }
-    let first = Zeroizing::new(
-        rpassword::prompt_password("repository password: ")
-            .map_err(|e| secret_err("terminal", e))?,
-    );
+    let first =
+        Zeroizing::new(rpassword::prompt_password(label).map_err(|e| secret_err("terminal", e))?);
     if confirm {
         let again = Zeroizing::new(
             rpassword::prompt_password("repeat the password: ")

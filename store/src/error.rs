@@ -73,6 +73,19 @@ pub enum Error {
     /// An operation that needs the repository alone finds it locked by another.
     #[error("repository is locked {0}")]
     Locked(String),
+    /// A key id or prefix matched no key file, or more than one.
+    #[error("key {0}")]
+    KeyNotFound(String),
+    /// Removing the key file that opened the repository was asked for.
+    #[error(
+        "key {0} is the key this command opened the repository with; open the repository with another key to remove it, or use `cairn key passwd` to replace it"
+    )]
+    KeyInUse(Id),
+    /// Removing the only usable key file was asked for.
+    #[error(
+        "key {0} is the repository's last usable key; removing it would make the repository unreadable. Add another key first (`cairn key add`)"
+    )]
+    LastKey(Id),
 }
 
 impl Error {

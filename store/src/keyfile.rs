@@ -86,6 +86,21 @@ pub struct KeyFileInfo {
     pub username: String,
 }
 
+/// One key file of a repository, as `key list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyListing {
+    /// The key file's object id.
+    pub id: crate::id::Id,
+    /// Whether it is the key file the repository was opened with.
+    pub current: bool,
+    /// Whether a password unlocks it (else a raw key file).
+    pub password: bool,
+    /// Its plaintext facts (empty when it does not parse).
+    pub info: KeyFileInfo,
+    /// Why it does not parse, when it does not.
+    pub damaged: Option<String>,
+}
+
 const KDF_ARGON2ID: u8 = 1;
 const KDF_RAW: u8 = 2;
 const RAW_WRAP_CONTEXT: &str = "cairn 2026-12-02 raw key file wrapping key v1";

@@ -33,7 +33,7 @@ pub use dedup::BlobSet;
 pub use error::{Error, Result};
 pub use id::Id;
 pub use index::{BlobEntry, BlobType, Compression, IndexFile, PackBlobs};
-pub use keyfile::{Credential, KdfParams, KeyFileInfo};
+pub use keyfile::{Credential, KdfParams, KeyFileInfo, KeyListing};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use repository::{InitOptions, OpenOptions, PatchBase, Repository};
 pub use snapshot::{Snapshot, SnapshotKind, SnapshotStats};

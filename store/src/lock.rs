@@ -134,6 +134,20 @@ pub fn remove_stale_locks(
     Ok(removed)
 }
 
+/// Deletes every lock object, whatever it says (readable or not); returns
+/// how many.
+pub fn remove_all_locks(backend: &dyn Backend) -> Result<usize> {
+    let mut removed = 0;
+    for info in backend.list(ObjectKind::Lock)? {
+        match backend.delete(&info.handle) {
+            Ok(()) => removed += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(removed)
+}
+
 /// A held lock, refreshed in the background and released on drop.
 pub struct RepoLock {
     backend: Arc<dyn Backend>,

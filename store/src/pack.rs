@@ -165,24 +165,48 @@ impl PackWriter {
 /// `repair index` and `check`); every entry is checked to lie between the
 /// header and the trailer.
 pub fn read_trailer(pack: &[u8], keys: &MasterKeys, object: &str) -> Result<Vec<BlobEntry>> {
-    let header = ObjectHeader::decode(pack, ObjectKind::Pack, object)?;
-    let cipher = header.cipher(keys, object)?;
     let len = pack.len();
     if len < HEADER_LEN + TAG_LEN + 4 + 4 {
         return Err(Error::corrupt(object, "too short for a pack"));
     }
-    let mut tail = Reader::new(&pack[len - 4..]);
-    let trailer_len = tail.u32().unwrap_or(0) as usize;
-    let trailer_start = (len - 4)
-        .checked_sub(trailer_len)
-        .filter(|&s| s >= HEADER_LEN)
-        .ok_or_else(|| Error::corrupt(object, "trailer length points outside the pack"))?;
+    let trailer_len = Reader::new(&pack[len - 4..]).u32().unwrap_or(0);
+    let trailer_start = trailer_start(len as u64, trailer_len, object)?;
+    decode_trailer(
+        &pack[..HEADER_LEN],
+        &pack[trailer_start as usize..len - 4],
+        trailer_start,
+        keys,
+        object,
+    )
+}
+
+/// Where the sealed trailer of a pack of `pack_len` bytes starts, given the
+/// trailer length stored in its last four bytes; an error when that points
+/// outside the pack.
+pub fn trailer_start(pack_len: u64, trailer_len: u32, object: &str) -> Result<u64> {
+    pack_len
+        .checked_sub(4 + u64::from(trailer_len))
+        .filter(|&s| s >= HEADER_LEN as u64)
+        .ok_or_else(|| Error::corrupt(object, "trailer length points outside the pack"))
+}
+
+/// Decrypts and parses a pack's trailer from the pack's header and the
+/// sealed trailer found at `trailer_start` (so a checker can read just the
+/// two ends of a pack with ranged reads); every entry is checked to lie
+/// between the header and the trailer.
+pub fn decode_trailer(
+    header: &[u8],
+    sealed: &[u8],
+    trailer_start: u64,
+    keys: &MasterKeys,
+    object: &str,
+) -> Result<Vec<BlobEntry>> {
+    let header = header
+        .get(..HEADER_LEN)
+        .ok_or_else(|| Error::corrupt(object, "too short for a pack"))?;
+    let cipher = ObjectHeader::decode(header, ObjectKind::Pack, object)?.cipher(keys, object)?;
     let plain = cipher
-        .open(
-            trailer_start as u64,
-            &pack[..HEADER_LEN],
-            &pack[trailer_start..len - 4],
-        )
+        .open(trailer_start, header, sealed)
         .ok_or_else(|| Error::corrupt(object, "trailer authentication failed"))?;
     let mut r = Reader::new(&plain);
     let n = r
@@ -198,7 +222,7 @@ pub fn read_trailer(pack: &[u8], keys: &MasterKeys, object: &str) -> Result<Vec<
     for _ in 0..n {
         let e = BlobEntry::decode(&mut r)
             .ok_or_else(|| Error::corrupt(object, "invalid trailer entry"))?;
-        let end = e.offset as usize + e.stored_len as usize;
+        let end = u64::from(e.offset) + u64::from(e.stored_len);
         if (e.offset as usize) < HEADER_LEN || end > trailer_start {
             return Err(Error::corrupt(
                 object,
@@ -208,6 +232,17 @@ pub fn read_trailer(pack: &[u8], keys: &MasterKeys, object: &str) -> Result<Vec<
         entries.push(e);
     }
     Ok(entries)
+}
+
+/// The size of a pack holding exactly `entries` (all of its blobs): its
+/// blob area, the sealed trailer and the trailer length.
+pub fn expected_pack_len(entries: &[BlobEntry]) -> u64 {
+    let blob_end = entries
+        .iter()
+        .map(|e| u64::from(e.offset) + u64::from(e.stored_len))
+        .max()
+        .unwrap_or(HEADER_LEN as u64);
+    blob_end + 4 + (entries.len() * ENTRY_LEN) as u64 + TAG_LEN as u64 + 4
 }
 
 /// A blob as opened from its pack.
@@ -368,6 +403,27 @@ mod tests {
             let sealed = p.bytes[e.offset as usize..(e.offset + e.stored_len) as usize].to_vec();
             assert_eq!(open_blob(&cipher, &keys, e, sealed, &p.id).unwrap(), b);
         }
+    }
+
+    #[test]
+    fn ranged_trailer_and_expected_length_agree_with_the_whole_pack() {
+        let rng = SeededRandom::new(b"ranged");
+        let keys = MasterKeys::generate(&rng).unwrap();
+        let p = pack_of(&keys, &rng, &[b"one", &[9u8; 3000], b"three"]);
+        assert_eq!(expected_pack_len(&p.entries), p.bytes.len() as u64);
+        let len = p.bytes.len();
+        let tl = u32::from_le_bytes(p.bytes[len - 4..].try_into().unwrap());
+        let start = trailer_start(len as u64, tl, "p").unwrap();
+        let entries = decode_trailer(
+            &p.bytes[..HEADER_LEN],
+            &p.bytes[start as usize..len - 4],
+            start,
+            &keys,
+            "p",
+        )
+        .unwrap();
+        assert_eq!(entries, p.entries);
+        assert!(trailer_start(len as u64, len as u32, "p").is_err());
     }
 
     #[test]

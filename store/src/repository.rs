@@ -19,10 +19,12 @@ use crate::dedup::BlobSet;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobEntry, BlobType, Compression, IndexFile, PackBlobs};
-use crate::keyfile::{Credential, KdfParams, KeyFile, KeyFileInfo, seal_key_file};
-use crate::lock::RepoLock;
+use crate::keyfile::{Credential, KdfParams, KeyFile, KeyFileInfo, KeyListing, seal_key_file};
+use crate::lock::{LockInfo, RepoLock};
 use crate::object::{FORMAT_VERSION, HEADER_LEN, ObjectHeader};
-use crate::pack::{FinishedPack, OpenedBlob, PackWriter, open_stored, read_trailer};
+use crate::pack::{
+    FinishedPack, OpenedBlob, PackWriter, decode_trailer, open_stored, read_trailer, trailer_start,
+};
 use crate::patch::{Patch, PatchOp};
 use crate::random::RandomSource;
 use crate::snapshot::Snapshot;
@@ -173,6 +175,8 @@ struct Counters {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     keys: MasterKeys,
+    /// The key file the repository was opened (or created) with.
+    key_id: Id,
     config: Config,
     rng: Arc<dyn RandomSource>,
     checkpoint_packs: usize,
@@ -287,13 +291,11 @@ impl Repository {
             .validate("the requested config")
             .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let key_file = seal_key_file(&keys, credential, &init.kdf, &init.key_info, rng.as_ref())?;
-        backend.write_new(
-            &Handle::new(ObjectKind::Key, &Id::of_object(&key_file)),
-            &key_file,
-        )?;
+        let key_id = Id::of_object(&key_file);
+        backend.write_new(&Handle::new(ObjectKind::Key, &key_id), &key_file)?;
         // The config goes last: a target with a config is a usable repository.
         backend.write_new(&Handle::config(), &config.seal(&keys, rng.as_ref())?)?;
-        Repository::assemble(backend, keys, config, open)
+        Repository::assemble(backend, keys, key_id, config, open)
     }
 
     /// Opens an existing repository with a password or raw key.
@@ -303,9 +305,9 @@ impl Repository {
         open: OpenOptions,
     ) -> Result<Repository> {
         let config_bytes = Repository::read_config_bytes(backend.as_ref())?;
-        let keys = Repository::unlock(backend.as_ref(), credential)?;
+        let (keys, key_id) = Repository::unlock(backend.as_ref(), credential)?;
         let config = Config::open(&config_bytes, &keys)?;
-        Repository::assemble(backend, keys, config, open)
+        Repository::assemble(backend, keys, key_id, config, open)
     }
 
     /// Reads the config and checks it is a cairn repository of a version this
@@ -328,7 +330,7 @@ impl Repository {
     }
 
     /// Tries every key file with the credential.
-    fn unlock(backend: &dyn Backend, credential: &Credential<'_>) -> Result<MasterKeys> {
+    fn unlock(backend: &dyn Backend, credential: &Credential<'_>) -> Result<(MasterKeys, Id)> {
         let key_files = backend.list(ObjectKind::Key)?;
         if key_files.is_empty() {
             return Err(Error::NotARepository {
@@ -342,7 +344,14 @@ impl Repository {
             let name = info.handle.to_string();
             let parsed = KeyFile::parse(&bytes, &name).and_then(|kf| kf.unlock(credential, &name));
             match parsed {
-                Ok(Some(keys)) => return Ok(keys),
+                Ok(Some(keys)) => {
+                    let id = info
+                        .handle
+                        .name
+                        .parse()
+                        .unwrap_or_else(|_| Id::of_object(&bytes));
+                    return Ok((keys, id));
+                }
                 Ok(None) => {}
                 Err(e) => last_corrupt = Some(e),
             }
@@ -358,6 +367,7 @@ impl Repository {
     fn assemble(
         backend: Arc<dyn Backend>,
         keys: MasterKeys,
+        key_id: Id,
         config: Config,
         open: OpenOptions,
     ) -> Result<Repository> {
@@ -365,6 +375,7 @@ impl Repository {
         let repo = Repository {
             backend,
             keys,
+            key_id,
             config,
             rng: open.rng,
             checkpoint_packs: open.checkpoint_packs.max(1),
@@ -1077,6 +1088,227 @@ impl Repository {
     /// Number of blobs in the dedup set (stored and indexed).
     pub fn indexed_blob_count(&self) -> usize {
         self.known().len()
+    }
+
+    /// The blobs a stored blob is a patch of (docs/format.md §2.5.1): empty
+    /// when it is stored whole, its bases (whole blobs, at most
+    /// [`crate::patch::MAX_BASES`]) when it is a patch. Only a patch's
+    /// encoding is read; a whole blob costs an index lookup. A blob is
+    /// reachable when a snapshot references it or it is a base of a
+    /// reachable patch, so prune and check follow these.
+    pub fn patch_bases(&self, id: &Id) -> Result<Vec<Id>> {
+        let pending = match lock(&self.session).pending.get(id) {
+            Some(Pending::Packed(_, entry)) => Some(entry.compression),
+            // Not uploaded yet: load_opened reads it from the open pack.
+            Some(Pending::InPacker(_)) => Some(Compression::Patch),
+            None => None,
+        };
+        let compression = match pending {
+            Some(c) => c,
+            None => {
+                lock(&self.cache)
+                    .lookup(id)?
+                    .ok_or(Error::BlobNotFound(*id))?
+                    .1
+                    .compression
+            }
+        };
+        if compression != Compression::Patch {
+            return Ok(Vec::new());
+        }
+        match self.load_opened(id)? {
+            (_, OpenedBlob::Whole(_), _) => Ok(Vec::new()),
+            (_, OpenedBlob::Patch(encoding), what) => {
+                let patch =
+                    Patch::decode(&encoding).map_err(|e| Error::corrupt(&what, e.to_string()))?;
+                Ok(patch.bases.iter().map(|(base, _)| *base).collect())
+            }
+        }
+    }
+
+    /// The ids of the index files on the target (superseded ones included).
+    pub fn index_file_ids(&self) -> Result<Vec<Id>> {
+        Ok(self
+            .backend
+            .list(ObjectKind::Index)?
+            .iter()
+            .filter_map(|i| i.handle.name.parse().ok())
+            .collect())
+    }
+
+    /// Reads, verifies and parses one index file from the target.
+    pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
+        self.read_index(id)
+    }
+
+    /// Reads a pack's trailer with two ranged reads (its header and its
+    /// tail) instead of the whole pack. Returns the pack's size on the
+    /// target and its blobs as the pack itself lists them.
+    pub fn read_pack_trailer(&self, pack: &Id) -> Result<(u64, Vec<BlobEntry>)> {
+        let handle = Handle::new(ObjectKind::Pack, pack);
+        let name = handle.to_string();
+        let size = self.backend.stat(&handle)?.size;
+        if size < (HEADER_LEN + crate::crypto::TAG_LEN + 8) as u64 {
+            return Err(Error::corrupt(&name, "too short for a pack"));
+        }
+        let header = self.backend.read_range(&handle, 0, HEADER_LEN as u64)?;
+        let tail = self.backend.read_range(&handle, size - 4, 4)?;
+        let trailer_len = tail
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| Error::corrupt(&name, "the target returned a short read"))?;
+        let start = trailer_start(size, trailer_len, &name)?;
+        let sealed = self
+            .backend
+            .read_range(&handle, start, u64::from(trailer_len))?;
+        let entries = decode_trailer(&header, &sealed, start, &self.keys, &name)?;
+        Ok((size, entries))
+    }
+
+    /// The ids of the snapshot objects on the target, unread (a checker
+    /// loads each on its own so one damaged manifest does not hide the
+    /// others).
+    pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
+        Ok(self
+            .backend
+            .list(ObjectKind::Snapshot)?
+            .iter()
+            .filter_map(|i| i.handle.name.parse().ok())
+            .collect())
+    }
+
+    /// Deletes a snapshot manifest (the blobs it references stay until a
+    /// prune). Returns `false` when it was already gone.
+    pub fn delete_snapshot(&self, id: &Id) -> Result<bool> {
+        match self.backend.delete(&Handle::new(ObjectKind::Snapshot, id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The key file this repository was opened (or created) with.
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    /// Every key file of the repository, in id order. A key file that does
+    /// not parse is listed with the reason, not an error.
+    pub fn list_keys(&self) -> Result<Vec<KeyListing>> {
+        let mut out = Vec::new();
+        for info in self.backend.list(ObjectKind::Key)? {
+            let Ok(id) = info.handle.name.parse::<Id>() else {
+                continue;
+            };
+            let bytes = match self.backend.read(&info.handle) {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let name = info.handle.to_string();
+            let listing = match KeyFile::parse(&bytes, &name) {
+                Ok(kf) => KeyListing {
+                    id,
+                    current: id == self.key_id,
+                    password: kf.is_password(),
+                    info: kf.info.clone(),
+                    damaged: None,
+                },
+                Err(e) => KeyListing {
+                    id,
+                    current: id == self.key_id,
+                    password: false,
+                    info: KeyFileInfo::default(),
+                    damaged: Some(e.to_string()),
+                },
+            };
+            out.push(listing);
+        }
+        out.sort_by_key(|k| k.id);
+        Ok(out)
+    }
+
+    /// Finds a key file by full id or unique prefix.
+    pub fn resolve_key(&self, spec: &str) -> Result<Id> {
+        let spec_lc = spec.trim().to_ascii_lowercase();
+        if spec_lc.is_empty() {
+            return Err(Error::KeyNotFound("an empty key id was given".into()));
+        }
+        let keys = self.list_keys()?;
+        let mut matches = keys.iter().filter(|k| k.id.to_hex().starts_with(&spec_lc));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => Ok(one.id),
+            (Some(_), Some(_)) => Err(Error::KeyNotFound(format!(
+                "{spec}: the prefix matches several key files; give more digits"
+            ))),
+            _ => Err(Error::KeyNotFound(format!(
+                "{spec}: no such key file (see `cairn key list`)"
+            ))),
+        }
+    }
+
+    /// Removes a key file. Refuses the key this repository was opened with
+    /// ([`Error::KeyInUse`]) and the last key file that parses
+    /// ([`Error::LastKey`]). Callers hold an exclusive lock so that two
+    /// removals cannot race each other down to no key at all.
+    pub fn remove_key(&self, id: &Id) -> Result<()> {
+        if *id == self.key_id {
+            return Err(Error::KeyInUse(*id));
+        }
+        self.remove_key_checked(id)
+    }
+
+    fn remove_key_checked(&self, id: &Id) -> Result<()> {
+        let keys = self.list_keys()?;
+        if !keys.iter().any(|k| k.id == *id) {
+            return Err(Error::KeyNotFound(format!(
+                "{id}: no such key file (see `cairn key list`)"
+            )));
+        }
+        if !keys.iter().any(|k| k.id != *id && k.damaged.is_none()) {
+            return Err(Error::LastKey(*id));
+        }
+        match self.backend.delete(&Handle::new(ObjectKind::Key, id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces the key file this repository was opened with by a new one
+    /// under `credential`: the new key file is written first, then the old
+    /// one removed, so the repository never is without a key. Returns the
+    /// new key file's id. Callers hold an exclusive lock.
+    pub fn change_password(
+        &mut self,
+        credential: &Credential<'_>,
+        kdf: &KdfParams,
+        info: &KeyFileInfo,
+    ) -> Result<Id> {
+        let new = self.add_key(credential, kdf, info)?;
+        let old = self.key_id;
+        self.key_id = new;
+        self.remove_key_checked(&old)?;
+        Ok(new)
+    }
+
+    /// Every lock on the target, each read on its own (a damaged lock is an
+    /// error entry, not a failure of the listing).
+    pub fn list_locks(&self) -> Result<Vec<(Id, Result<LockInfo>)>> {
+        crate::lock::list_locks(self.backend.as_ref(), &self.keys)
+    }
+
+    /// Removes the stale locks (expired, or of a process of `hostname` that
+    /// is gone); returns how many.
+    pub fn remove_stale_locks(&self, hostname: &str) -> Result<usize> {
+        crate::lock::remove_stale_locks(self.backend.as_ref(), &self.keys, hostname)
+    }
+
+    /// Removes every lock, live or not, readable or not; returns how many.
+    /// Only for when the operator knows no other cairn process is running.
+    pub fn remove_all_locks(&self) -> Result<usize> {
+        crate::lock::remove_all_locks(self.backend.as_ref())
     }
 }
 

@@ -460,3 +460,191 @@ fn a_patch_whose_base_is_damaged_is_an_error() {
     let err = repo.load_blob(&id2).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }
+
+#[test]
+fn patch_bases_name_the_bases_of_patches_only() {
+    use cairn_store::patch::diff_aligned;
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"pb")).unwrap();
+    let (v1, v2) = chunk_and_edit(40_960, 2);
+    let id1 = repo.save_blob(BlobType::Data, &v1).unwrap().id;
+    repo.flush().unwrap();
+    let bases = repo.patch_base(&id1).unwrap();
+    let ops = diff_aligned(&v2, 0, &placed(&bases), 4096, v2.len() / 2).unwrap();
+    let id2 = repo.blob_id(&v2);
+    repo.save_blob_patched(id2, &v2, &bases, &ops).unwrap();
+    // Before upload (in the open pack), after upload, and after reopening.
+    assert_eq!(repo.patch_bases(&id2).unwrap(), vec![id1]);
+    repo.flush().unwrap();
+    assert_eq!(repo.patch_bases(&id2).unwrap(), vec![id1]);
+    assert!(repo.patch_bases(&id1).unwrap().is_empty());
+    drop(repo);
+    let repo = Repository::open(backend, &PW, opts(b"pb2")).unwrap();
+    assert_eq!(repo.patch_bases(&id2).unwrap(), vec![id1]);
+    assert!(repo.patch_bases(&id1).unwrap().is_empty());
+    let missing = Id([0x77; 32]);
+    assert!(matches!(
+        repo.patch_bases(&missing),
+        Err(Error::BlobNotFound(id)) if id == missing
+    ));
+}
+
+#[test]
+fn pack_trailers_read_by_range_agree_with_the_index() {
+    let backend = Arc::new(MemoryBackend::new());
+    let dyn_backend: Arc<dyn Backend> = backend.clone();
+    let repo = Repository::init(dyn_backend, &PW, &init_options(), opts(b"tr")).unwrap();
+    backup(&repo, 0..40);
+    let mut packs = 0;
+    for index in repo.index_file_ids().unwrap() {
+        for pack in repo.load_index_file(&index).unwrap().packs {
+            let (size, entries) = repo.read_pack_trailer(&pack.pack).unwrap();
+            assert_eq!(entries, pack.blobs);
+            assert_eq!(size, cairn_store::pack::expected_pack_len(&pack.blobs));
+            packs += 1;
+        }
+    }
+    assert!(packs >= 2, "{packs} packs");
+}
+
+#[test]
+fn keys_are_listed_removed_and_replaced_but_never_the_last_or_current() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"k")).unwrap();
+    let first = repo.key_id();
+    let keys = repo.list_keys().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].current && keys[0].password && keys[0].damaged.is_none());
+    // The only key is both current and last.
+    assert!(matches!(repo.remove_key(&first), Err(Error::KeyInUse(id)) if id == first));
+    let info = cairn_store::KeyFileInfo {
+        created: 5,
+        hostname: "h".into(),
+        username: "u".into(),
+    };
+    let second = repo
+        .add_key(
+            &Credential::Password(b"second"),
+            &KdfParams::INSECURE_FAST,
+            &info,
+        )
+        .unwrap();
+    assert_eq!(repo.list_keys().unwrap().len(), 2);
+    assert_eq!(repo.resolve_key(&second.short(10)).unwrap(), second);
+    assert!(matches!(repo.resolve_key("zz"), Err(Error::KeyNotFound(_))));
+    drop(repo);
+
+    // Opened with the second key, the first can go; then the second is last.
+    let repo = Repository::open(
+        backend.clone(),
+        &Credential::Password(b"second"),
+        opts(b"k2"),
+    )
+    .unwrap();
+    assert_eq!(repo.key_id(), second);
+    repo.remove_key(&first).unwrap();
+    assert!(matches!(
+        Repository::open(backend.clone(), &PW, opts(b"k3")),
+        Err(Error::WrongPassword { .. })
+    ));
+    let mut repo = repo;
+    // passwd: a new key replaces the current one.
+    let third = repo
+        .change_password(
+            &Credential::Password(b"third"),
+            &KdfParams::INSECURE_FAST,
+            &info,
+        )
+        .unwrap();
+    assert_eq!(repo.key_id(), third);
+    let ids: Vec<Id> = repo.list_keys().unwrap().iter().map(|k| k.id).collect();
+    assert_eq!(ids, vec![third]);
+    drop(repo);
+    let repo = Repository::open(
+        backend.clone(),
+        &Credential::Password(b"third"),
+        opts(b"k4"),
+    )
+    .unwrap();
+    assert!(matches!(
+        Repository::open(
+            backend.clone(),
+            &Credential::Password(b"second"),
+            opts(b"k5")
+        ),
+        Err(Error::WrongPassword { .. })
+    ));
+    // A damaged second key does not count as a usable one.
+    backend
+        .write_new(&Handle::new(ObjectKind::Key, &Id([1; 32])), b"garbage")
+        .unwrap();
+    let keys = repo.list_keys().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().any(|k| k.damaged.is_some()));
+    drop(repo);
+    let repo = Repository::open(backend, &Credential::Password(b"third"), opts(b"k6")).unwrap();
+    // Removing the damaged one is allowed (a usable one stays).
+    repo.remove_key(&Id([1; 32])).unwrap();
+    assert_eq!(repo.list_keys().unwrap().len(), 1);
+}
+
+#[test]
+fn the_last_usable_key_is_refused_even_when_not_current() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"l")).unwrap();
+    let first = repo.key_id();
+    // Only a damaged other key: removing the current one is KeyInUse, and a
+    // session opened otherwise could not remove the only usable one.
+    backend
+        .write_new(&Handle::new(ObjectKind::Key, &Id([2; 32])), b"garbage")
+        .unwrap();
+    assert!(matches!(repo.remove_key(&first), Err(Error::KeyInUse(_))));
+    let mut repo = repo;
+    // change_password keeps one usable key at every moment.
+    let new = repo
+        .change_password(
+            &Credential::Password(b"new"),
+            &KdfParams::INSECURE_FAST,
+            &Default::default(),
+        )
+        .unwrap();
+    let usable: Vec<Id> = repo
+        .list_keys()
+        .unwrap()
+        .iter()
+        .filter(|k| k.damaged.is_none())
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(usable, vec![new]);
+    assert!(!usable.contains(&first));
+}
+
+#[test]
+fn stale_locks_are_removed_and_force_removes_all() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"u")).unwrap();
+    let live = repo.lock("this-host", "backup", false).unwrap();
+    // A lock of a process of this host that is gone (pid far beyond pid_max).
+    let dead = cairn_store::lock::LockInfo {
+        hostname: "this-host".into(),
+        pid: u32::MAX - 1,
+        operation: "backup".into(),
+        exclusive: false,
+        created: cairn_store::lock::now_secs(),
+        expires: cairn_store::lock::now_secs() + 600,
+    };
+    assert!(dead.is_stale("this-host", cairn_store::lock::now_secs()));
+    let other = repo.lock("other-host", "prune", true);
+    assert!(matches!(other, Err(Error::Locked(_))));
+    assert_eq!(repo.list_locks().unwrap().len(), 1);
+    // No stale lock: nothing removed, the live one stays.
+    assert_eq!(repo.remove_stale_locks("this-host").unwrap(), 0);
+    assert_eq!(repo.list_locks().unwrap().len(), 1);
+    backend
+        .write_new(&Handle::new(ObjectKind::Lock, &Id([3; 32])), b"junk")
+        .unwrap();
+    assert_eq!(repo.list_locks().unwrap().len(), 2);
+    assert_eq!(repo.remove_all_locks().unwrap(), 2);
+    assert!(repo.list_locks().unwrap().is_empty());
+    drop(live);
+}

@@ -1,14 +1,18 @@
 //! One file per command: each parses its options and calls the library.
 
 pub mod backup;
+pub mod check;
 pub mod chunk;
 pub mod common;
 pub mod diff;
+pub mod forget;
 pub mod init;
+pub mod key;
 pub mod ls;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod unlock;
 
 use cairn::exit::Outcome;
 
@@ -29,6 +33,14 @@ pub enum Command {
     Diff(diff::Args),
     /// Sizes, new data per snapshot and the dedup ratio.
     Stats(stats::Args),
+    /// Verify the repository; name the snapshots any damage affects (exit 4).
+    Check(check::Args),
+    /// Remove snapshots by a retention policy (--keep-*) or by id.
+    Forget(forget::Args),
+    /// List, add and remove key files; change the password.
+    Key(key::Args),
+    /// Remove stale locks (every lock with --force).
+    Unlock(unlock::Args),
     /// Chunk files, disk images or block devices and report chunk and
     /// deduplication statistics (stores nothing).
     #[command(long_about = chunk::LONG_ABOUT, after_help = chunk::EXAMPLES)]
@@ -46,6 +58,10 @@ impl Command {
             Self::Ls(_) => "ls",
             Self::Diff(_) => "diff",
             Self::Stats(_) => "stats",
+            Self::Check(_) => "check",
+            Self::Forget(_) => "forget",
+            Self::Key(_) => "key",
+            Self::Unlock(_) => "unlock",
             Self::Chunk(_) => "chunk",
         }
     }
@@ -60,6 +76,10 @@ impl Command {
             Self::Ls(args) => ls::run(args),
             Self::Diff(args) => diff::run(args),
             Self::Stats(args) => stats::run(args),
+            Self::Check(args) => check::run(args),
+            Self::Forget(args) => forget::run(args),
+            Self::Key(args) => key::run(args),
+            Self::Unlock(args) => unlock::run(args),
             Self::Chunk(args) => chunk::run(args),
         }
     }

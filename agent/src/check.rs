@@ -1,0 +1,614 @@
+//! `cairn check`: is the repository whole, and which snapshots are not?
+//!
+//! In order:
+//! 1. every snapshot manifest on the target reads and authenticates;
+//! 2. every index file reads and authenticates, and every pack it names
+//!    exists with the size its blobs imply, and the pack's own trailer
+//!    (read with two ranged reads) lists exactly the blobs the index says,
+//!    at the same places;
+//! 3. with `--read-data` (or a subset), the packs chosen are read whole and
+//!    every blob in them decrypted, decompressed (patches applied) and
+//!    checked against its id;
+//! 4. every snapshot is walked ([`crate::reach`]): every blob it reaches,
+//!    patch bases included, must be in the index, with the right type, and
+//!    every tree, disk set and list page must read and parse;
+//! 5. when anything was found, each snapshot is walked again on its own to
+//!    name the snapshots that reach a missing or damaged blob or a blob in
+//!    a damaged pack: those cannot be restored in full.
+//!
+//! Memory: the walk remembers 16 bytes per distinct reachable blob; per
+//! pack the check keeps its expected size and a digest of its index
+//! entries; problems listed are capped at [`MAX_LISTED`].
+//!
+//! Subsets for rolling verification: `n/m` reads the packs whose id, taken
+//! as a number, is `n - 1` modulo `m`, so running `1/m`, `2/m`, ... `m/m`
+//! (for example `$(date +%d)/31` from cron) reads every pack once per
+//! cycle, whatever order the runs come in. `N%` reads a different random
+//! N% of the packs on each run.
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+
+use cairn_store::pack::expected_pack_len;
+use cairn_store::{BlobEntry, Id, ObjectKind, Repository, Snapshot};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::reach::{Visit, WalkError, Walker, is_damage};
+
+/// Most problems listed in a report; the rest are only counted.
+pub const MAX_LISTED: usize = 1000;
+
+/// Which packs `--read-data` reads in full.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// None: only the structure is checked.
+    Nothing,
+    /// Every pack.
+    All,
+    /// A random share of the packs, in percent (0 < p <= 100).
+    Percent(f64),
+    /// Part `n` of `m` (1 <= n <= m): the packs whose id is `n - 1` mod `m`.
+    Part {
+        /// Which part, from 1.
+        n: u32,
+        /// Of how many.
+        m: u32,
+    },
+}
+
+/// A `--read-data-subset` value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "invalid subset {0:?}: use a percentage (e.g. 10%) or a part n/m with 1 <= n <= m (e.g. 3/7)"
+)]
+pub struct SubsetError(pub String);
+
+impl FromStr for ReadData {
+    type Err = SubsetError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || SubsetError(s.to_string());
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(if p >= 100.0 {
+                ReadData::All
+            } else {
+                ReadData::Percent(p)
+            });
+        }
+        let (n, m) = t.split_once('/').ok_or_else(bad)?;
+        let n: u32 = n.trim().parse().map_err(|_| bad())?;
+        let m: u32 = m.trim().parse().map_err(|_| bad())?;
+        if n == 0 || m == 0 || n > m {
+            return Err(bad());
+        }
+        Ok(ReadData::Part { n, m })
+    }
+}
+
+impl ReadData {
+    /// Whether the pack is read in full; `salt` draws the random share.
+    pub fn selects(&self, pack: &Id, salt: &[u8; 32]) -> bool {
+        match *self {
+            ReadData::Nothing => false,
+            ReadData::All => true,
+            ReadData::Part { n, m } => pack.prefix_u128() % u128::from(m) == u128::from(n - 1),
+            ReadData::Percent(p) => {
+                let h = blake3::keyed_hash(salt, &pack.0);
+                let mut x = [0u8; 8];
+                x.copy_from_slice(&h.as_bytes()[..8]);
+                (u64::from_le_bytes(x) as f64) < p / 100.0 * 18_446_744_073_709_551_616.0
+            }
+        }
+    }
+}
+
+/// What to check.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Which packs to read in full.
+    pub read_data: ReadData,
+    /// Salt of the random share of [`ReadData::Percent`] (fresh per run).
+    pub salt: [u8; 32],
+}
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The object at fault: `snapshot ID`, `index ID`, `pack ID`, or a blob.
+    pub object: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// A snapshot that cannot be restored in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Affected {
+    /// The snapshot.
+    pub id: Id,
+    /// Its time (seconds since the epoch, UTC); `None` when its manifest is
+    /// unreadable.
+    pub time: Option<i64>,
+    /// Its host, when readable.
+    pub hostname: Option<String>,
+    /// Its sources, when readable.
+    pub paths: Vec<String>,
+    /// Whether the manifest itself is unreadable.
+    pub unreadable: bool,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Snapshot manifests found.
+    pub snapshots: usize,
+    /// Index files found.
+    pub index_files: usize,
+    /// Packs named by the index files.
+    pub packs: usize,
+    /// Packs on the target that no index file names (left by an
+    /// interrupted or concurrent backup; not damage).
+    pub packs_not_indexed: usize,
+    /// Packs read and verified in full.
+    pub packs_read: usize,
+    /// Distinct blobs reachable from the snapshots.
+    pub blobs_reachable: usize,
+    /// Problems found, at most [`MAX_LISTED`].
+    pub problems: Vec<Problem>,
+    /// All problems found, listed or not.
+    pub problems_total: usize,
+    /// The snapshots that reach something missing or damaged.
+    pub affected: Vec<Affected>,
+}
+
+impl CheckReport {
+    /// Whether nothing was found wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems_total == 0
+    }
+
+    fn problem(&mut self, object: String, reason: impl Into<String>) {
+        self.problems_total += 1;
+        if self.problems.len() < MAX_LISTED {
+            self.problems.push(Problem {
+                object,
+                reason: reason.into(),
+            });
+        }
+    }
+}
+
+/// Failures that stop a check (not damage: the target or cache failing).
+#[derive(Debug, Error)]
+pub enum CheckError {
+    /// The repository failed.
+    #[error(transparent)]
+    Store(#[from] cairn_store::Error),
+    /// A walk failed.
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+}
+
+/// What the index says a pack holds.
+struct Expected {
+    len: u64,
+    digest: [u8; 32],
+    blobs: usize,
+}
+
+/// A digest of a pack's entries in offset order.
+fn entries_digest(entries: &[BlobEntry]) -> [u8; 32] {
+    let mut sorted = entries.to_vec();
+    sorted.sort_by_key(|e| e.offset);
+    let mut buf = Vec::with_capacity(sorted.len() * cairn_store::index::ENTRY_LEN);
+    for e in &sorted {
+        e.encode_into(&mut buf);
+    }
+    *blake3::hash(&buf).as_bytes()
+}
+
+/// Stops an attribution walk at the first damaged blob.
+enum Attribution {
+    Hit,
+    Walk(WalkError),
+}
+
+impl From<WalkError> for Attribution {
+    fn from(e: WalkError) -> Self {
+        Attribution::Walk(e)
+    }
+}
+
+/// Checks the repository; `say` gets a line per phase (for progress).
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    say: &mut dyn FnMut(&str),
+) -> Result<CheckReport, CheckError> {
+    let mut report = CheckReport::default();
+
+    say("reading snapshots");
+    let mut snapshots: Vec<(Id, Snapshot)> = Vec::new();
+    let mut unreadable: Vec<Id> = Vec::new();
+    for id in repo.snapshot_ids()? {
+        match repo.load_snapshot(&id) {
+            Ok(s) => snapshots.push((id, s)),
+            Err(e) if is_damage(&e) => {
+                report.problem(format!("snapshot {id}"), e.to_string());
+                unreadable.push(id);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    snapshots.sort_by_key(|(id, s)| (s.time, s.time_nanos, *id));
+    report.snapshots = snapshots.len() + unreadable.len();
+
+    say("checking index files and packs");
+    let mut packs: BTreeMap<Id, (Id, Expected)> = BTreeMap::new();
+    let mut superseded: HashSet<Id> = HashSet::new();
+    for index in repo.index_file_ids()? {
+        report.index_files += 1;
+        let file = match repo.load_index_file(&index) {
+            Ok(f) => f,
+            Err(e) if is_damage(&e) => {
+                report.problem(format!("index {index}"), e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        superseded.extend(file.supersedes.iter().copied());
+        for p in &file.packs {
+            let expected = Expected {
+                len: expected_pack_len(&p.blobs),
+                digest: entries_digest(&p.blobs),
+                blobs: p.blobs.len(),
+            };
+            match packs.get(&p.pack) {
+                Some((other, e)) if e.digest != expected.digest => report.problem(
+                    format!("pack {}", p.pack),
+                    format!("index files {other} and {index} list different blobs for it"),
+                ),
+                Some(_) => {}
+                None => {
+                    packs.insert(p.pack, (index, expected));
+                }
+            }
+        }
+    }
+    packs.retain(|_, (index, _)| !superseded.contains(index));
+    report.packs = packs.len();
+
+    let mut damaged_packs: HashSet<Id> = HashSet::new();
+    for (pack, (_, expected)) in &packs {
+        match repo.read_pack_trailer(pack) {
+            Ok((size, entries)) => {
+                if size != expected.len {
+                    report.problem(
+                        format!("pack {pack}"),
+                        format!(
+                            "{size} bytes on the target, but its {} indexed blobs make {} bytes",
+                            expected.blobs, expected.len
+                        ),
+                    );
+                    damaged_packs.insert(*pack);
+                } else if entries_digest(&entries) != expected.digest {
+                    report.problem(
+                        format!("pack {pack}"),
+                        "its trailer and the index list different blobs or places",
+                    );
+                    damaged_packs.insert(*pack);
+                }
+            }
+            Err(e) if is_damage(&e) => {
+                report.problem(format!("pack {pack}"), e.to_string());
+                damaged_packs.insert(*pack);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    report.packs_not_indexed = repo
+        .backend()
+        .list(ObjectKind::Pack)
+        .map_err(cairn_store::Error::from)?
+        .iter()
+        .filter_map(|i| i.handle.name.parse::<Id>().ok())
+        .filter(|id| !packs.contains_key(id))
+        .count();
+
+    if opts.read_data != ReadData::Nothing {
+        say("reading and verifying pack data");
+        for pack in packs.keys() {
+            if damaged_packs.contains(pack) || !opts.read_data.selects(pack, &opts.salt) {
+                continue;
+            }
+            report.packs_read += 1;
+            match repo.verify_pack(pack) {
+                Ok(_) => {}
+                // A patch in this pack whose base, in another pack, fails:
+                // that pack is at fault, not this one (the walk attributes
+                // the base to the snapshots reaching it).
+                Err(e) if is_damage(&e) && !e.to_string().contains(&pack.to_hex()) => {
+                    report.problem(
+                        format!("pack {pack}"),
+                        format!("a patch in it cannot be rebuilt: {e}"),
+                    );
+                }
+                Err(e) if is_damage(&e) => {
+                    report.problem(format!("pack {pack}"), e.to_string());
+                    damaged_packs.insert(*pack);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    say("checking that every snapshot's blobs are indexed");
+    let mut damaged_blobs: HashSet<u128> = HashSet::new();
+    let mut walker = Walker::new(repo);
+    for (id, snapshot) in &snapshots {
+        walker.walk_snapshot::<CheckError>(id, snapshot, &mut |v| {
+            let (object, reason, blob) = match v {
+                Visit::Blob(r) => match r.location {
+                    None => (
+                        format!("{} {}", r.kind.label(), r.id),
+                        format!("reached from snapshot {} but in no index file", id.short(8)),
+                        r.id,
+                    ),
+                    Some((pack, entry)) if entry.blob_type != r.kind.blob_type() => (
+                        format!("{} {}", r.kind.label(), r.id),
+                        format!("stored in pack {pack} as a blob of the other type"),
+                        r.id,
+                    ),
+                    Some(_) => return Ok(()),
+                },
+                Visit::Damaged(d) => (
+                    format!("{} {}", d.kind.label(), d.id),
+                    d.reason.clone(),
+                    d.id,
+                ),
+            };
+            report.problem(object, reason);
+            damaged_blobs.insert(blob.prefix_u128());
+            Ok(())
+        })?;
+    }
+    report.blobs_reachable = walker.blobs_seen();
+    drop(walker);
+
+    for id in &unreadable {
+        report.affected.push(Affected {
+            id: *id,
+            time: None,
+            hostname: None,
+            paths: Vec::new(),
+            unreadable: true,
+        });
+    }
+    if !damaged_packs.is_empty() || !damaged_blobs.is_empty() {
+        say("finding the snapshots affected");
+        for (id, snapshot) in &snapshots {
+            let hit = Walker::new(repo).walk_snapshot::<Attribution>(id, snapshot, &mut |v| {
+                let bad = match v {
+                    Visit::Blob(r) => {
+                        r.location
+                            .is_none_or(|(pack, _)| damaged_packs.contains(&pack))
+                            || damaged_blobs.contains(&r.id.prefix_u128())
+                    }
+                    Visit::Damaged(_) => true,
+                };
+                if bad { Err(Attribution::Hit) } else { Ok(()) }
+            });
+            match hit {
+                Ok(()) => {}
+                Err(Attribution::Hit) => report.affected.push(Affected {
+                    id: *id,
+                    time: Some(snapshot.time),
+                    hostname: Some(snapshot.hostname.clone()),
+                    paths: snapshot.paths.clone(),
+                    unreadable: false,
+                }),
+                Err(Attribution::Walk(e)) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::chunklist::Extent;
+    use crate::tree::{Content, Node, NodeKind, Tree, save_tree};
+    use cairn_store::backend::MemoryBackend;
+    use cairn_store::{
+        Backend, BlobType, Credential, Handle, InitOptions, OpenOptions, SeededRandom, SnapshotKind,
+    };
+    use std::sync::Arc;
+
+    fn repo(backend: &Arc<MemoryBackend>, seed: &[u8]) -> Repository {
+        let mut open = OpenOptions::new(None);
+        open.rng = Arc::new(SeededRandom::new(seed));
+        let credential = Credential::Password(b"pw");
+        match Repository::open(backend.clone(), &credential, open.clone()) {
+            Ok(r) => r,
+            Err(_) => Repository::init(
+                backend.clone(),
+                &credential,
+                &InitOptions::for_tests(),
+                open,
+            )
+            .unwrap(),
+        }
+    }
+
+    /// A snapshot of one file made of `blobs` (in one backup session, so
+    /// its data goes to packs of its own).
+    fn file_snapshot(repo: &Repository, host: &str, blobs: &[Vec<u8>], extra: Option<Id>) -> Id {
+        let mut extents: Vec<Extent> = blobs
+            .iter()
+            .map(|b| Extent {
+                len: b.len() as u64,
+                blob: Some(repo.save_blob(BlobType::Data, b).unwrap().id),
+            })
+            .collect();
+        if let Some(ghost) = extra {
+            extents.push(Extent {
+                len: 1,
+                blob: Some(ghost),
+            });
+        }
+        let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+        node.content = Some(Content::Inline(extents));
+        let (root, _) = save_tree(repo, &Tree { nodes: vec![node] }).unwrap();
+        let snapshot = Snapshot {
+            time: 1_764_547_200,
+            time_nanos: 0,
+            hostname: host.into(),
+            username: "u".into(),
+            kind: SnapshotKind::Files,
+            paths: vec!["/f".into()],
+            tags: vec![],
+            parent: None,
+            root,
+            program_version: "test".into(),
+            stats: Default::default(),
+        };
+        repo.save_snapshot(&snapshot).unwrap()
+    }
+
+    fn blob(i: u32) -> Vec<u8> {
+        blake3::hash(&i.to_le_bytes()).as_bytes().repeat(200)
+    }
+
+    fn run(repo: &Repository, read_data: ReadData) -> CheckReport {
+        check(
+            repo,
+            &CheckOptions {
+                read_data,
+                salt: [0; 32],
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+    }
+
+    fn affected(report: &CheckReport) -> Vec<Id> {
+        let mut v: Vec<Id> = report.affected.iter().map(|a| a.id).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn damage_is_found_and_only_the_snapshots_reaching_it_are_named() {
+        let backend = Arc::new(MemoryBackend::new());
+        let r = repo(&backend, b"c1");
+        let shared: Vec<Vec<u8>> = (0..3).map(blob).collect();
+        let a = file_snapshot(&r, "a", &shared, None);
+        drop(r);
+        // Session 2: a snapshot with blobs of its own, and one reaching a
+        // blob the repository does not have.
+        let r = repo(&backend, b"c2");
+        let own: Vec<Vec<u8>> = (10..14).map(blob).collect();
+        let b = file_snapshot(&r, "b", &own, None);
+        let ghost = Id([0xee; 32]);
+        let c = file_snapshot(&r, "c", &shared, Some(ghost));
+        let report = run(&r, ReadData::All);
+        assert_eq!(report.problems_total, 1, "{:?}", report.problems);
+        assert!(report.problems[0].reason.contains("in no index file"));
+        assert_eq!(affected(&report), vec![c]);
+        assert_eq!(report.snapshots, 3);
+        let (b_pack, b_entry) = r.locate_blob(&r.blob_id(&own[0])).unwrap().unwrap();
+        let (a_pack, _) = r.locate_blob(&r.blob_id(&shared[0])).unwrap().unwrap();
+        assert_ne!(a_pack, b_pack);
+        drop(r);
+
+        // A flipped bit in a blob of b's pack: only --read-data sees it.
+        let handle = Handle::new(ObjectKind::Pack, &b_pack);
+        assert!(backend.corrupt(&handle, b_entry.offset as usize + 10, 0x04));
+        let r = repo(&backend, b"c3");
+        let structural = run(&r, ReadData::Nothing);
+        assert_eq!(structural.problems_total, 1);
+        let full = run(&r, ReadData::All);
+        assert_eq!(full.problems_total, 2, "{:?}", full.problems);
+        assert_eq!(affected(&full), {
+            let mut v = vec![b, c];
+            v.sort();
+            v
+        });
+        // A part that does not read that pack does not see it.
+        let parts: Vec<usize> = (1..=4)
+            .map(|n| run(&r, ReadData::Part { n, m: 4 }).problems_total)
+            .collect();
+        assert_eq!(parts.iter().filter(|&&p| p == 2).count(), 1, "{parts:?}");
+
+        // A's pack gone from the target: found without reading data, and a
+        // and c (which shares a's blobs) are affected.
+        backend
+            .delete(&Handle::new(ObjectKind::Pack, &a_pack))
+            .unwrap();
+        let gone = run(&r, ReadData::Nothing);
+        assert!(
+            gone.problems
+                .iter()
+                .any(|p| p.object == format!("pack {a_pack}")),
+            "{:?}",
+            gone.problems
+        );
+        assert_eq!(affected(&gone), {
+            let mut v = vec![a, c];
+            v.sort();
+            v
+        });
+    }
+
+    #[test]
+    fn subsets_parse_and_parts_cover_every_pack_once() {
+        assert_eq!(
+            "3/7".parse::<ReadData>().unwrap(),
+            ReadData::Part { n: 3, m: 7 }
+        );
+        assert_eq!("100%".parse::<ReadData>().unwrap(), ReadData::All);
+        assert_eq!(
+            "12.5%".parse::<ReadData>().unwrap(),
+            ReadData::Percent(12.5)
+        );
+        for bad in ["0/3", "4/3", "1/0", "0%", "101%", "x", "1/", "%"] {
+            assert!(bad.parse::<ReadData>().is_err(), "{bad}");
+        }
+        let salt = [7u8; 32];
+        let ids: Vec<Id> = (0..500u32)
+            .map(|i| Id(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        for id in &ids {
+            let hits = (1..=5)
+                .filter(|&n| ReadData::Part { n, m: 5 }.selects(id, &salt))
+                .count();
+            assert_eq!(hits, 1);
+        }
+        let share = ids
+            .iter()
+            .filter(|id| ReadData::Percent(20.0).selects(id, &salt))
+            .count();
+        assert!((60..140).contains(&share), "{share} of 500 at 20%");
+        // Another salt, another draw; the same salt, the same one.
+        let again: Vec<bool> = ids
+            .iter()
+            .map(|id| ReadData::Percent(20.0).selects(id, &salt))
+            .collect();
+        let other: Vec<bool> = ids
+            .iter()
+            .map(|id| ReadData::Percent(20.0).selects(id, &[8; 32]))
+            .collect();
+        let first: Vec<bool> = ids
+            .iter()
+            .map(|id| ReadData::Percent(20.0).selects(id, &salt))
+            .collect();
+        assert_eq!(again, first);
+        assert_ne!(other, first);
+    }
+}

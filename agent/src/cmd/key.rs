@@ -1,0 +1,153 @@
+//! `cairn key`: list, add, remove key files and change a password.
+//!
+//! New passwords come from `CAIRN_NEW_PASSWORD_FILE`,
+//! `CAIRN_NEW_PASSWORD_COMMAND` or a terminal prompt, never from the
+//! command line. Removing and replacing keys take an exclusive lock, so two
+//! removals cannot race each other down to no usable key.
+
+use cairn::exit::Outcome;
+use cairn::repo::{hostname, read_new_password, username};
+use cairn::units::format_time;
+use cairn_store::{KdfParams, KeyFileInfo};
+
+use super::common::{RepoArgs, print, print_json};
+
+/// Options of `cairn key`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+/// Argon2id cost of a new password's key file.
+#[derive(Debug, Clone, clap::Args)]
+struct KdfArgs {
+    /// Argon2id memory for the new key file, in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 64)]
+    kdf_memory: u32,
+    /// Argon2id passes over that memory.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    kdf_iterations: u32,
+}
+
+impl KdfArgs {
+    fn params(&self) -> anyhow::Result<KdfParams> {
+        let p = KdfParams {
+            memory_kib: self.kdf_memory.saturating_mul(1024),
+            iterations: self.kdf_iterations,
+            parallelism: 1,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// List the key files (the one in use is marked with *).
+    List {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Add a key file for a new password (from CAIRN_NEW_PASSWORD_FILE,
+    /// CAIRN_NEW_PASSWORD_COMMAND or a prompt).
+    Add {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Remove a key file (by id or unique prefix). The key in use and the
+    /// last usable key are refused.
+    Remove {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// The key file's id or a unique prefix of it.
+        #[arg(value_name = "KEY")]
+        key: String,
+    },
+    /// Change the password: add a key file for the new password, then
+    /// remove the one in use.
+    Passwd {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+}
+
+fn new_info() -> KeyFileInfo {
+    KeyFileInfo {
+        created: cairn_store::lock::now_secs(),
+        hostname: hostname(),
+        username: username(),
+    }
+}
+
+/// Runs `cairn key`.
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    match args.action {
+        Action::List { repo: r } => {
+            let repo = cairn::repo::open(&r.spec())?;
+            let keys = repo.list_keys()?;
+            if r.json {
+                return print_json(&keys).map(|_| Outcome::Clean);
+            }
+            let mut out = format!(
+                "  {:<12} {:<9} {:<20} {:<16} {}\n",
+                "ID", "TYPE", "CREATED (UTC)", "HOST", "USER"
+            );
+            for k in &keys {
+                let mark = if k.current { '*' } else { ' ' };
+                match &k.damaged {
+                    Some(why) => out += &format!("{mark} {:<12} damaged: {why}\n", k.id.short(12)),
+                    None => {
+                        out += &format!(
+                            "{mark} {:<12} {:<9} {:<20} {:<16} {}\n",
+                            k.id.short(12),
+                            if k.password { "password" } else { "raw key" },
+                            format_time(k.info.created),
+                            k.info.hostname,
+                            k.info.username
+                        )
+                    }
+                }
+            }
+            print(&out)?;
+        }
+        Action::Add { repo: r, kdf } => {
+            let params = kdf.params()?;
+            let repo = cairn::repo::open(&r.spec())?;
+            let secret = read_new_password()?;
+            let id = repo.add_key(&secret.credential(), &params, &new_info())?;
+            report(&r, "added key", &id)?;
+        }
+        Action::Remove { repo: r, key } => {
+            let repo = cairn::repo::open(&r.spec())?;
+            let _lock = repo.lock(&hostname(), "key remove", true)?;
+            let id = repo.resolve_key(&key)?;
+            repo.remove_key(&id)?;
+            report(&r, "removed key", &id)?;
+        }
+        Action::Passwd { repo: r, kdf } => {
+            let params = kdf.params()?;
+            let mut repo = cairn::repo::open(&r.spec())?;
+            let secret = read_new_password()?;
+            let lock = repo.lock(&hostname(), "key passwd", true)?;
+            let id = repo.change_password(&secret.credential(), &params, &new_info())?;
+            drop(lock);
+            report(&r, "password changed; new key", &id)?;
+        }
+    }
+    Ok(Outcome::Clean)
+}
+
+fn report(r: &RepoArgs, what: &str, id: &cairn_store::Id) -> anyhow::Result<()> {
+    if r.json {
+        print_json(&serde_json::json!({ "key": id }))
+    } else if r.quiet {
+        Ok(())
+    } else {
+        print(&format!("{what} {}\n", id.short(12)))
+    }
+}
