@@ -101,6 +101,12 @@ pub struct Cutter<'r> {
     /// The parent disk's size: its last chunk ended there because the disk
     /// did, which is no cut at all if the disk has grown.
     parent_len: u64,
+    /// Hashes of parent-aligned ranges already computed: (disk offset,
+    /// length, id), in disk order. A run is hashed on every thread at once,
+    /// so the chunks after one that differs are hashed too; after the
+    /// search resyncs, verifying them again must not hash them again (it
+    /// did: 4,000 scattered writes in 2 GiB hashed 16 GB).
+    hashed: VecDeque<(u64, usize, Id)>,
     threads: usize,
 }
 
@@ -126,6 +132,7 @@ impl<'r> Cutter<'r> {
             mode: Mode::Verify,
             zero_len: zero_len.max(1),
             parent_len: parent.bytes,
+            hashed: VecDeque::new(),
             threads: threads.max(1),
         })
     }
@@ -155,7 +162,11 @@ impl<'r> Cutter<'r> {
         let mut cuts: Vec<Cut> = Vec::new();
         let mut i = 0usize;
         while i < region.len() {
-            self.walk.release(base + i as u64);
+            let at = base + i as u64;
+            self.walk.release(at);
+            while self.hashed.front().is_some_and(|h| h.0 < at) {
+                self.hashed.pop_front();
+            }
             let progress = match self.mode {
                 Mode::Verify => self.verify(region, base, last, &mut i, &mut cuts)?,
                 Mode::Search => self.search(region, base, last, &mut i, &mut cuts)?,
@@ -222,7 +233,7 @@ impl<'r> Cutter<'r> {
                     }
                     return Ok(false);
                 }
-                let ids = self.hash_all(region, &run);
+                let ids = self.hash_run(region, base, &run);
                 for ((offset, len, want), got) in run.into_iter().zip(ids) {
                     if got != want {
                         self.mode = Mode::Search;
@@ -296,6 +307,32 @@ impl<'r> Cutter<'r> {
             }
         }
         Ok(*i < region.len())
+    }
+
+    /// The keyed hashes of the run's chunks: those hashed before are looked
+    /// up, the rest computed on the cutter's threads and remembered.
+    fn hash_run(&mut self, region: &[u8], base: u64, run: &[(usize, usize, Id)]) -> Vec<Id> {
+        let known = |hashed: &VecDeque<(u64, usize, Id)>, pos: u64, len: usize| {
+            let k = hashed.partition_point(|h| h.0 < pos);
+            hashed
+                .get(k)
+                .filter(|h| h.0 == pos && h.1 == len)
+                .map(|h| h.2)
+        };
+        let todo: Vec<(usize, usize, Id)> = run
+            .iter()
+            .filter(|&&(o, l, _)| known(&self.hashed, base + o as u64, l).is_none())
+            .copied()
+            .collect();
+        let computed = self.hash_all(region, &todo);
+        for (&(o, l, _), id) in todo.iter().zip(computed) {
+            let pos = base + o as u64;
+            let k = self.hashed.partition_point(|h| h.0 < pos);
+            self.hashed.insert(k, (pos, l, id));
+        }
+        run.iter()
+            .map_while(|&(o, l, _)| known(&self.hashed, base + o as u64, l))
+            .collect()
     }
 
     /// The keyed hashes of the run's chunks, on the cutter's threads.
