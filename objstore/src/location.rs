@@ -83,6 +83,27 @@ pub enum LocationError {
     },
 }
 
+/// The location as it may be shown in a message: a password in the URL's
+/// user part and a query string (SAS tokens) are replaced by `***`.
+fn redacted(loc: &str) -> String {
+    let Some((scheme, rest)) = loc.split_once("://") else {
+        return loc.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, _)) => format!("{path}?***"),
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -138,7 +159,7 @@ impl Location {
             return Err(LocationError::Empty);
         }
         let invalid = |reason: &str| LocationError::Invalid {
-            location: loc.to_string(),
+            location: redacted(loc),
             reason: reason.to_string(),
         };
         if loc.chars().any(char::is_control) {
@@ -172,7 +193,7 @@ impl Location {
                 .map_err(|r| invalid(&r)),
             "local" | "file" => Err(invalid("write a local directory as /path or local:/path")),
             _ => Err(LocationError::UnknownScheme {
-                location: loc.to_string(),
+                location: redacted(loc),
                 scheme: scheme.to_string(),
             }),
         }
@@ -385,8 +406,23 @@ fn check_container(name: &str, rules: ContainerRules) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn secrets_in_a_refused_location_are_not_repeated() {
+        for (input, secret) in [
+            ("sftp://u:hunter2@h/r", "hunter2"),
+            ("azure://c0ntainer/p?sig=topsecret", "topsecret"),
+            ("gs://k:topsecret@b/p", "topsecret"),
+        ] {
+            let e = Location::parse(input).unwrap_err().to_string();
+            assert!(!e.contains(secret), "{e}");
+        }
+        assert_eq!(redacted("s3://b/p"), "s3://b/p");
+        assert_eq!(redacted("sftp://u@h:22/x"), "sftp://u@h:22/x");
+    }
 
     fn ok(s: &str) -> Location {
         Location::parse(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
