@@ -109,9 +109,39 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// The message of an error and its causes, `a: b: c`, leaving out a cause
+/// whose text the message already holds (many errors print their source in
+/// their own text, and `{:#}` would print it twice).
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::other("disk on fire");
+        let inner = cairn_store::BackendError::Io {
+            op: "read",
+            object: "pack 1".into(),
+            source: io,
+        };
+        let err = anyhow::Error::new(inner).context("backup failed");
+        assert_eq!(
+            error_message(&err),
+            "backup failed: read pack 1: disk on fire"
+        );
+    }
 
     #[test]
     fn outcome_codes() {
