@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Env, fill};
+use common::{Env, fill, same_tree};
 
 fn make_tree(root: &Path) {
     for d in 0..4u64 {
@@ -26,20 +26,6 @@ fn make_tree(root: &Path) {
     }
     std::os::unix::fs::symlink("d0/sub/f1", root.join("link")).unwrap();
     std::fs::write(root.join("empty"), b"").unwrap();
-}
-
-fn same_tree(a: &Path, b: &Path) {
-    let out = Command::new("diff")
-        .args(["-r", "--no-dereference"])
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "trees differ:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use cairn_objstore::testing::{self, TestTarget, unique_prefix};
-use common::{Env, fill};
+use common::{Env, fill, same_tree};
 
 /// The `cairn` command against `repo` with `env`'s password and cache and the
 /// target's endpoint and credentials in the environment (and nothing from
@@ -98,20 +98,6 @@ fn make_image(path: &Path) {
     f.write_all_at(&fill(1, 20 << 20), 0).unwrap();
     f.write_all_at(&fill(2, 6 << 20), 24 << 20).unwrap();
     f.write_all_at(&fill(1, 4 << 20), 34 << 20).unwrap();
-}
-
-fn same_tree(a: &Path, b: &Path) {
-    let out = Command::new("diff")
-        .args(["-r", "--no-dereference"])
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "trees differ:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 fn backup_and_restore(target: &TestTarget) {

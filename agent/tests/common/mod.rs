@@ -58,3 +58,19 @@ pub fn fill(seed: u64, len: usize) -> Vec<u8> {
     h.finalize_xof().fill(&mut out);
     out
 }
+
+/// Fails unless the trees at `a` and `b` hold the same names, contents and
+/// symlink targets (`diff -r --no-dereference`).
+pub fn same_tree(a: &std::path::Path, b: &std::path::Path) {
+    let out = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "trees differ:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
