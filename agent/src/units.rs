@@ -123,11 +123,9 @@ mod tests {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since the Unix epoch.
-pub fn format_time(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm), proleptic Gregorian.
+/// The date of a day since 1970-01-01: (year, month 1-12, day 1-31), in
+/// the proleptic Gregorian calendar (Howard Hinnant's civil-from-days).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -136,7 +134,13 @@ pub fn format_time(unix: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since the Unix epoch.
+pub fn format_time(unix: i64) -> String {
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         secs / 3600,
