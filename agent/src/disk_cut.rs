@@ -222,12 +222,14 @@ impl<'r> Cutter<'r> {
                         self.mode = Mode::Search;
                         return Ok(true);
                     }
-                    // The parent's chunk crosses the region's end.
-                    let longer_than_a_chunk =
-                        region.len() - *i > 2 * self.chunker.params().max_size;
+                    // The parent's chunk crosses the region's end. It is
+                    // carried into the next region, which has room for one
+                    // chunk in front, so only a chunk the chunker could
+                    // have cut is carried.
+                    let longer_than_a_chunk = len > self.chunker.params().max_size as u64;
                     if last || longer_than_a_chunk {
                         // Past the disk's end (it shrank), or longer than any
-                        // chunk can be: search.
+                        // chunk can be (a damaged parent list): search.
                         self.mode = Mode::Search;
                         return Ok(true);
                     }

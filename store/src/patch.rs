@@ -61,7 +61,8 @@ pub enum PatchOp {
 }
 
 impl PatchOp {
-    fn len(&self) -> u32 {
+    /// The bytes of output the operation makes.
+    pub fn output_len(&self) -> u32 {
         match *self {
             PatchOp::Copy { len, .. } | PatchOp::Literal { len } => len,
         }
@@ -157,7 +158,7 @@ impl<'a> Patch<'a> {
 
     /// Length of the blob the patch produces.
     pub fn output_len(&self) -> u64 {
-        self.ops.iter().map(|op| u64::from(op.len())).sum()
+        self.ops.iter().map(|op| u64::from(op.output_len())).sum()
     }
 
     /// Rebuilds the blob from its bases (in the patch's order).
@@ -214,19 +215,21 @@ impl<'a> Patch<'a> {
             {
                 return Some(out_pos - i64::from(base_offset));
             }
-            out_pos += i64::from(op.len());
+            out_pos += i64::from(op.output_len());
         }
         None
     }
 }
 
 /// Encodes a patch of `new` against `bases` (ids and plaintext lengths):
-/// literal bytes are taken from `new` where `ops` says so.
+/// literal bytes are taken from `new` where `ops` says so. The operations'
+/// lengths must add up to `new.len()` ([`crate::Repository::save_blob_patched`]
+/// checks this before calling).
 pub fn encode(bases: &[(Id, u32)], ops: &[PatchOp], new: &[u8]) -> Vec<u8> {
     let literal_total: usize = ops
         .iter()
         .filter(|op| matches!(op, PatchOp::Literal { .. }))
-        .map(|op| op.len() as usize)
+        .map(|op| op.output_len() as usize)
         .sum();
     let mut out = Vec::with_capacity(6 + bases.len() * 36 + ops.len() * 10 + literal_total);
     out.push(PATCH_VERSION);
@@ -256,7 +259,7 @@ pub fn encode(bases: &[(Id, u32)], ops: &[PatchOp], new: &[u8]) -> Vec<u8> {
     }
     let mut pos = 0usize;
     for op in ops {
-        let len = op.len() as usize;
+        let len = op.output_len() as usize;
         if let PatchOp::Literal { .. } = op {
             out.extend_from_slice(&new[pos..pos + len]);
         }

@@ -577,6 +577,13 @@ impl Repository {
             let len = u32::try_from(base.data.len()).map_err(|_| too_long("patch base"))?;
             named.push((base.id, len));
         }
+        let op_len: u64 = ops.iter().map(|op| u64::from(op.output_len())).sum();
+        if op_len != data.len() as u64 {
+            return Err(Error::InvalidInput(format!(
+                "patch of blob {id} covers {op_len} bytes, the blob has {}",
+                data.len()
+            )));
+        }
         let encoding = crate::patch::encode(&named, ops, data);
         let plain: Vec<&[u8]> = bases.iter().map(|b| b.data.as_slice()).collect();
         let rebuilt = Patch::decode(&encoding)

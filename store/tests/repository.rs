@@ -415,6 +415,9 @@ fn patch_blobs_store_only_changed_blocks_and_rebuild_everywhere() {
     let whole_v1 = [cairn_store::patch::PlacedBase { data: &v1, pos: 0 }];
     let bad = diff_aligned(&v1, 0, &whole_v1, 4096, 0).unwrap();
     assert!(repo.save_blob_patched(id3, &v3, &base3, &bad).is_err());
+    // Operations that do not cover the blob are refused, not a panic.
+    let short = [cairn_store::patch::PatchOp::Literal { len: 10 }];
+    assert!(repo.save_blob_patched(id3, &v3, &base3, &short).is_err());
     let root = repo.save_blob(BlobType::Meta, &id2.0).unwrap().id;
     repo.save_snapshot(&snapshot_of(root)).unwrap();
     drop(repo);
