@@ -13,7 +13,7 @@
 //! Pack ids are kept in their own table and referred to by an ordinal, so a
 //! blob row holds 8 bytes instead of 32 for its pack.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
@@ -347,6 +347,28 @@ impl Cache {
             fingerprints.push(u128::from_be_bytes(prefix));
         }
         Ok(BlobSet::from_sorted(fingerprints))
+    }
+
+    /// Stored bytes of the blobs indexed in each pack.
+    pub fn pack_bytes(&self) -> Result<HashMap<Id, u64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT packs.id, SUM(blobs.stored_len) FROM blobs
+                 JOIN packs ON packs.ordinal = blobs.pack GROUP BY blobs.pack",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let id: Vec<u8> = row.get(0).map_err(|e| self.err(e))?;
+            let bytes: i64 = row.get(1).map_err(|e| self.err(e))?;
+            let id: [u8; 32] = id
+                .try_into()
+                .map_err(|_| self.err("a pack id that is not 32 bytes"))?;
+            out.insert(Id(id), u64::try_from(bytes).unwrap_or(0));
+        }
+        Ok(out)
     }
 
     /// Number of blobs in the cache (kept in the meta table, so O(1)).

@@ -148,6 +148,15 @@ pub struct SessionStats {
     pub index_files: u64,
 }
 
+/// Which copies of a blob make storing it again unnecessary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dedup {
+    /// Any: the repository's index or this session.
+    Repository,
+    /// Only one this session stored (rewrites).
+    Session,
+}
+
 /// Where a blob saved in this session is.
 enum Pending {
     /// In an open pack of this type, not uploaded yet.
@@ -540,6 +549,35 @@ impl Repository {
                 stored_len: 0,
             });
         }
+        self.store_whole(blob_type, id, raw_len, data, Dedup::Repository)
+    }
+
+    /// Stores a blob whole in this session's packs even though the index
+    /// already names a copy of it elsewhere (a synthetic full lays a
+    /// snapshot's blobs out again in restore order; a patch is rebuilt and
+    /// stored whole). Once per session: a blob this session already stored
+    /// is not stored again. `data` must be the blob's plaintext; its id is
+    /// checked. Retire the old copies with [`Self::supersede_index`].
+    pub fn rewrite_blob(&self, blob_type: BlobType, id: Id, data: &[u8]) -> Result<SaveOutcome> {
+        if self.keys.blob_id(data) != id {
+            return Err(Error::InvalidInput(format!(
+                "the data given to rewrite blob {id} is not that blob"
+            )));
+        }
+        let raw_len = u32::try_from(data.len())
+            .map_err(|_| Error::InvalidInput(format!("blob {id} exceeds the 4 GiB limit")))?;
+        self.store_whole(blob_type, id, raw_len, data, Dedup::Session)
+    }
+
+    /// Compresses (when that helps) and appends a whole blob.
+    fn store_whole(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        raw_len: u32,
+        data: &[u8],
+        dedup: Dedup,
+    ) -> Result<SaveOutcome> {
         let level = match blob_type {
             BlobType::Data => self.config.compression_level,
             BlobType::Meta => self.config.compression_level.max(3),
@@ -549,7 +587,7 @@ impl Repository {
             Some(c) => (Compression::Zstd, c.as_slice()),
             None => (Compression::None, data),
         };
-        self.append_pending(blob_type, id, raw_len, compression, stored)
+        self.append_pending(blob_type, id, raw_len, compression, stored, dedup)
     }
 
     /// Stores `data` (whose id is `id`) as a patch of `bases`: the
@@ -605,7 +643,14 @@ impl Repository {
         let stored = zstd_frame(&encoding, level).map_err(|e| {
             Error::InvalidInput(format!("cannot compress the patch of blob {id}: {e}"))
         })?;
-        self.append_pending(BlobType::Data, id, raw_len, Compression::Patch, &stored)
+        self.append_pending(
+            BlobType::Data,
+            id,
+            raw_len,
+            Compression::Patch,
+            &stored,
+            Dedup::Repository,
+        )
     }
 
     /// Appends an encoded blob to the open pack of its type unless it is
@@ -617,10 +662,12 @@ impl Repository {
         raw_len: u32,
         compression: Compression,
         stored: &[u8],
+        dedup: Dedup,
     ) -> Result<SaveOutcome> {
         {
             let mut session = lock(&self.session);
-            if session.pending.contains_key(&id) || self.known().contains(&id) {
+            let known = dedup == Dedup::Repository && self.known().contains(&id);
+            if session.pending.contains_key(&id) || known {
                 return Ok(SaveOutcome {
                     id,
                     new: false,
@@ -1141,6 +1188,77 @@ impl Repository {
             .iter()
             .filter_map(|i| i.handle.name.parse().ok())
             .collect())
+    }
+
+    /// Replaces the index files `old` with one index file naming the same
+    /// packs and blobs, minus the entries `retire` picks (copies of blobs
+    /// that now live elsewhere); a pack left with no entries is no longer
+    /// indexed, which makes it a leftover for prune. Flushes first, so this
+    /// session's own index files (never in `old`, which the caller listed
+    /// before it stored anything) keep the new copies. Files of `old` that
+    /// have gone meanwhile are skipped. The new file supersedes the old ones
+    /// (§2.6) before they are deleted, so a crash between the two steps
+    /// leaves readers a consistent index. Returns the new file's id, or
+    /// `None` when none of `old` was left to replace.
+    pub fn supersede_index(
+        &self,
+        old: &[Id],
+        retire: &dyn Fn(&Id, &BlobEntry) -> bool,
+    ) -> Result<Option<Id>> {
+        self.flush()?;
+        let mut replaced = Vec::with_capacity(old.len());
+        let mut packs: std::collections::BTreeMap<Id, HashMap<Id, BlobEntry>> =
+            std::collections::BTreeMap::new();
+        for id in old {
+            let file = match self.read_index(id) {
+                Ok(f) => f,
+                Err(Error::Backend(e)) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            replaced.push(*id);
+            for pack in file.packs {
+                let entries = packs.entry(pack.pack).or_default();
+                for blob in pack.blobs {
+                    if !retire(&pack.pack, &blob) {
+                        entries.insert(blob.id, blob);
+                    }
+                }
+            }
+        }
+        if replaced.is_empty() {
+            return Ok(None);
+        }
+        let file = IndexFile {
+            supersedes: replaced.clone(),
+            packs: packs
+                .into_iter()
+                .filter(|(_, blobs)| !blobs.is_empty())
+                .map(|(pack, blobs)| {
+                    let mut blobs: Vec<BlobEntry> = blobs.into_values().collect();
+                    blobs.sort_by_key(|b| b.offset);
+                    PackBlobs { pack, blobs }
+                })
+                .collect(),
+        };
+        let bytes = file.seal(&self.keys, self.rng.as_ref())?;
+        let new_id = Id::of_object(&bytes);
+        self.write_content_named(ObjectKind::Index, &new_id, &bytes)?;
+        self.counters.index_files.fetch_add(1, Ordering::Relaxed);
+        for id in &replaced {
+            match self.backend.delete(&Handle::new(ObjectKind::Index, id)) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.refresh_index()?;
+        Ok(Some(new_id))
+    }
+
+    /// Stored bytes of the blobs the index names in each pack (a pack's
+    /// size, less its header and trailer, as far as the index knows it).
+    pub fn indexed_pack_bytes(&self) -> Result<HashMap<Id, u64>> {
+        lock(&self.cache).pack_bytes()
     }
 
     /// Reads, verifies and parses one index file from the target.

@@ -651,3 +651,63 @@ fn stale_locks_are_removed_and_force_removes_all() {
     assert!(repo.list_locks().unwrap().is_empty());
     drop(live);
 }
+
+#[test]
+fn rewritten_blobs_move_to_new_packs_and_the_old_entries_retire() {
+    use cairn_store::patch::diff_aligned;
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"rw")).unwrap();
+    let (_, ids) = backup(&repo, 0..60);
+    // A patch, which a rewrite stores whole.
+    let (v1, v2) = chunk_and_edit(16_384, 3);
+    let id1 = repo.save_blob(BlobType::Data, &v1).unwrap().id;
+    repo.flush().unwrap();
+    let bases = repo.patch_base(&id1).unwrap();
+    let ops = diff_aligned(&v2, 0, &placed(&bases), 4096, 8192).unwrap();
+    let id2 = repo.blob_id(&v2);
+    repo.save_blob_patched(id2, &v2, &bases, &ops).unwrap();
+    repo.flush().unwrap();
+    let old_files = repo.index_file_ids().unwrap();
+    let old_pack = |id: &Id| repo.locate_blob(id).unwrap().unwrap().0;
+    let moved: Vec<Id> = ids.iter().step_by(3).copied().chain([id2]).collect();
+    let before: Vec<Id> = moved.iter().map(old_pack).collect();
+    drop(repo);
+
+    let repo = Repository::open(backend.clone(), &PW, opts(b"rw2")).unwrap();
+    // Wrong data for an id is refused.
+    assert!(repo.rewrite_blob(BlobType::Data, id2, &v1).is_err());
+    for id in &moved {
+        let data = repo.load_blob(id).unwrap();
+        assert!(repo.rewrite_blob(BlobType::Data, *id, &data).unwrap().new);
+        // Once per session.
+        assert!(!repo.rewrite_blob(BlobType::Data, *id, &data).unwrap().new);
+    }
+    let retire: std::collections::HashSet<Id> = moved.iter().copied().collect();
+    let new_index = repo
+        .supersede_index(&old_files, &|_, e| retire.contains(&e.id))
+        .unwrap()
+        .unwrap();
+    for (id, old) in moved.iter().zip(&before) {
+        let (pack, entry) = repo.locate_blob(id).unwrap().unwrap();
+        assert_ne!(pack, *old, "blob {id} still at its old pack");
+        assert_ne!(entry.compression, cairn_store::Compression::Patch);
+    }
+    // The old index files are gone, the new one supersedes them, and a
+    // fresh open sees one location per blob and every blob readable.
+    let files = repo.index_file_ids().unwrap();
+    assert!(files.contains(&new_index));
+    assert!(old_files.iter().all(|f| !files.contains(f)));
+    drop(repo);
+    let repo = Repository::open(backend, &PW, opts(b"rw3")).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(repo.load_blob(id).unwrap(), blob(i as u32));
+    }
+    assert_eq!(repo.load_blob(&id2).unwrap(), v2);
+    assert!(repo.patch_bases(&id2).unwrap().is_empty());
+    // Nothing left to replace: no new file.
+    assert!(
+        repo.supersede_index(&old_files, &|_, _| false)
+            .unwrap()
+            .is_none()
+    );
+}
