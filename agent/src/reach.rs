@@ -141,6 +141,7 @@ pub struct WalkError {
 pub struct Walker<'r> {
     repo: &'r Repository,
     seen: HashSet<u128>,
+    follow_bases: bool,
 }
 
 /// Whether a store error says something about the object read (damaged,
@@ -216,6 +217,18 @@ impl<'r> Walker<'r> {
         Walker {
             repo,
             seen: HashSet::new(),
+            follow_bases: true,
+        }
+    }
+
+    /// A walker that reports the blobs snapshots reference and not the
+    /// bases of patches: what a snapshot is made of rather than what its
+    /// blobs are stored with (a synthetic full stores patches whole, so it
+    /// needs every directly referenced blob reported as such).
+    pub fn without_patch_bases(repo: &'r Repository) -> Self {
+        Walker {
+            follow_bases: false,
+            ..Walker::new(repo)
         }
     }
 
@@ -303,7 +316,7 @@ impl<'r> Walker<'r> {
         let is_patch = reached
             .location
             .is_some_and(|(_, e)| e.compression == cairn_store::Compression::Patch);
-        if !is_patch {
+        if !is_patch || !self.follow_bases {
             return Ok(());
         }
         match self.repo.patch_bases(&id) {

@@ -12,6 +12,7 @@ pub mod ls;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod synth;
 pub mod unlock;
 
 use cairn::exit::Outcome;
@@ -33,6 +34,8 @@ pub enum Command {
     Diff(diff::Args),
     /// Sizes, new data per snapshot and the dedup ratio.
     Stats(stats::Args),
+    /// Lay a snapshot out again in restore order (a synthetic full), from the repository alone.
+    Synth(synth::Args),
     /// Verify the repository; name the snapshots any damage affects (exit 4).
     Check(check::Args),
     /// Remove snapshots by a retention policy (--keep-*) or by id.
@@ -58,6 +61,7 @@ impl Command {
             Self::Ls(_) => "ls",
             Self::Diff(_) => "diff",
             Self::Stats(_) => "stats",
+            Self::Synth(_) => "synth",
             Self::Check(_) => "check",
             Self::Forget(_) => "forget",
             Self::Key(_) => "key",
@@ -76,6 +80,7 @@ impl Command {
             Self::Ls(args) => ls::run(args),
             Self::Diff(args) => diff::run(args),
             Self::Stats(args) => stats::run(args),
+            Self::Synth(args) => synth::run(args),
             Self::Check(args) => check::run(args),
             Self::Forget(args) => forget::run(args),
             Self::Key(args) => key::run(args),

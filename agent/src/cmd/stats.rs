@@ -1,5 +1,6 @@
 //! `cairn stats`: sizes, new data per snapshot and the dedup ratio.
 
+use anyhow::Context;
 use cairn::exit::Outcome;
 use cairn::select;
 use cairn::units::{format_bytes, format_time};
@@ -39,6 +40,14 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     } else {
         0.0
     };
+    // One snapshot: how scattered it is (a walk of its blobs, no pack read).
+    let fragmentation = match (&args.snapshot, list.as_slice()) {
+        (Some(_), [(id, snapshot)]) => Some(
+            cairn::locality::measure(&repo, id, snapshot)
+                .with_context(|| format!("measuring the locality of snapshot {}", id.short(8)))?,
+        ),
+        _ => None,
+    };
     if args.repo.json {
         let snaps: Vec<_> = list
             .iter()
@@ -47,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         return print_json(&serde_json::json!({
             "snapshots": snaps, "packs": packs.len(), "repository_bytes": stored,
             "indexed_blobs": repo.indexed_blob_count(), "logical_bytes": logical, "dedup_ratio": ratio,
+            "fragmentation": fragmentation,
         }))
         .map(|_| Outcome::Clean);
     }
@@ -74,6 +84,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         format_bytes(logical),
         ratio
     );
+    if let Some(f) = &fragmentation {
+        out += &format!(
+            "restore locality: {} (`cairn synth` lays a scattered snapshot out again)\n",
+            super::synth::describe(f)
+        );
+    }
     print(&out)?;
     Ok(Outcome::Clean)
 }
