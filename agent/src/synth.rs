@@ -332,10 +332,13 @@ mod tests {
         open
     }
 
+    /// The target, the snapshots, and the disk's content at each.
+    type Fixture = (Arc<MemoryBackend>, Vec<(Id, Snapshot)>, Vec<Vec<u8>>);
+
     /// A repository holding a first full of a 6 MiB disk and `rounds`
     /// incrementals, each after 60 scattered 4 KiB writes (so they hold
     /// patches); returns the snapshots and the disk's content at each.
-    fn fragmented(rounds: usize) -> (Arc<MemoryBackend>, Vec<(Id, Snapshot)>, Vec<Vec<u8>>) {
+    fn fragmented(rounds: usize) -> Fixture {
         let backend = Arc::new(MemoryBackend::new());
         let mut init = InitOptions::for_tests();
         init.pack_size = 256 << 10;
