@@ -14,7 +14,9 @@
 //!   touches a few dozen);
 //! - **read amplification**: the stored bytes of the packs touched over the
 //!   stored bytes of the blobs needed (1.0: every pack touched is wholly
-//!   used; the cost of a restore that fetches whole packs).
+//!   used; the cost of a restore that fetches whole packs);
+//! - **spread**: the packs touched over the fewest packs that could hold
+//!   what is needed (1.0 ideal; what `--synth-above` compares).
 //!
 //! `cairn stats SNAPSHOT` shows them and `cairn synth` (see [`crate::synth`])
 //! uses them to decide whether a snapshot is worth laying out again.
@@ -48,6 +50,11 @@ pub struct Fragmentation {
     pub packs_per_gib: f64,
     /// `pack_bytes / stored_bytes`.
     pub read_amplification: f64,
+    /// Packs touched over the fewest packs that could hold the needed
+    /// stored bytes (`stored_bytes / pack_size`, rounded up): 1.0 for an
+    /// ideal layout, about 1.1 for a fresh full. The figure a synth
+    /// policy compares with its threshold.
+    pub spread: f64,
 }
 
 /// Why locality could not be measured.
@@ -132,6 +139,9 @@ pub fn pack_use(repo: &Repository, id: &Id, snapshot: &Snapshot) -> Result<PackU
     } else {
         1.0
     };
+    let pack_size = u64::from(repo.config().pack_size).max(1);
+    let fewest = f.stored_bytes.div_ceil(pack_size).max(1);
+    f.spread = f.packs as f64 / fewest as f64;
     Ok(PackUse {
         used,
         fragmentation: f,

@@ -227,6 +227,21 @@ fn restore_order(
     Ok(order)
 }
 
+/// Runs [`synth`] when the snapshot's spread (see [`Fragmentation::spread`])
+/// is above `threshold`; `None` when it is not.
+pub fn synth_if_spread_above(
+    repo: &Repository,
+    id: &Id,
+    snapshot: &Snapshot,
+    threshold: f64,
+    opts: &SynthOptions,
+) -> Result<Option<SynthReport>, SynthError> {
+    if locality::measure(repo, id, snapshot)?.spread <= threshold {
+        return Ok(None);
+    }
+    synth(repo, id, snapshot, opts, &|_| {}).map(Some)
+}
+
 /// The blobs to move, in restore order: patches, and blobs of packs the
 /// snapshot uses less than `min_use` of.
 fn choose(repo: &Repository, order: &[Needed], min_use: f64) -> Result<Vec<Needed>, SynthError> {

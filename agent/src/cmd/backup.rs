@@ -47,6 +47,12 @@ pub struct Args {
     /// patches of the parent's.
     #[arg(long)]
     force: bool,
+    /// After the backup, lay the new snapshot out again (`cairn synth`)
+    /// when its restore would touch more than SPREAD times the fewest packs
+    /// that could hold it (`cairn stats SNAPSHOT` shows the spread; 1.5 is
+    /// a reasonable threshold for disks with scattered writes).
+    #[arg(long, value_name = "SPREAD")]
+    synth_above: Option<f64>,
     /// Worker threads (0 = one per core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
@@ -121,6 +127,32 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         .save_snapshot(&snapshot)
         .context("cannot write the snapshot")?;
     report(&args, &id, &stats, start.elapsed().as_secs_f64())?;
+    if let Some(threshold) = args.synth_above {
+        let synthesised = cairn::synth::synth_if_spread_above(
+            &repo,
+            &id,
+            &snapshot,
+            threshold,
+            &cairn::synth::SynthOptions::default(),
+        )
+        .with_context(|| {
+            format!(
+                "the snapshot {} is saved, but its synth failed",
+                id.short(8)
+            )
+        })?;
+        if let Some(r) = synthesised
+            && !args.repo.quiet
+        {
+            eprintln!(
+                "synth: spread {:.2} above {threshold}: {} blobs laid out again, snapshot {} replaces {}",
+                r.before.spread,
+                r.blobs_rewritten,
+                r.snapshot.short(8),
+                id.short(8)
+            );
+        }
+    }
     Ok(Outcome::from_warnings(warnings))
 }
 

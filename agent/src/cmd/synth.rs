@@ -96,10 +96,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
 /// One line about a snapshot's locality.
 pub fn describe(f: &Fragmentation) -> String {
     format!(
-        "{} packs for {} ({:.1} packs/GiB), read amplification {:.2}x, {} patches",
+        "{} packs for {} ({:.1} packs/GiB, spread {:.2}), read amplification {:.2}x, {} patches",
         f.packs,
         format_bytes(f.bytes),
         f.packs_per_gib,
+        f.spread,
         f.read_amplification,
         f.patches
     )
