@@ -82,6 +82,18 @@ fn synth_of_a_fragmented_disk_snapshot_restores_exactly_and_checks_clean() {
     // Laid out well now: a second synth moves nothing.
     let again = env.json(&["synth", "latest", "--json"]);
     assert_eq!(again["blobs_rewritten"].as_u64(), Some(0), "{again}");
+
+    // The backup policy: a threshold of 0 synthesises every new snapshot.
+    scatter(&image, 5);
+    let out_backup = env.ok(&["backup", "--disk", img, "--synth-above", "0"]);
+    let said = String::from_utf8_lossy(&out_backup.stderr);
+    assert!(said.contains("synth: spread"), "{said}");
+    let synthetic = env.json(&["snapshots", "--json", "--tag", "synthetic"]);
+    assert_eq!(synthetic.as_array().unwrap().len(), 2, "{synthetic}");
+    let now = env.json(&["stats", "latest", "--json"]);
+    assert_eq!(now["fragmentation"]["patches"].as_u64(), Some(0), "{now}");
+    env.ok(&["restore", "latest", "--disk-to", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&image).unwrap());
 }
 
 #[test]
