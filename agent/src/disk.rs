@@ -16,7 +16,7 @@
 //! every blob against its id and write it with positioned writes to every
 //! offset it occupies.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -26,6 +26,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use cairn_chunker::Chunker;
+use cairn_store::pack::OpenedBlob;
 use cairn_store::{BlobEntry, Id, Repository};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -757,13 +758,24 @@ pub struct DiskRestoreOptions {
     pub verify: bool,
 }
 
-/// Extents per restore window (bounds memory: the window's plan is held).
-const WINDOW_EXTENTS: usize = 1 << 16;
+/// Extents per restore window (bounds memory: the window's plan and the
+/// encodings of its patches are held until the window is written).
+const WINDOW_EXTENTS: usize = 1 << 14;
+/// Patches rebuilt together: their bases are fetched pack by pack.
+const PATCH_BATCH: usize = 2048;
 
 /// The blobs to fetch from one pack, and where each goes.
 type PackJob = (Id, Vec<(BlobEntry, Vec<Placement>)>);
 
+/// A patched blob read from its pack, waiting for its bases.
+struct Deferred {
+    entry: BlobEntry,
+    encoding: Vec<u8>,
+    places: Vec<Placement>,
+}
+
 /// One planned write: where a blob goes.
+#[derive(Debug, Clone, Copy)]
 struct Placement {
     offset: u64,
     len: u64,
@@ -911,9 +923,29 @@ fn restore_window(
     }
     let mut jobs: Vec<PackJob> = by_pack.into_iter().collect();
     jobs.sort_by_key(|(pack, blobs)| (blobs.iter().map(|b| b.1[0].offset).min(), *pack));
+    let deferred = Mutex::new(Vec::new());
+    let fetched = AtomicU64::new(0);
+    on_threads(threads, jobs, |(pack, blobs)| {
+        restore_pack(repo, file, target, &pack, &blobs, &deferred, stats)?;
+        fetched.fetch_add(blobs.len() as u64, Ordering::Relaxed);
+        Ok(())
+    })?;
+    lock(stats).blobs_fetched += fetched.into_inner();
+    let deferred = deferred.into_inner().unwrap_or_else(|e| e.into_inner());
+    for batch in deferred.chunks(PATCH_BATCH) {
+        restore_patches(repo, file, target, batch, threads, stats)?;
+    }
+    Ok(())
+}
+
+/// Runs `work` on every job, on `threads` threads; stops at the first error.
+fn on_threads<J: Send>(
+    threads: usize,
+    jobs: Vec<J>,
+    work: impl Fn(J) -> Result<(), DiskError> + Sync,
+) -> Result<(), DiskError> {
     let jobs = Mutex::new(jobs.into_iter());
     let first_error: Mutex<Option<DiskError>> = Mutex::new(None);
-    let fetched = AtomicU64::new(0);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -921,23 +953,69 @@ fn restore_window(
                     if lock(&first_error).is_some() {
                         return;
                     }
-                    let Some((pack, blobs)) = lock(&jobs).next() else {
+                    let Some(job) = lock(&jobs).next() else {
                         return;
                     };
-                    if let Err(e) = restore_pack(repo, file, target, &pack, &blobs, stats) {
+                    if let Err(e) = work(job) {
                         lock(&first_error).get_or_insert(e);
                         return;
                     }
-                    fetched.fetch_add(blobs.len() as u64, Ordering::Relaxed);
                 }
             });
         }
     });
-    lock(stats).blobs_fetched += fetched.into_inner();
     match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Rebuilds and writes a batch of patched blobs: their bases are fetched
+/// together, pack by pack with coalesced reads (rather than one ranged
+/// read per base), then each patch is applied, verified and written.
+fn restore_patches(
+    repo: &Repository,
+    file: &File,
+    target: &Path,
+    batch: &[Deferred],
+    threads: usize,
+    stats: &Mutex<DiskRestoreStats>,
+) -> Result<(), DiskError> {
+    let mut wanted: HashSet<Id> = HashSet::new();
+    for d in batch {
+        wanted.extend(repo.patch_encoding_bases(&d.entry, &d.encoding)?);
+    }
+    let mut by_pack: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
+    for id in wanted {
+        let (pack, entry) = repo
+            .locate_blob(&id)?
+            .ok_or(cairn_store::Error::BlobNotFound(id))?;
+        by_pack.entry(pack).or_default().push(entry);
+    }
+    let packs = by_pack.len() as u64;
+    let bases = Mutex::new(HashMap::new());
+    on_threads(threads, by_pack.into_iter().collect(), |(pack, entries)| {
+        let data = repo.load_pack_blobs(&pack, &entries, MAX_GAP, MAX_READ)?;
+        lock(&bases).extend(entries.iter().map(|e| e.id).zip(data));
+        Ok(())
+    })?;
+    let bases = bases.into_inner().unwrap_or_else(|e| e.into_inner());
+    let written = AtomicU64::new(0);
+    let per_thread = batch.len().div_ceil(threads.max(1)).max(1);
+    on_threads(threads, batch.chunks(per_thread).collect(), |part| {
+        for d in part {
+            let plain = repo.apply_patch(&d.entry, &d.encoding, &bases)?;
+            written.fetch_add(
+                write_placed(file, target, &d.entry, &plain, &d.places)?,
+                Ordering::Relaxed,
+            );
+        }
+        Ok(())
+    })?;
+    let mut s = lock(stats);
+    s.bytes_written += written.into_inner();
+    s.packs_read += packs;
+    Ok(())
 }
 
 fn already_there(repo: &Repository, file: &File, id: &Id, p: &Placement) -> bool {
@@ -956,6 +1034,7 @@ fn restore_pack(
     target: &Path,
     pack: &Id,
     blobs: &[(BlobEntry, Vec<Placement>)],
+    deferred: &Mutex<Vec<Deferred>>,
     stats: &Mutex<DiskRestoreStats>,
 ) -> Result<(), DiskError> {
     // In pack order, a few MiB at a time: reads stay coalesced and a
@@ -973,7 +1052,7 @@ fn restore_pack(
         }
         let (group, tail) = rest.split_at(take);
         rest = tail;
-        written += restore_group(repo, file, target, pack, group)?;
+        written += restore_group(repo, file, target, pack, group, deferred)?;
     }
     let mut s = lock(stats);
     s.bytes_written += written;
@@ -981,36 +1060,61 @@ fn restore_pack(
     Ok(())
 }
 
-/// Fetches one group of a pack's blobs and writes each where it goes;
-/// returns the bytes written.
+/// Fetches one group of a pack's blobs and writes each stored whole where
+/// it goes; patches wait in `deferred` for their bases. Returns the bytes
+/// written.
 fn restore_group(
     repo: &Repository,
     file: &File,
     target: &Path,
     pack: &Id,
     group: &[&(BlobEntry, Vec<Placement>)],
+    deferred: &Mutex<Vec<Deferred>>,
 ) -> Result<u64, DiskError> {
     let entries: Vec<BlobEntry> = group.iter().map(|b| b.0).collect();
-    let data = repo.load_pack_blobs(pack, &entries, MAX_GAP, MAX_READ)?;
+    let opened = repo.load_pack_opened(pack, &entries, MAX_GAP, MAX_READ)?;
     let mut written = 0;
-    for ((entry, places), bytes) in group.iter().map(|b| (&b.0, &b.1)).zip(data) {
-        for p in places {
-            if p.len != bytes.len() as u64 {
-                return Err(io_err(
-                    target,
-                    "restore",
-                    format!(
-                        "blob {} has {} bytes, the disk map says {}",
-                        entry.id,
-                        bytes.len(),
-                        p.len
-                    ),
-                ));
+    for ((entry, places), blob) in group.iter().map(|b| (&b.0, &b.1)).zip(opened) {
+        match blob {
+            OpenedBlob::Whole(bytes) => {
+                written += write_placed(file, target, entry, &bytes, places)?;
             }
-            file.write_all_at(&bytes, p.offset)
-                .map_err(|e| io_err(target, "write", e))?;
-            written += p.len;
+            OpenedBlob::Patch(encoding) => lock(deferred).push(Deferred {
+                entry: *entry,
+                encoding,
+                places: places.clone(),
+            }),
         }
+    }
+    Ok(written)
+}
+
+/// Writes a blob's plaintext at every place it occupies; returns the bytes
+/// written.
+fn write_placed(
+    file: &File,
+    target: &Path,
+    entry: &BlobEntry,
+    bytes: &[u8],
+    places: &[Placement],
+) -> Result<u64, DiskError> {
+    let mut written = 0;
+    for p in places {
+        if p.len != bytes.len() as u64 {
+            return Err(io_err(
+                target,
+                "restore",
+                format!(
+                    "blob {} has {} bytes, the disk map says {}",
+                    entry.id,
+                    bytes.len(),
+                    p.len
+                ),
+            ));
+        }
+        file.write_all_at(bytes, p.offset)
+            .map_err(|e| io_err(target, "write", e))?;
+        written += p.len;
     }
     Ok(written)
 }

@@ -844,27 +844,10 @@ impl Repository {
     /// which must be stored whole (chains are refused), and the result is
     /// verified against the blob's id.
     fn finish_opened(&self, entry: &BlobEntry, opened: OpenedBlob, what: &str) -> Result<Vec<u8>> {
-        let encoding = match opened {
-            OpenedBlob::Whole(plain) => return Ok(plain),
-            OpenedBlob::Patch(encoding) => encoding,
-        };
-        let patch = Patch::decode(&encoding).map_err(|e| Error::corrupt(what, e.to_string()))?;
-        let bases = patch
-            .bases
-            .iter()
-            .map(|(base, _)| self.load_whole(base, what))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&[u8]> = bases.iter().map(Vec::as_slice).collect();
-        let plain = patch
-            .apply(&refs, entry.raw_len as usize)
-            .map_err(|e| Error::corrupt(what, e.to_string()))?;
-        if self.keys.blob_id(&plain) != entry.id {
-            return Err(Error::corrupt(
-                what,
-                "patched content does not match its id",
-            ));
+        match opened {
+            OpenedBlob::Whole(plain) => Ok(plain),
+            OpenedBlob::Patch(encoding) => self.rebuild(entry, &encoding, &HashMap::new(), what),
         }
-        Ok(plain)
     }
 
     /// Loads a patch's base, which must be stored whole.
@@ -941,11 +924,31 @@ impl Repository {
         max_gap: u64,
         max_read: u64,
     ) -> Result<Vec<Vec<u8>>> {
+        let handle = Handle::new(ObjectKind::Pack, pack);
+        self.load_pack_opened(pack, entries, max_gap, max_read)?
+            .into_iter()
+            .zip(entries)
+            .map(|(opened, e)| self.finish_opened(e, opened, &format!("blob {} in {handle}", e.id)))
+            .collect()
+    }
+
+    /// [`Self::load_pack_blobs`] without applying patches: a blob stored
+    /// whole comes back as its verified plaintext, a patch as its
+    /// authenticated encoding, to be rebuilt with [`Self::apply_patch`]
+    /// once its bases are at hand (a restore fetches the bases of many
+    /// patches together, pack by pack, instead of one by one).
+    pub fn load_pack_opened(
+        &self,
+        pack: &Id,
+        entries: &[BlobEntry],
+        max_gap: u64,
+        max_read: u64,
+    ) -> Result<Vec<OpenedBlob>> {
         let cipher = self.pack_cipher(pack)?;
         let handle = Handle::new(ObjectKind::Pack, pack);
         let mut order: Vec<usize> = (0..entries.len()).collect();
         order.sort_by_key(|&i| entries[i].offset);
-        let mut out: Vec<Vec<u8>> = vec![Vec::new(); entries.len()];
+        let mut out: Vec<Option<OpenedBlob>> = vec![None; entries.len()];
         let mut i = 0;
         while i < order.len() {
             let start = u64::from(entries[order[i]].offset);
@@ -970,12 +973,62 @@ impl Repository {
                         Error::corrupt(handle.to_string(), "the target returned a short read")
                     })?
                     .to_vec();
-                let opened = open_stored(&cipher, &self.keys, e, sealed, pack)?;
-                out[k] = self.finish_opened(e, opened, &format!("blob {} in {handle}", e.id))?;
+                out[k] = Some(open_stored(&cipher, &self.keys, e, sealed, pack)?);
             }
             i = j;
         }
-        Ok(out)
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// The bases a patch encoding (from [`Self::load_pack_opened`]) needs.
+    pub fn patch_encoding_bases(&self, entry: &BlobEntry, encoding: &[u8]) -> Result<Vec<Id>> {
+        let patch = Patch::decode(encoding)
+            .map_err(|e| Error::corrupt(format!("blob {}", entry.id), e.to_string()))?;
+        Ok(patch.bases.iter().map(|(base, _)| *base).collect())
+    }
+
+    /// Rebuilds a patched blob from its encoding and its bases' plaintexts
+    /// (`bases` by id; a base not in it is loaded; each must be a blob
+    /// stored whole) and verifies the result against the blob's id.
+    pub fn apply_patch(
+        &self,
+        entry: &BlobEntry,
+        encoding: &[u8],
+        bases: &HashMap<Id, Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        self.rebuild(entry, encoding, bases, &format!("blob {}", entry.id))
+    }
+
+    fn rebuild(
+        &self,
+        entry: &BlobEntry,
+        encoding: &[u8],
+        given: &HashMap<Id, Vec<u8>>,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let patch = Patch::decode(encoding).map_err(|e| Error::corrupt(what, e.to_string()))?;
+        let mut loaded = Vec::new();
+        for (id, _) in &patch.bases {
+            if !given.contains_key(id) {
+                loaded.push(self.load_whole(id, what)?);
+            }
+        }
+        let mut loaded = loaded.iter();
+        let refs: Vec<&[u8]> = patch
+            .bases
+            .iter()
+            .filter_map(|(id, _)| given.get(id).or_else(|| loaded.next()).map(Vec::as_slice))
+            .collect();
+        let plain = patch
+            .apply(&refs, entry.raw_len as usize)
+            .map_err(|e| Error::corrupt(what, e.to_string()))?;
+        if self.keys.blob_id(&plain) != entry.id {
+            return Err(Error::corrupt(
+                what,
+                "patched content does not match its id",
+            ));
+        }
+        Ok(plain)
     }
 
     fn pack_cipher(&self, pack: &Id) -> Result<Arc<ObjectCipher>> {
