@@ -23,6 +23,7 @@ pub mod exit;
 pub mod files_backup;
 pub mod files_restore;
 pub mod forget;
+pub mod job;
 pub mod progress;
 pub mod reach;
 pub mod repo;
