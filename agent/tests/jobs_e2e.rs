@@ -189,7 +189,7 @@ fn install_run_twice_and_the_status_metrics_and_history_follow() {
     assert_eq!(first["files"], 2);
     assert!(first["bytes_stored"].as_u64().unwrap() > 0);
     let snap1 = first["snapshot"].as_str().unwrap().to_string();
-    assert_eq!(jobs.snapshots(), [snap1.clone()]);
+    assert_eq!(jobs.snapshots(), std::slice::from_ref(&snap1));
     assert_eq!(jobs.file("post.txt"), format!("success {snap1}\n"));
     assert_eq!(mode(&jobs.path("state")), 0o700);
     assert_eq!(mode(&jobs.path("state/web.status.json")), 0o600);
@@ -204,7 +204,7 @@ fn install_run_twice_and_the_status_metrics_and_history_follow() {
     assert_ne!(snap1, snap2);
     assert_eq!(second["bytes_read"], 12, "only the changed file is read");
     assert_eq!(second["snapshots_forgotten"], 1);
-    assert_eq!(jobs.snapshots(), [snap2.clone()]);
+    assert_eq!(jobs.snapshots(), std::slice::from_ref(&snap2));
     let history = jobs.history();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0], first);
@@ -425,6 +425,7 @@ fn configuration_errors_name_the_file_line_and_key() {
         )),
         "{stderr}"
     );
+    jobs.configure("", "");
     let out = jobs.run(&["run", "nosuch"]);
     assert!(
         text(&out.stderr).contains("no job \"nosuch\""),

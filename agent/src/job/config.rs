@@ -588,7 +588,7 @@ impl Job {
                 );
             }
         }
-        if self.snapshot_create.is_some() != !self.snapshot_paths.is_empty() {
+        if self.snapshot_create.is_some() == self.snapshot_paths.is_empty() {
             return Err("snapshot_create and snapshot_paths go together: the command makes the snapshot, snapshot_paths says what the backup reads from it".into());
         }
         if self.snapshot_remove.is_some() && self.snapshot_create.is_none() {
@@ -801,7 +801,7 @@ timeout = 90
                 "snapshot_create = \"lvcreate\"",
                 "go together",
             ),
-            ("[jobs.web]", "[jobs.\"web.1\"]", "job name"),
+            ("jobs.web", "jobs.\"web.1\"", "job name"),
         ] {
             let text = GOOD.replace(from, to);
             let e = parse(&text).unwrap_err();

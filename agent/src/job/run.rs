@@ -137,16 +137,50 @@ pub fn run(config: &Config, name: &str, job: &Job) -> anyhow::Result<Outcome> {
     freeze::thaw_on_panic();
     log_stderr(&format!("job {name}: started"));
 
-    let mut env = vec![("CAIRN_JOB".to_string(), name.to_string())];
+    let env = vec![("CAIRN_JOB".to_string(), name.to_string())];
     let result = steps(config, job, &env, &shared);
+    // After a signal, the signal thread thaws, records and exits: nothing
+    // more may run here (a killed hook looks like a failed one).
+    signals::park_if_interrupted();
+    let snapshot = with(&shared, |s| s.snapshot.clone()).unwrap_or_default();
     let result = match result {
-        Ok(outcome) => match run_hook(job, "post", job.hooks.post.as_deref(), &env) {
-            Ok(()) => Ok(outcome),
-            Err(e) => Err(anyhow::Error::new(e).context("the post hook failed")),
-        },
+        Ok(outcome) => {
+            let env = ended_env(&env, ended(&Ok(outcome)), None, &snapshot);
+            match run_hook(job, "post", job.hooks.post.as_deref(), &env) {
+                Ok(()) => Ok(outcome),
+                Err(e) => Err(anyhow::Error::new(e).context("the post hook failed")),
+            }
+        }
         Err(e) => Err(e),
     };
-    let (code, result_kind) = match &result {
+    let (code, result_kind) = ended(&result);
+    if let Err(e) = &result {
+        let message = exit::error_message(e);
+        log_stderr(&format!("error: {message}"));
+        with(&shared, |s| s.errors.push(message.clone()));
+        let env = ended_env(&env, (code, result_kind), Some(message), &snapshot);
+        if let Err(e) = run_hook(job, "on_failure", job.hooks.on_failure.as_deref(), &env) {
+            log_stderr(&format!("error: {e}"));
+            with(&shared, |s| s.errors.push(e.to_string()));
+        }
+    }
+    signals::park_if_interrupted();
+    let mut s = with(&shared, |s| s.clone());
+    s.end = now();
+    s.result = result_kind;
+    s.exit_code = code;
+    status::record(&state_dir, &metrics_dir, &mut s)?;
+    log_stderr(&format!(
+        "job {name}: {} in {:.1} s (exit {code})",
+        result_name(result_kind),
+        s.duration()
+    ));
+    result
+}
+
+/// The exit code and result of a run that ended with `result`.
+fn ended(result: &anyhow::Result<Outcome>) -> (u8, RunResult) {
+    match result {
         Ok(o) => (
             o.code(),
             match o {
@@ -156,38 +190,26 @@ pub fn run(config: &Config, name: &str, job: &Job) -> anyhow::Result<Outcome> {
             },
         ),
         Err(e) => (exit::code_for_error(e), RunResult::Failed),
-    };
-    if let Err(e) = &result {
-        let message = exit::error_message(e);
-        log_stderr(&format!("error: {message}"));
-        with(&shared, |s| s.errors.push(message.clone()));
-        env.push(("CAIRN_ERROR".into(), message));
     }
-    let snapshot = with(&shared, |s| s.snapshot.clone()).unwrap_or_default();
+}
+
+/// The environment of the `post` and `on_failure` hooks.
+fn ended_env(
+    base: &[(String, String)],
+    (code, result): (u8, RunResult),
+    error: Option<String>,
+    snapshot: &str,
+) -> Vec<(String, String)> {
+    let mut env = base.to_vec();
     env.extend([
-        ("CAIRN_RESULT".into(), result_name(result_kind).into()),
+        ("CAIRN_RESULT".into(), result_name(result).into()),
         ("CAIRN_EXIT_CODE".into(), code.to_string()),
-        ("CAIRN_SNAPSHOT".into(), snapshot),
+        ("CAIRN_SNAPSHOT".into(), snapshot.to_string()),
     ]);
-    if result_kind == RunResult::Failed
-        && let Err(e) = run_hook(job, "on_failure", job.hooks.on_failure.as_deref(), &env)
-    {
-        log_stderr(&format!("error: {e}"));
-        with(&shared, |s| s.errors.push(e.to_string()));
+    if let Some(e) = error {
+        env.push(("CAIRN_ERROR".into(), e));
     }
-    if !signals::interrupted() {
-        let mut s = with(&shared, |s| s.clone());
-        s.end = now();
-        s.result = result_kind;
-        s.exit_code = code;
-        status::record(&state_dir, &metrics_dir, &mut s)?;
-        log_stderr(&format!(
-            "job {name}: {} in {:.1} s (exit {code})",
-            result_name(result_kind),
-            s.duration()
-        ));
-    }
-    result
+    env
 }
 
 fn result_name(r: RunResult) -> &'static str {

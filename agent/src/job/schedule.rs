@@ -132,10 +132,7 @@ pub fn cron_fields(schedule: &str) -> Option<String> {
     let mut parts = time.split(':');
     let hour = parts.next()?;
     let minute = parts.next()?;
-    if parts
-        .next()
-        .is_some_and(|sec| sec.parse::<u8>().map_or(true, |v| v != 0))
-    {
+    if parts.next().is_some_and(|sec| sec.parse::<u8>() != Ok(0)) {
         return None;
     }
     let number = |t: &str, max: u8| t.parse::<u8>().ok().filter(|v| *v <= max);

@@ -24,6 +24,14 @@ pub fn interrupted() -> bool {
 /// The signals handled.
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
+/// If a signal arrived, waits for the signal thread to end the process
+/// (it thaws, records the run and exits); returns at once otherwise.
+pub fn park_if_interrupted() {
+    while interrupted() {
+        std::thread::park();
+    }
+}
+
 /// Blocks the signals in the calling thread (call it before starting any
 /// thread) and starts the thread that handles them: it runs `on_signal`
 /// with the signal number after thawing, then exits the process.
