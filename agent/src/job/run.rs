@@ -155,8 +155,8 @@ pub fn run(config: &Config, name: &str, job: &Job) -> anyhow::Result<Outcome> {
     };
     let (code, result_kind) = ended(&result);
     if let Err(e) = &result {
+        // The binary prints the error itself when the run returns.
         let message = exit::error_message(e);
-        log_stderr(&format!("error: {message}"));
         with(&shared, |s| s.errors.push(message.clone()));
         let env = ended_env(&env, (code, result_kind), Some(message), &snapshot);
         if let Err(e) = run_hook(job, "on_failure", job.hooks.on_failure.as_deref(), &env) {
@@ -428,16 +428,25 @@ fn maintain(job: &Job, repo: &Repository) -> anyhow::Result<u64> {
     Ok(remove.len() as u64)
 }
 
-/// How long `cairn run --random-delay` waits: a random share of `max`.
+/// How long `cairn run --random-delay` waits: a random share of `max`
+/// (drawn from the same per-run salt as check's random subset).
 pub fn random_delay(max: Duration) -> Duration {
-    let mut h = blake3::Hasher::new();
-    h.update(&now().to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
+    let salt = crate::check::run_salt();
     let mut x = [0u8; 8];
-    x.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    x.copy_from_slice(&salt[..8]);
     let secs = max.as_secs();
-    if secs == 0 {
-        return Duration::ZERO;
-    }
     Duration::from_secs(u64::from_le_bytes(x) % (secs + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_delays_stay_within_the_maximum() {
+        assert_eq!(random_delay(Duration::ZERO), Duration::ZERO);
+        for _ in 0..100 {
+            assert!(random_delay(Duration::from_secs(60)) <= Duration::from_secs(60));
+        }
+    }
 }
