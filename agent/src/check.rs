@@ -116,6 +116,17 @@ pub struct CheckOptions {
     pub salt: [u8; 32],
 }
 
+/// A per-run salt for the random subset: the time and the process id.
+pub fn run_salt() -> [u8; 32] {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = blake3::Hasher::new();
+    h.update(&nanos.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {

@@ -25,6 +25,9 @@ pub const NO_REPOSITORY: u8 = 10;
 pub const WRONG_PASSWORD: u8 = 11;
 /// Another process holds a conflicting repository lock.
 pub const LOCKED: u8 = 12;
+/// `cairn run`: the job is already running (its previous run holds the
+/// job's lock); this run did nothing.
+pub const JOB_RUNNING: u8 = 13;
 
 /// The text of `cairn --help` that documents the exit codes.
 pub const HELP: &str = "\
@@ -36,12 +39,16 @@ Exit codes:
   4  check found damage in the repository (the report names the snapshots affected)
   10  no repository at the given location
   11  wrong password or key
-  12  the repository is locked by another operation";
+  12  the repository is locked by another operation
+  13  the job is already running (cairn run); this run did nothing";
 
 /// The exit code for a failed command: specific codes for the failures
 /// scripts must tell apart, [`FAILURE`] for the rest.
 pub fn code_for_error(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(crate::job::lock::LockError::Running { .. }) = cause.downcast_ref() {
+            return JOB_RUNNING;
+        }
         if let Some(e) = cause.downcast_ref::<cairn_store::Error>() {
             match e {
                 cairn_store::Error::NotARepository { .. } => return NO_REPOSITORY,
@@ -163,6 +170,7 @@ mod tests {
             NO_REPOSITORY,
             WRONG_PASSWORD,
             LOCKED,
+            JOB_RUNNING,
         ] {
             assert!(HELP.contains(&format!("  {code}  ")), "{code} missing");
         }

@@ -13,6 +13,7 @@
 //! ([`walk`]), the source readers ([`source`]) and size parsing ([`units`]).
 
 pub mod analyze;
+pub mod backup;
 pub mod check;
 pub mod chunklist;
 pub mod disk;
@@ -21,6 +22,8 @@ pub mod disk_patch;
 pub mod exit;
 pub mod files_backup;
 pub mod files_restore;
+pub mod forget;
+pub mod job;
 pub mod locality;
 pub mod progress;
 pub mod reach;

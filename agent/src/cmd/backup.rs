@@ -1,16 +1,12 @@
 //! `cairn backup`: back up files and directories, or disks at block level.
 
-use std::path::PathBuf;
-use std::time::Instant;
-
 use anyhow::Context;
-use cairn::disk::{self, DiskBackupStats, DiskSet};
+use std::path::PathBuf;
+
+use cairn::backup::{BackupRequest, backup};
 use cairn::exit::Outcome;
-use cairn::files_backup::{self, FileBackupOptions};
-use cairn::progress::Progress;
-use cairn::repo::{chunker_for, hostname, username};
 use cairn::units::format_bytes;
-use cairn_store::{BlobType, Snapshot, SnapshotKind, SnapshotStats};
+use cairn_store::SnapshotStats;
 
 use super::common::{RepoArgs, print, print_json};
 
@@ -61,153 +57,28 @@ pub struct Args {
     paths: Vec<PathBuf>,
 }
 
-fn threads(n: usize) -> usize {
-    if n > 0 {
-        n
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
-}
-
 /// Runs `cairn backup`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
-    let start = Instant::now();
-    let started_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
     let repo = cairn::repo::open(&args.repo.spec())?;
-    let host = args.host.clone().unwrap_or_else(hostname);
-    let _lock = repo.lock(&hostname(), "backup", false)?;
-    let threads = threads(args.threads);
-    let outcome = if args.disk {
-        backup_disks(&repo, &args, &host, threads)
-    } else {
-        backup_files(&repo, &args, &host, threads)
-    };
-    let (root, mut stats, warnings, parent) = match outcome {
-        Ok(done) => done,
-        Err(err) => {
-            // Index what was uploaded, so that rerunning the backup reuses it
-            // instead of uploading it again. No snapshot is written.
-            if let Err(flush) = repo.flush() {
-                eprintln!("warning: could not index the data uploaded before the failure: {flush}");
-            }
-            return Err(err);
-        }
-    };
-    stats.duration_ms = start.elapsed().as_millis() as u64;
-    let paths: Vec<String> = args
-        .paths
-        .iter()
-        .map(|p| {
-            std::path::absolute(p)
-                .unwrap_or_else(|_| p.clone())
-                .display()
-                .to_string()
-        })
-        .collect();
-    let snapshot = Snapshot {
-        time: started_at.as_secs() as i64,
-        time_nanos: started_at.subsec_nanos(),
-        hostname: host,
-        username: username(),
-        kind: if args.disk {
-            SnapshotKind::Disk
-        } else {
-            SnapshotKind::Files
-        },
-        paths,
+    let req = BackupRequest {
+        paths: args.paths.clone(),
+        disk: args.disk,
         tags: args.tags.clone(),
-        parent,
-        root,
-        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        stats: stats.clone(),
+        host: args.host.clone(),
+        excludes: args.excludes.clone(),
+        exclude_files: args.exclude_files.clone(),
+        exclude_caches: args.exclude_caches,
+        one_file_system: args.one_file_system,
+        force: args.force,
+        threads: args.threads,
+        progress: args.repo.progress(),
     };
-    let id = repo
-        .save_snapshot(&snapshot)
-        .context("cannot write the snapshot")?;
-    report(&args, &id, &stats, start.elapsed().as_secs_f64())?;
-    if let Some(threshold) = args.synth_above {
-        let synthesised = cairn::synth::synth_if_spread_above(
-            &repo,
-            &id,
-            &snapshot,
-            threshold,
-            &cairn::synth::SynthOptions::default(),
-        )
-        .with_context(|| {
-            format!(
-                "the snapshot {} is saved, but its synth failed",
-                id.short(8)
-            )
-        })?;
-        if let Some(r) = synthesised
-            && !args.repo.quiet
-        {
-            eprintln!(
-                "synth: spread {:.2} above {threshold}: {} blobs laid out again, snapshot {} replaces {}",
-                r.before.spread,
-                r.blobs_rewritten,
-                r.snapshot.short(8),
-                id.short(8)
-            );
-        }
+    let done = backup(&repo, &req)?;
+    for w in &done.warnings {
+        eprintln!("warning: {w}");
     }
-    Ok(Outcome::from_warnings(warnings))
-}
-
-/// Backs up disks; returns the root, the counters, the number of warnings
-/// and the parent snapshot used.
-fn backup_disks(
-    repo: &cairn_store::Repository,
-    args: &Args,
-    host: &str,
-    threads: usize,
-) -> anyhow::Result<(
-    cairn_store::Id,
-    SnapshotStats,
-    usize,
-    Option<cairn_store::Id>,
-)> {
-    let chunker = chunker_for(repo, true)?;
-    let parent = if args.force {
-        None
-    } else {
-        find_parent(
-            repo,
-            SnapshotKind::Disk,
-            host,
-            &absolute_paths(&args.paths)?,
-        )?
-    };
-    let parent_set = match parent {
-        Some((_, root)) => {
-            Some(DiskSet::load(repo, &root).context("cannot read the parent snapshot's disks")?)
-        }
-        None => None,
-    };
-    let mut set = DiskSet {
-        version: 1,
-        disks: Vec::new(),
-    };
-    let mut total = DiskBackupStats::default();
-    for path in &args.paths {
-        let progress = Progress::new(
-            args.repo.progress(),
-            &path.display().to_string(),
-            std::fs::metadata(path).map_or(0, |m| m.len()),
-        );
-        let name = disk::disk_name(path);
-        let parent_image = parent_set
-            .as_ref()
-            .and_then(|set| set.disks.iter().find(|d| d.name == name));
-        let (image, stats) =
-            disk::backup_disk(repo, &chunker, path, parent_image, threads, &|done| {
-                progress.update(done)
-            })
-            .with_context(|| format!("backup of disk {} failed", path.display()))?;
-        progress.finish();
-        if args.repo.verbose && !args.repo.json {
+    if args.repo.verbose && !args.repo.json {
+        for (image, stats) in &done.disks {
             eprintln!(
                 "disk {}: {} read, {} in zero chunks, {} chunks ({} new, {} of them as patches, {} stored)",
                 image.name,
@@ -219,111 +90,48 @@ fn backup_disks(
                 format_bytes(stats.bytes_stored)
             );
         }
-        if set.disks.iter().any(|d| d.name == image.name) {
-            anyhow::bail!(
-                "two disks named {:?}: back them up in separate snapshots",
-                image.name
-            );
-        }
-        set.disks.push(image);
-        total.add(&stats);
     }
-    let json = serde_json::to_vec(&set).context("cannot encode the disk set")?;
-    let saved = repo.save_blob(BlobType::Meta, &json)?;
-    let stats = SnapshotStats {
-        bytes_total: set.disks.iter().map(|d| d.size).sum(),
-        bytes_read: total.bytes_read,
-        bytes_new: total.bytes_new,
-        bytes_stored: total.bytes_stored + saved.stored_len,
-        chunks: total.chunks,
-        chunks_new: total.chunks_new,
-        files: 0,
-        errors: 0,
-        duration_ms: 0,
-    };
-    Ok((saved.id, stats, 0, parent.map(|p| p.0)))
+    report(&args, &done.id, &done.stats, done.seconds)?;
+    if let Some(threshold) = args.synth_above {
+        synth_if_spread(&repo, &done.id, threshold, args.repo.quiet)?;
+    }
+    Ok(Outcome::from_warnings(done.warnings.len()))
 }
 
-/// Backs up files; returns the root, the counters, the number of warnings
-/// and the parent snapshot used.
-fn backup_files(
+/// The `--synth-above` policy: synth the new snapshot if it is spread out.
+fn synth_if_spread(
     repo: &cairn_store::Repository,
-    args: &Args,
-    host: &str,
-    threads: usize,
-) -> anyhow::Result<(
-    cairn_store::Id,
-    SnapshotStats,
-    usize,
-    Option<cairn_store::Id>,
-)> {
-    let chunker = chunker_for(repo, false)?;
-    let mut excludes = args.excludes.clone();
-    for file in &args.exclude_files {
-        excludes.extend(
-            files_backup::read_exclude_file(file)
-                .with_context(|| format!("cannot read exclude file {}", file.display()))?,
+    id: &cairn_store::Id,
+    threshold: f64,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let failed = || {
+        format!(
+            "the snapshot {} is saved, but its synth failed",
+            id.short(8)
+        )
+    };
+    let snapshot = repo.load_snapshot(id).with_context(failed)?;
+    let synthesised = cairn::synth::synth_if_spread_above(
+        repo,
+        id,
+        &snapshot,
+        threshold,
+        &cairn::synth::SynthOptions::default(),
+    )
+    .with_context(failed)?;
+    if let Some(r) = synthesised
+        && !quiet
+    {
+        eprintln!(
+            "synth: spread {:.2} above {threshold}: {} blobs laid out again, snapshot {} replaces {}",
+            r.before.spread,
+            r.blobs_rewritten,
+            r.snapshot.short(8),
+            id.short(8)
         );
     }
-    let paths = absolute_paths(&args.paths)?;
-    let parent = if args.force {
-        None
-    } else {
-        find_parent(repo, SnapshotKind::Files, host, &paths)?
-    };
-    let opts = FileBackupOptions {
-        one_file_system: args.one_file_system,
-        excludes,
-        exclude_caches: args.exclude_caches,
-        threads,
-        before_read: None,
-    };
-    let summary = files_backup::backup_files(repo, &chunker, &paths, parent.map(|p| p.1), &opts)?;
-    for w in &summary.warnings {
-        eprintln!("warning: {w}");
-    }
-    let stats = SnapshotStats {
-        bytes_total: summary.bytes_total,
-        bytes_read: summary.bytes_read,
-        bytes_new: summary.bytes_new,
-        bytes_stored: summary.bytes_stored,
-        chunks: summary.chunks,
-        chunks_new: summary.chunks_new,
-        files: summary.files,
-        errors: summary.warnings.len() as u64,
-        duration_ms: 0,
-    };
-    Ok((
-        summary.root,
-        stats,
-        summary.warnings.len(),
-        parent.map(|p| p.0),
-    ))
-}
-
-fn absolute_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    paths
-        .iter()
-        .map(|p| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display())))
-        .collect()
-}
-
-/// The latest snapshot of this kind and host with exactly these paths: its
-/// unchanged files are reused without reading them, and its disks' chunks
-/// are the bases of patches. Returns its id and root.
-fn find_parent(
-    repo: &cairn_store::Repository,
-    kind: SnapshotKind,
-    host: &str,
-    paths: &[PathBuf],
-) -> anyhow::Result<Option<(cairn_store::Id, cairn_store::Id)>> {
-    let wanted: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    let list = repo.list_snapshots()?;
-    Ok(list
-        .iter()
-        .rev()
-        .find(|(_, s)| s.kind == kind && s.hostname == host && s.paths == wanted)
-        .map(|(id, s)| (*id, s.root)))
+    Ok(())
 }
 
 fn report(args: &Args, id: &cairn_store::Id, s: &SnapshotStats, secs: f64) -> anyhow::Result<()> {

@@ -34,17 +34,6 @@ pub struct Args {
     read_data_subset: Option<ReadData>,
 }
 
-/// A per-run salt for the random subset: the time and the process id.
-fn run_salt() -> [u8; 32] {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut h = blake3::Hasher::new();
-    h.update(&nanos.to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    *h.finalize().as_bytes()
-}
-
 /// Runs `cairn check`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let repo = cairn::repo::open(&args.repo.spec())?;
@@ -58,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let opts = CheckOptions {
         read_data,
-        salt: run_salt(),
+        salt: cairn::check::run_salt(),
     };
     let chatty = !args.repo.quiet && !args.repo.json;
     let report = check(&repo, &opts, &mut |phase| {

@@ -82,6 +82,26 @@ impl RepoArgs {
     }
 }
 
+/// Where the job configuration is (`cairn run`, `cairn schedule`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// The configuration file declaring the jobs.
+    #[arg(long, env = "CAIRN_CONFIG", value_name = "FILE", default_value = cairn::job::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+impl ConfigArgs {
+    /// Reads the configuration and picks job `name`.
+    pub fn job(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(cairn::job::config::Config, cairn::job::config::Job)> {
+        let config = cairn::job::config::Config::load(&self.config)?;
+        let job = config.job(name, &self.config)?.clone();
+        Ok((config, job))
+    }
+}
+
 /// Writes `text` to standard output; a closed pipe is not an error.
 pub fn print(text: &str) -> anyhow::Result<()> {
     match io::stdout().lock().write_all(text.as_bytes()) {

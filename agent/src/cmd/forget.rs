@@ -108,20 +108,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     } else {
         Some(repo.lock(&hostname(), "forget", false)?)
     };
-    // Manifests are read one by one: a damaged one is left alone (never
-    // judged by a policy) with a warning, and can be removed by its id.
-    let filter = args.filter.filter();
-    let mut list = Vec::new();
-    let mut unreadable = Vec::new();
-    for id in repo.snapshot_ids()? {
-        match repo.load_snapshot(&id) {
-            Ok(s) if filter.matches(&s) => list.push((id, s)),
-            Ok(_) => {}
-            Err(e) if cairn::reach::is_damage(&e) => unreadable.push((id, e)),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    list.sort_by_key(|(id, s)| (s.time, s.time_nanos, *id));
+    // A damaged manifest is left alone (never judged by a policy) with a
+    // warning, and can be removed by its id.
+    let cairn::forget::Loaded { list, unreadable } =
+        cairn::forget::load(&repo, &args.filter.filter())?;
 
     let mut remove = Vec::new();
     let mut json_groups = serde_json::Value::Null;
@@ -188,11 +178,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let mut removed = Vec::new();
     if !args.dry_run {
-        for id in &remove {
-            repo.delete_snapshot(id)
-                .map_err(|e| anyhow::anyhow!("cannot remove snapshot {id}: {e}"))?;
-            removed.push(*id);
-        }
+        cairn::forget::delete(&repo, &remove)?;
+        removed.clone_from(&remove);
     }
     if args.repo.json {
         print_json(&serde_json::json!({

@@ -10,6 +10,8 @@ pub mod init;
 pub mod key;
 pub mod ls;
 pub mod restore;
+pub mod run;
+pub mod schedule;
 pub mod snapshots;
 pub mod stats;
 pub mod synth;
@@ -44,6 +46,11 @@ pub enum Command {
     Key(key::Args),
     /// Remove stale locks (every lock with --force).
     Unlock(unlock::Args),
+    /// Run a job of the configuration file: hooks, freeze, backup,
+    /// retention, check, status and metrics.
+    Run(run::Args),
+    /// Install, remove or show the systemd timer or cron entry of a job.
+    Schedule(schedule::Args),
     /// Chunk files, disk images or block devices and report chunk and
     /// deduplication statistics (stores nothing).
     #[command(long_about = chunk::LONG_ABOUT, after_help = chunk::EXAMPLES)]
@@ -66,6 +73,8 @@ impl Command {
             Self::Forget(_) => "forget",
             Self::Key(_) => "key",
             Self::Unlock(_) => "unlock",
+            Self::Run(_) => "run",
+            Self::Schedule(_) => "schedule",
             Self::Chunk(_) => "chunk",
         }
     }
@@ -85,6 +94,8 @@ impl Command {
             Self::Forget(args) => forget::run(args),
             Self::Key(args) => key::run(args),
             Self::Unlock(args) => unlock::run(args),
+            Self::Run(args) => run::run(args),
+            Self::Schedule(args) => schedule::run(args),
             Self::Chunk(args) => chunk::run(args),
         }
     }
