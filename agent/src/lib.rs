@@ -15,6 +15,7 @@
 pub mod analyze;
 pub mod check;
 pub mod chunklist;
+pub mod copy;
 pub mod disk;
 pub mod disk_cut;
 pub mod disk_patch;
@@ -23,6 +24,7 @@ pub mod files_backup;
 pub mod files_restore;
 pub mod progress;
 pub mod reach;
+pub mod repair;
 pub mod repo;
 pub mod retention;
 pub mod select;

@@ -116,6 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         root,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         stats: stats.clone(),
+        original: None,
     };
     let id = repo
         .save_snapshot(&snapshot)
