@@ -122,6 +122,17 @@ impl RepoSpec {
         Self::from_env_prefixed(Some(location), true)
     }
 
+    /// The spec of a copy's source at `location` ([`Self::source_from_env`])
+    /// with this spec's cache and target options.
+    pub fn source_spec(&self, location: String) -> Self {
+        RepoSpec {
+            cache_dir: self.cache_dir.clone(),
+            no_cache: self.no_cache,
+            target: self.target.clone(),
+            ..Self::source_from_env(location)
+        }
+    }
+
     fn from_env_prefixed(location: Option<String>, source: bool) -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let prefix = env_prefix(source);

@@ -278,7 +278,7 @@ fn copy_between_local_repositories_and_refusal_of_foreign_keys() {
     );
     assert_eq!(third["copied"].as_array().unwrap().len(), 1, "{third}");
     let sent = third["bytes_sent"].as_u64().unwrap();
-    assert!(sent >= 200_000 && sent < 400_000, "{third}");
+    assert!((200_000..400_000).contains(&sent), "{third}");
 
     // A repository with its own chunker secrets is refused, naming the fix.
     let foreign = local(&env, "foreign", "foreign password");

@@ -7,7 +7,7 @@
 
 use anyhow::Context;
 use cairn::exit::Outcome;
-use cairn::repo::{RepoSpec, hostname};
+use cairn::repo::hostname;
 use cairn::select;
 use cairn::units::format_bytes;
 use cairn_store::Repository;
@@ -50,10 +50,7 @@ pub fn run(mut args: Args) -> anyhow::Result<Outcome> {
         args.repo.repo = Some(to);
     }
     let dest_spec = args.repo.spec();
-    let mut source_spec = RepoSpec::source_from_env(args.from_repo.clone());
-    source_spec.cache_dir = dest_spec.cache_dir.clone();
-    source_spec.no_cache = dest_spec.no_cache;
-    source_spec.target = dest_spec.target.clone();
+    let source_spec = dest_spec.source_spec(args.from_repo.clone());
     let source = cairn::repo::open(&source_spec)
         .with_context(|| format!("cannot open the source repository {}", args.from_repo))?;
     let dest = cairn::repo::open(&dest_spec).context("cannot open the destination repository")?;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use cairn::exit::Outcome;
-use cairn::repo::{RepoError, RepoSpec, hostname, read_secret, username};
+use cairn::repo::{RepoError, hostname, read_secret, username};
 use cairn_chunker::ChunkerParams;
 use cairn_objstore::Location;
 use cairn_store::keyfile::KeyFileInfo;
@@ -64,11 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let shared = match &args.copy_chunker_params_from {
         Some(from) => {
-            let mut source = RepoSpec::source_from_env(from.clone());
-            source.cache_dir = spec.cache_dir.clone();
-            source.no_cache = spec.no_cache;
-            source.target = spec.target.clone();
-            let repo = cairn::repo::open(&source)
+            let repo = cairn::repo::open(&spec.source_spec(from.clone()))
                 .with_context(|| format!("cannot open {from} to copy its chunker parameters"))?;
             Some((repo.keys().clone(), repo.config().chunker))
         }
