@@ -194,6 +194,17 @@ fn restores_like_the_source(env: &Env, repo: &Repo, src: &Source, tag: &str) {
     }
 }
 
+/// `cairn copy --json` of every snapshot of `src` into `dest`.
+fn copy(env: &Env, src: &Source, dest: &Repo) -> serde_json::Value {
+    let args = ["copy", "--json", "--from-repo", &src.repo.location];
+    json(
+        env,
+        dest,
+        Some(&src.repo),
+        &[&args[..], &["--to-repo", &dest.location]].concat(),
+    )
+}
+
 /// Copies everything from `src` into `dest` (created with the source's
 /// chunker parameters), restores it, and checks a rerun sends nothing.
 fn copy_round_trip(env: &Env, src: &Source, dest: &Repo, tag: &str) {
@@ -210,37 +221,13 @@ fn copy_round_trip(env: &Env, src: &Source, dest: &Repo, tag: &str) {
             &src.repo.location,
         ],
     );
-    let first = json(
-        env,
-        dest,
-        Some(&src.repo),
-        &[
-            "copy",
-            "--json",
-            "--from-repo",
-            &src.repo.location,
-            "--to-repo",
-            &dest.location,
-        ],
-    );
+    let first = copy(env, src, dest);
     assert_eq!(first["copied"].as_array().unwrap().len(), 3, "{first}");
     assert_eq!(first["skipped"], 0);
     assert!(first["blobs_sent"].as_u64().unwrap() > 10, "{first}");
     restores_like_the_source(env, dest, src, tag);
 
-    let again = json(
-        env,
-        dest,
-        Some(&src.repo),
-        &[
-            "copy",
-            "--json",
-            "--from-repo",
-            &src.repo.location,
-            "--to-repo",
-            &dest.location,
-        ],
-    );
+    let again = copy(env, src, dest);
     assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
     assert_eq!(again["skipped"], 3);
     assert_eq!(again["blobs_sent"], 0);
@@ -263,19 +250,7 @@ fn copy_between_local_repositories_and_refusal_of_foreign_keys() {
         None,
         &["backup", "-q", src.files.to_str().unwrap()],
     );
-    let third = json(
-        &env,
-        &dest,
-        Some(&src.repo),
-        &[
-            "copy",
-            "--json",
-            "--from-repo",
-            &src.repo.location,
-            "--to-repo",
-            &dest.location,
-        ],
-    );
+    let third = copy(&env, &src, &dest);
     assert_eq!(third["copied"].as_array().unwrap().len(), 1, "{third}");
     let sent = third["bytes_sent"].as_u64().unwrap();
     assert!((200_000..400_000).contains(&sent), "{third}");

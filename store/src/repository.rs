@@ -328,10 +328,7 @@ impl Repository {
         credential: &Credential<'_>,
         open: OpenOptions,
     ) -> Result<Repository> {
-        let config_bytes = Repository::read_config_bytes(backend.as_ref())?;
-        let (keys, key_id) = Repository::unlock(backend.as_ref(), credential)?;
-        let config = Config::open(&config_bytes, &keys)?;
-        Repository::assemble(backend, keys, key_id, config, open, true)
+        Repository::open_with(backend, credential, open, true)
     }
 
     /// Opens an existing repository without reading its index files: for
@@ -342,10 +339,19 @@ impl Repository {
         credential: &Credential<'_>,
         open: OpenOptions,
     ) -> Result<Repository> {
+        Repository::open_with(backend, credential, open, false)
+    }
+
+    fn open_with(
+        backend: Arc<dyn Backend>,
+        credential: &Credential<'_>,
+        open: OpenOptions,
+        load_index: bool,
+    ) -> Result<Repository> {
         let config_bytes = Repository::read_config_bytes(backend.as_ref())?;
         let (keys, key_id) = Repository::unlock(backend.as_ref(), credential)?;
         let config = Config::open(&config_bytes, &keys)?;
-        Repository::assemble(backend, keys, key_id, config, open, false)
+        Repository::assemble(backend, keys, key_id, config, open, load_index)
     }
 
     /// Reads the config and checks it is a cairn repository of a version this
@@ -915,12 +921,7 @@ impl Repository {
     /// Loads a blob from a known location in a pack (restore planners call
     /// this after grouping blobs by pack).
     pub fn load_from_pack(&self, pack: &Id, entry: &BlobEntry) -> Result<Vec<u8>> {
-        let cipher = self.pack_cipher(pack)?;
-        let sealed = self.backend.read_range(
-            &Handle::new(ObjectKind::Pack, pack),
-            entry.offset.into(),
-            entry.stored_len.into(),
-        )?;
+        let (cipher, sealed) = self.read_sealed(pack, entry)?;
         let opened = open_stored(&cipher, &self.keys, entry, sealed, pack)?;
         self.finish_opened(entry, opened, &format!("blob {} in pack {pack}", entry.id))
     }
@@ -972,6 +973,17 @@ impl Repository {
             i = j;
         }
         Ok(out)
+    }
+
+    /// The cipher of `pack` and the ciphertext of its blob `entry`.
+    fn read_sealed(&self, pack: &Id, entry: &BlobEntry) -> Result<(Arc<ObjectCipher>, Vec<u8>)> {
+        let cipher = self.pack_cipher(pack)?;
+        let sealed = self.backend.read_range(
+            &Handle::new(ObjectKind::Pack, pack),
+            entry.offset.into(),
+            entry.stored_len.into(),
+        )?;
+        Ok((cipher, sealed))
     }
 
     fn pack_cipher(&self, pack: &Id) -> Result<Arc<ObjectCipher>> {

@@ -11,7 +11,6 @@
 //! damaged or forged blob in the source cannot enter it under a wrong name.
 
 use super::{Repository, SaveOutcome};
-use crate::backend::{Handle, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobEntry, BlobType, Compression};
@@ -53,12 +52,7 @@ impl Repository {
     /// decompressed (a patch is not applied).
     pub fn load_stored_blob(&self, id: &Id) -> Result<StoredBlob> {
         let (pack, entry) = self.locate_blob(id)?.ok_or(Error::BlobNotFound(*id))?;
-        let cipher = self.pack_cipher(&pack)?;
-        let sealed = self.backend.read_range(
-            &Handle::new(ObjectKind::Pack, &pack),
-            entry.offset.into(),
-            entry.stored_len.into(),
-        )?;
+        let (cipher, sealed) = self.read_sealed(&pack, &entry)?;
         let stored = decrypt_stored(&cipher, &entry, sealed, &pack)?;
         Ok(StoredBlob {
             id: entry.id,
