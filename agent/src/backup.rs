@@ -115,6 +115,7 @@ pub fn backup(repo: &Repository, req: &BackupRequest) -> anyhow::Result<BackupDo
         root: done.root,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         stats: done.stats.clone(),
+        original: None,
     };
     let id = repo
         .save_snapshot(&snapshot)

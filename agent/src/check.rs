@@ -471,6 +471,7 @@ mod tests {
             root,
             program_version: "test".into(),
             stats: Default::default(),
+            original: None,
         };
         repo.save_snapshot(&snapshot).unwrap()
     }

@@ -147,17 +147,7 @@ pub struct Walker<'r> {
 /// Whether a store error says something about the object read (damaged,
 /// missing, of an unknown version) rather than about the target or cache.
 pub fn is_damage(e: &cairn_store::Error) -> bool {
-    match e {
-        cairn_store::Error::Corrupt { .. }
-        | cairn_store::Error::BlobNotFound(_)
-        | cairn_store::Error::UnsupportedVersion { .. } => true,
-        cairn_store::Error::Backend(b) => matches!(
-            b,
-            cairn_store::BackendError::NotFound { .. }
-                | cairn_store::BackendError::OutOfRange { .. }
-        ),
-        _ => false,
-    }
+    e.is_damage()
 }
 
 /// A failed read of a blob: damage to report, or an error that ends the walk.
@@ -465,6 +455,7 @@ mod tests {
             root,
             program_version: "test".into(),
             stats: Default::default(),
+            original: None,
         }
     }
 

@@ -11,7 +11,9 @@
 //! Secrets never come from the command line (they would show in `ps` and
 //! shell history): `CAIRN_PASSWORD_FILE`, `CAIRN_PASSWORD_COMMAND`,
 //! `CAIRN_KEY_FILE` (a raw 32-byte key), or a prompt on the terminal. They
-//! are wiped from memory after use.
+//! are wiped from memory after use. The source repository of `copy` (and of
+//! `init --copy-chunker-params-from`) takes its secret from the same
+//! variables prefixed `CAIRN_FROM_` instead ([`RepoSpec::source_from_env`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +46,9 @@ pub struct RepoSpec {
     pub no_cache: bool,
     /// Retries and bandwidth caps around the target.
     pub target: TargetOptions,
+    /// Whether this is the source repository of a copy: its secret comes
+    /// from the `CAIRN_FROM_*` variables, and prompts and messages say so.
+    pub source: bool,
 }
 
 /// Problems with what the user gave, before the repository is reached.
@@ -74,11 +79,17 @@ pub enum RepoError {
     /// `init` at a location that already holds a repository.
     #[error("{0} already holds a repository; choose another location")]
     AlreadyARepository(String),
-    /// No way to get a password.
+    /// No way to get a password (the prefix of the variables to set:
+    /// `CAIRN_` or, for a copy's source repository, `CAIRN_FROM_`).
     #[error(
-        "no password source: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_KEY_FILE, or run on a terminal to be asked"
+        "no password source for the {what}: set {prefix}PASSWORD_FILE, {prefix}PASSWORD_COMMAND or {prefix}KEY_FILE, or run on a terminal to be asked"
     )]
-    NoPassword,
+    NoPassword {
+        /// `CAIRN_` or `CAIRN_FROM_`.
+        prefix: &'static str,
+        /// `repository` or `source repository`.
+        what: &'static str,
+    },
     /// Reading a password or key source failed.
     #[error("{what}: {message}")]
     Secret {
@@ -101,15 +112,40 @@ pub enum RepoError {
 impl RepoSpec {
     /// The spec from the environment (`CAIRN_*`) and the given location.
     pub fn from_env(location: Option<String>) -> Self {
+        Self::from_env_prefixed(location, false)
+    }
+
+    /// The spec of a copy's source repository at `location`: its password
+    /// or key from `CAIRN_FROM_PASSWORD_FILE`, `CAIRN_FROM_PASSWORD_COMMAND`,
+    /// `CAIRN_FROM_KEY_FILE` or a prompt (the cache directory is shared).
+    pub fn source_from_env(location: String) -> Self {
+        Self::from_env_prefixed(Some(location), true)
+    }
+
+    /// The spec of a copy's source at `location` ([`Self::source_from_env`])
+    /// with this spec's cache and target options.
+    pub fn source_spec(&self, location: String) -> Self {
+        RepoSpec {
+            cache_dir: self.cache_dir.clone(),
+            no_cache: self.no_cache,
+            target: self.target.clone(),
+            ..Self::source_from_env(location)
+        }
+    }
+
+    fn from_env_prefixed(location: Option<String>, source: bool) -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let prefix = env_prefix(source);
         RepoSpec {
             location: location.unwrap_or_default(),
-            password_file: var("CAIRN_PASSWORD_FILE").map(PathBuf::from),
-            password_command: var("CAIRN_PASSWORD_COMMAND").and_then(|v| v.into_string().ok()),
-            key_file: var("CAIRN_KEY_FILE").map(PathBuf::from),
+            password_file: var(&format!("{prefix}PASSWORD_FILE")).map(PathBuf::from),
+            password_command: var(&format!("{prefix}PASSWORD_COMMAND"))
+                .and_then(|v| v.into_string().ok()),
+            key_file: var(&format!("{prefix}KEY_FILE")).map(PathBuf::from),
             cache_dir: var("CAIRN_CACHE_DIR").map(PathBuf::from),
             no_cache: false,
             target: TargetOptions::default(),
+            source,
         }
     }
 
@@ -214,6 +250,12 @@ impl RepoSpec {
     }
 }
 
+/// The prefix of the secret variables of a repository: `CAIRN_`, or
+/// `CAIRN_FROM_` for a copy's source.
+fn env_prefix(source: bool) -> &'static str {
+    if source { "CAIRN_FROM_" } else { "CAIRN_" }
+}
+
 /// Opens a remote target with the endpoint, credentials and timeouts of the
 /// environment.
 fn open_remote(location: &Location) -> Result<ObjectBackend, RepoError> {
@@ -293,22 +335,24 @@ pub fn read_secret(spec: &RepoSpec, confirm: bool) -> Result<Secret, RepoError> 
         return non_empty(first_line(raw), "the password file");
     }
     if let Some(cmd) = &spec.password_command {
+        let var = format!("{}PASSWORD_COMMAND", env_prefix(spec.source));
         let out = Command::new("sh")
             .arg("-c")
             .arg(cmd)
             .stderr(std::process::Stdio::inherit())
             .output()
-            .map_err(|e| secret_err("CAIRN_PASSWORD_COMMAND", e))?;
+            .map_err(|e| secret_err(&var, e))?;
         let stdout = Zeroizing::new(out.stdout);
         if !out.status.success() {
-            return Err(secret_err(
-                "CAIRN_PASSWORD_COMMAND",
-                format!("exited with {}", out.status),
-            ));
+            return Err(secret_err(&var, format!("exited with {}", out.status)));
         }
-        return non_empty(first_line(stdout), "CAIRN_PASSWORD_COMMAND's output");
+        return non_empty(first_line(stdout), &format!("{var}'s output"));
     }
-    prompt("repository password: ", confirm)
+    if spec.source {
+        prompt("source repository password: ", confirm, "CAIRN_FROM_")
+    } else {
+        prompt("repository password: ", confirm, "CAIRN_")
+    }
 }
 
 /// The new password of `key add` and `key passwd`: from
@@ -329,7 +373,7 @@ pub fn read_new_password() -> Result<Secret, RepoError> {
                 "none given: set CAIRN_NEW_PASSWORD_FILE or CAIRN_NEW_PASSWORD_COMMAND, or run on a terminal to be asked",
             ));
         }
-        return prompt("new password: ", true);
+        return prompt("new password: ", true, "CAIRN_");
     }
     read_secret(&spec, true)
 }
@@ -341,10 +385,15 @@ fn non_empty(p: Zeroizing<Vec<u8>>, what: &str) -> Result<Secret, RepoError> {
     Ok(Secret::Password(p))
 }
 
-fn prompt(label: &str, confirm: bool) -> Result<Secret, RepoError> {
+fn prompt(label: &str, confirm: bool, prefix: &'static str) -> Result<Secret, RepoError> {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
-        return Err(RepoError::NoPassword);
+        let what = if prefix == "CAIRN_FROM_" {
+            "source repository"
+        } else {
+            "repository"
+        };
+        return Err(RepoError::NoPassword { prefix, what });
     }
     let first =
         Zeroizing::new(rpassword::prompt_password(label).map_err(|e| secret_err("terminal", e))?);
@@ -471,6 +520,13 @@ mod tests {
             ..Default::default()
         };
         assert!(read_secret(&spec, false).is_err());
+        let spec = RepoSpec {
+            password_command: Some("exit 3".into()),
+            source: true,
+            ..Default::default()
+        };
+        let e = read_secret(&spec, false).err().unwrap().to_string();
+        assert!(e.contains("CAIRN_FROM_PASSWORD_COMMAND"), "{e}");
         let k = dir.path().join("key");
         std::fs::write(&k, [9u8; 32]).unwrap();
         let spec = RepoSpec {

@@ -466,6 +466,7 @@ mod tests {
                 root: Id([0; 32]),
                 program_version: "t".into(),
                 stats: Default::default(),
+                original: None,
             },
         )
     }

@@ -23,12 +23,21 @@ impl SnapshotFilter {
     }
 }
 
-/// Every snapshot passing `filter`, oldest first.
+/// Every readable snapshot passing `filter`, oldest first. A manifest that
+/// cannot be read is left out with a warning on standard error, so that one
+/// damaged manifest does not stop every command (`check` names it, `repair
+/// snapshots` reports it, `forget` removes it by id).
 pub fn list(
     repo: &Repository,
     filter: &SnapshotFilter,
 ) -> cairn_store::Result<Vec<(Id, Snapshot)>> {
-    let mut all = repo.list_snapshots()?;
+    let listing = repo.list_snapshots_reporting()?;
+    for (id, e) in &listing.unreadable {
+        eprintln!(
+            "warning: snapshot {id} is unreadable and skipped ({e}); `cairn check` reports it, `cairn forget {id}` removes it"
+        );
+    }
+    let mut all = listing.snapshots;
     all.retain(|(_, s)| filter.matches(s));
     Ok(all)
 }

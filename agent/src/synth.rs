@@ -397,6 +397,7 @@ mod tests {
                 root,
                 program_version: "test".into(),
                 stats: Default::default(),
+                original: None,
             };
             snaps.push((repo.save_snapshot(&snapshot).unwrap(), snapshot));
             contents.push(data.clone());

@@ -47,6 +47,7 @@ fn backup(repo: &Repository, range: std::ops::Range<u32>) -> (Id, Vec<Id>) {
         root,
         program_version: "test".into(),
         stats: Default::default(),
+        original: None,
     };
     (repo.save_snapshot(&snapshot).unwrap(), ids)
 }

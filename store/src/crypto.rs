@@ -64,6 +64,8 @@ impl std::fmt::Debug for MasterKeys {
 
 /// Version byte of the encoded master key set.
 const MASTER_KEYS_VERSION: u8 = 1;
+/// The fixed string under [`MasterKeys::ids_fingerprint`].
+const IDS_FINGERPRINT_CONTEXT: &[u8] = b"cairn 2026-12-02 id key and gear seed fingerprint v1";
 /// Most epochs a key set may hold (a bound for parsers).
 const MAX_EPOCHS: u32 = 1 << 16;
 
@@ -76,6 +78,31 @@ impl MasterKeys {
             gear_seed: Secret32(random_32(rng)?),
             epochs: vec![(0, Secret32(random_32(rng)?))],
         })
+    }
+
+    /// Fresh secrets that share `source`'s id key and gear seed: the same
+    /// data gets the same chunk boundaries and blob ids in both
+    /// repositories, so blobs can be copied between them by id and
+    /// deduplicate across them, while the repository id and data key are
+    /// new (docs/format.md §2.2, `init --copy-chunker-params-from`).
+    pub fn generate_sharing_ids(source: &MasterKeys, rng: &dyn RandomSource) -> Result<MasterKeys> {
+        Ok(MasterKeys {
+            repo_id: Id(random_32(rng)?),
+            id_key: source.id_key.clone(),
+            gear_seed: source.gear_seed.clone(),
+            epochs: vec![(0, Secret32(random_32(rng)?))],
+        })
+    }
+
+    /// A value that is equal for two key sets exactly when they share the
+    /// id key and the gear seed: the keyed hash, under the id key, of a
+    /// fixed string and the seed. It reveals neither secret, so it can be
+    /// compared (and shown) freely.
+    pub fn ids_fingerprint(&self) -> Id {
+        let mut h = blake3::Hasher::new_keyed(&self.id_key.0);
+        h.update(IDS_FINGERPRINT_CONTEXT);
+        h.update(&self.gear_seed.0);
+        Id(*h.finalize().as_bytes())
     }
 
     /// The epoch new objects are written under.
@@ -293,6 +320,22 @@ mod tests {
         let mut buf = sealed;
         assert!(c.open_in_place(44, b"hdr", &mut buf));
         assert_eq!(buf, b"hello");
+    }
+
+    #[test]
+    fn shared_ids_keep_blob_ids_and_seed_but_not_data_keys() {
+        let a = MasterKeys::generate(&SeededRandom::new(b"a")).unwrap();
+        let b = MasterKeys::generate_sharing_ids(&a, &SeededRandom::new(b"b")).unwrap();
+        let other = MasterKeys::generate(&SeededRandom::new(b"c")).unwrap();
+        assert_eq!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_eq!(a.gear_seed(), b.gear_seed());
+        assert_eq!(a.ids_fingerprint(), b.ids_fingerprint());
+        assert_ne!(a.ids_fingerprint(), other.ids_fingerprint());
+        assert_ne!(a.repo_id, b.repo_id);
+        assert_ne!(a.data_key(0), b.data_key(0));
+        // The fingerprint is neither secret.
+        assert_ne!(a.ids_fingerprint().0, a.id_key.0);
+        assert_ne!(&a.ids_fingerprint().0, a.gear_seed());
     }
 
     #[test]

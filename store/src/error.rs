@@ -89,6 +89,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the error is about the object read (damaged, missing, of
+    /// an unknown version) rather than about the target, the cache or the
+    /// caller: what a command reports and goes on past.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Error::Corrupt { .. } | Error::BlobNotFound(_) | Error::UnsupportedVersion { .. } => {
+                true
+            }
+            Error::Backend(b) => matches!(
+                b,
+                BackendError::NotFound { .. } | BackendError::OutOfRange { .. }
+            ),
+            _ => false,
+        }
+    }
+
     /// Shorthand for a [`Error::Corrupt`] error.
     pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Corrupt {

@@ -35,5 +35,8 @@ pub use id::Id;
 pub use index::{BlobEntry, BlobType, Compression, IndexFile, PackBlobs};
 pub use keyfile::{Credential, KdfParams, KeyFileInfo, KeyListing};
 pub use random::{OsRandom, RandomSource, SeededRandom};
-pub use repository::{InitOptions, OpenOptions, PatchBase, Repository};
+pub use repository::{
+    IndexRebuild, InitOptions, OpenOptions, PackDamage, PatchBase, Repository, SnapshotListing,
+    StoredBlob,
+};
 pub use snapshot::{Snapshot, SnapshotKind, SnapshotStats};

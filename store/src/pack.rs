@@ -290,36 +290,66 @@ pub fn open_stored(
     cipher: &ObjectCipher,
     keys: &MasterKeys,
     entry: &BlobEntry,
-    mut sealed: Vec<u8>,
+    sealed: Vec<u8>,
     pack: &Id,
 ) -> Result<OpenedBlob> {
-    let what = || format!("blob {} in pack {}", entry.id, pack);
+    let stored = decrypt_stored(cipher, entry, sealed, pack)?;
+    decode_stored(
+        keys,
+        entry,
+        stored,
+        &format!("blob {} in pack {}", entry.id, pack),
+    )
+}
+
+/// Decrypts one blob's ciphertext into its stored form (a zstd frame, the
+/// raw plaintext or a framed patch, as `entry.compression` says), without
+/// decompressing it: what `copy` moves to another repository.
+pub fn decrypt_stored(
+    cipher: &ObjectCipher,
+    entry: &BlobEntry,
+    mut sealed: Vec<u8>,
+    pack: &Id,
+) -> Result<Vec<u8>> {
     if !cipher.open_in_place(
         entry.offset.into(),
         &blob_aad(entry.blob_type, &entry.id),
         &mut sealed,
     ) {
         return Err(Error::corrupt(
-            what(),
+            format!("blob {} in pack {}", entry.id, pack),
             "authentication failed (damaged or forged)",
         ));
     }
+    Ok(sealed)
+}
+
+/// Decompresses a blob's stored form: a whole blob is verified against its
+/// id (and length); a patch is returned as its encoding for the repository
+/// to apply. `what` names the blob in errors.
+pub fn decode_stored(
+    keys: &MasterKeys,
+    entry: &BlobEntry,
+    stored: Vec<u8>,
+    what: &str,
+) -> Result<OpenedBlob> {
+    let what = || what.to_string();
     if entry.raw_len > MAX_BLOB_LEN {
         return Err(Error::corrupt(what(), "length exceeds the format's limit"));
     }
     let plain = match entry.compression {
-        Compression::None => sealed,
-        Compression::Zstd => decompress_exact(&sealed, u64::from(entry.raw_len), &what)?,
+        Compression::None => stored,
+        Compression::Zstd => decompress_exact(&stored, u64::from(entry.raw_len), &what)?,
         Compression::Patch => {
             // Allocate only what the frame declares, within what a patch
             // of this blob can take.
-            let declared = zstd::zstd_safe::get_frame_content_size(&sealed)
+            let declared = zstd::zstd_safe::get_frame_content_size(&stored)
                 .ok()
                 .flatten()
                 .filter(|&n| n <= max_patch_len(entry.raw_len))
                 .ok_or_else(|| Error::corrupt(what(), "patch length out of range"))?;
             return Ok(OpenedBlob::Patch(decompress_exact(
-                &sealed, declared, &what,
+                &stored, declared, &what,
             )?));
         }
     };

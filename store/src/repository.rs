@@ -34,6 +34,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+mod rebuild;
+mod transfer;
+
+pub use rebuild::{IndexRebuild, PackDamage};
+pub use transfer::StoredBlob;
+
 /// Settings chosen at `init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -47,6 +53,11 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     /// Facts recorded in the first key file.
     pub key_info: KeyFileInfo,
+    /// Share this key set's id key and gear seed (and take the caller's
+    /// chunker parameters, which should be the same repository's): blobs
+    /// then keep their ids between the two repositories, so `copy` can move
+    /// them and they deduplicate. `None` makes every secret fresh.
+    pub share_ids_with: Option<MasterKeys>,
 }
 
 impl InitOptions {
@@ -58,6 +69,7 @@ impl InitOptions {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             kdf: KdfParams::DEFAULT,
             key_info: KeyFileInfo::default(),
+            share_ids_with: None,
         }
     }
 }
@@ -131,6 +143,15 @@ pub struct PatchBase {
     /// was found through: `data[k]` lines up with that blob's byte
     /// `k + shift` (0 when that blob is the base itself).
     pub shift: i64,
+}
+
+/// The snapshots of a repository: those that read, and those that did not.
+#[derive(Debug, Default)]
+pub struct SnapshotListing {
+    /// The readable snapshots, oldest first.
+    pub snapshots: Vec<(Id, Snapshot)>,
+    /// Manifests that could not be read (damaged, gone, too new), by id.
+    pub unreadable: Vec<(Id, Error)>,
 }
 
 /// Counters of the current session.
@@ -287,7 +308,10 @@ impl Repository {
             Err(e) => return Err(e.into()),
         }
         let rng = open.rng.clone();
-        let keys = MasterKeys::generate(rng.as_ref())?;
+        let keys = match &init.share_ids_with {
+            Some(source) => MasterKeys::generate_sharing_ids(source, rng.as_ref())?,
+            None => MasterKeys::generate(rng.as_ref())?,
+        };
         let config = Config {
             version: FORMAT_VERSION.into(),
             repo_id: keys.repo_id,
@@ -304,7 +328,7 @@ impl Repository {
         backend.write_new(&Handle::new(ObjectKind::Key, &key_id), &key_file)?;
         // The config goes last: a target with a config is a usable repository.
         backend.write_new(&Handle::config(), &config.seal(&keys, rng.as_ref())?)?;
-        Repository::assemble(backend, keys, key_id, config, open)
+        Repository::assemble(backend, keys, key_id, config, open, true)
     }
 
     /// Opens an existing repository with a password or raw key.
@@ -313,10 +337,30 @@ impl Repository {
         credential: &Credential<'_>,
         open: OpenOptions,
     ) -> Result<Repository> {
+        Repository::open_with(backend, credential, open, true)
+    }
+
+    /// Opens an existing repository without reading its index files: for
+    /// `repair index`, which must work when they are damaged. The cache
+    /// and dedup set start empty; [`Repository::rebuild_index`] fills them.
+    pub fn open_without_index(
+        backend: Arc<dyn Backend>,
+        credential: &Credential<'_>,
+        open: OpenOptions,
+    ) -> Result<Repository> {
+        Repository::open_with(backend, credential, open, false)
+    }
+
+    fn open_with(
+        backend: Arc<dyn Backend>,
+        credential: &Credential<'_>,
+        open: OpenOptions,
+        load_index: bool,
+    ) -> Result<Repository> {
         let config_bytes = Repository::read_config_bytes(backend.as_ref())?;
         let (keys, key_id) = Repository::unlock(backend.as_ref(), credential)?;
         let config = Config::open(&config_bytes, &keys)?;
-        Repository::assemble(backend, keys, key_id, config, open)
+        Repository::assemble(backend, keys, key_id, config, open, load_index)
     }
 
     /// Reads the config and checks it is a cairn repository of a version this
@@ -379,6 +423,7 @@ impl Repository {
         key_id: Id,
         config: Config,
         open: OpenOptions,
+        load_index: bool,
     ) -> Result<Repository> {
         let cache = Cache::open(open.cache_dir.as_deref(), &keys.repo_id)?;
         let repo = Repository {
@@ -395,7 +440,11 @@ impl Repository {
             pack_ciphers: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         };
-        repo.refresh_index()?;
+        if load_index {
+            repo.refresh_index()?;
+        } else {
+            lock(&repo.cache).clear()?;
+        }
         Ok(repo)
     }
 
@@ -902,12 +951,7 @@ impl Repository {
     /// Loads a blob from a known location in a pack (restore planners call
     /// this after grouping blobs by pack).
     pub fn load_from_pack(&self, pack: &Id, entry: &BlobEntry) -> Result<Vec<u8>> {
-        let cipher = self.pack_cipher(pack)?;
-        let sealed = self.backend.read_range(
-            &Handle::new(ObjectKind::Pack, pack),
-            entry.offset.into(),
-            entry.stored_len.into(),
-        )?;
+        let (cipher, sealed) = self.read_sealed(pack, entry)?;
         let opened = open_stored(&cipher, &self.keys, entry, sealed, pack)?;
         self.finish_opened(entry, opened, &format!("blob {} in pack {pack}", entry.id))
     }
@@ -1031,6 +1075,17 @@ impl Repository {
         Ok(plain)
     }
 
+    /// The cipher of `pack` and the ciphertext of its blob `entry`.
+    fn read_sealed(&self, pack: &Id, entry: &BlobEntry) -> Result<(Arc<ObjectCipher>, Vec<u8>)> {
+        let cipher = self.pack_cipher(pack)?;
+        let sealed = self.backend.read_range(
+            &Handle::new(ObjectKind::Pack, pack),
+            entry.offset.into(),
+            entry.stored_len.into(),
+        )?;
+        Ok((cipher, sealed))
+    }
+
     fn pack_cipher(&self, pack: &Id) -> Result<Arc<ObjectCipher>> {
         if let Some(c) = lock(&self.pack_ciphers).get(pack) {
             return Ok(c.clone());
@@ -1120,16 +1175,30 @@ impl Repository {
         Ok(id)
     }
 
-    /// Every snapshot, oldest first.
+    /// Every readable snapshot, oldest first. A manifest that is damaged
+    /// (or vanished since the listing, or of a newer version) is left out;
+    /// [`Self::list_snapshots_reporting`] says which, so callers can warn.
     pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let mut out = Vec::new();
+        Ok(self.list_snapshots_reporting()?.snapshots)
+    }
+
+    /// Every snapshot, oldest first, and the manifests that could not be
+    /// read with why. Only failures of the target itself (not of one
+    /// manifest) are errors.
+    pub fn list_snapshots_reporting(&self) -> Result<SnapshotListing> {
+        let mut out = SnapshotListing::default();
         for info in self.backend.list(ObjectKind::Snapshot)? {
             let Ok(id) = info.handle.name.parse::<Id>() else {
                 continue;
             };
-            out.push((id, self.load_snapshot(&id)?));
+            match self.load_snapshot(&id) {
+                Ok(s) => out.snapshots.push((id, s)),
+                Err(e) if e.is_damage() => out.unreadable.push((id, e)),
+                Err(e) => return Err(e),
+            }
         }
-        out.sort_by_key(|a| (a.1.time, a.1.time_nanos, a.0));
+        out.snapshots
+            .sort_by_key(|a| (a.1.time, a.1.time_nanos, a.0));
         Ok(out)
     }
 

@@ -77,6 +77,11 @@ pub struct Snapshot {
     /// Counters.
     #[serde(default)]
     pub stats: SnapshotStats,
+    /// Set on a copy made by `cairn copy`: the id of the snapshot it was
+    /// copied from, in the source repository (a rerun skips snapshots whose
+    /// copy exists). Absent on snapshots written by a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
 }
 
 /// Largest snapshot manifest accepted when reading (a parser bound).

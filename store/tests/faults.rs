@@ -101,6 +101,7 @@ fn snapshot_of(root: Id) -> Snapshot {
         root,
         program_version: "test".into(),
         stats: Default::default(),
+        original: None,
     }
 }
 

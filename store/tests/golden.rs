@@ -116,6 +116,7 @@ fn snapshot(root: Id) -> Snapshot {
             errors: 0,
             duration_ms: 1500,
         },
+        original: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `cairn init`: create a repository.
 
+use anyhow::Context;
 use cairn::exit::Outcome;
 use cairn::repo::{RepoError, hostname, read_secret, username};
 use cairn_chunker::ChunkerParams;
@@ -26,6 +27,14 @@ pub struct Args {
     /// zstd level for data (1 fastest .. 19; 3 is the measured default).
     #[arg(long, value_name = "LEVEL", default_value_t = 3)]
     compression: i32,
+    /// Share the chunker secrets (id key, gear seed) and parameters of the
+    /// repository REPO, so that `cairn copy` can copy its snapshots here
+    /// and the same data deduplicates across both. Its password comes from
+    /// CAIRN_FROM_PASSWORD_FILE, CAIRN_FROM_PASSWORD_COMMAND or
+    /// CAIRN_FROM_KEY_FILE; this repository's password and data keys are
+    /// its own.
+    #[arg(long, value_name = "REPO")]
+    copy_chunker_params_from: Option<String>,
 }
 
 fn sizes(p: ChunkerParams) -> ChunkSizes {
@@ -53,6 +62,14 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         _ => Some(spec.create_backend()?),
     };
+    let shared = match &args.copy_chunker_params_from {
+        Some(from) => {
+            let repo = cairn::repo::open(&spec.source_spec(from.clone()))
+                .with_context(|| format!("cannot open {from} to copy its chunker parameters"))?;
+            Some((repo.keys().clone(), repo.config().chunker))
+        }
+        None => None,
+    };
     let secret = read_secret(&spec, true)?;
     let backend = match early {
         Some(b) => b,
@@ -63,6 +80,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         disk: sizes(ChunkerParams::DISK_DEFAULT),
         files: sizes(ChunkerParams::FILE_DEFAULT),
     });
+    if let Some((keys, chunker)) = shared {
+        init.chunker = chunker;
+        init.share_ids_with = Some(keys);
+    }
     init.kdf = KdfParams {
         memory_kib: args.kdf_memory.saturating_mul(1024),
         iterations: args.kdf_iterations,

@@ -4,11 +4,13 @@ pub mod backup;
 pub mod check;
 pub mod chunk;
 pub mod common;
+pub mod copy;
 pub mod diff;
 pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod repair;
 pub mod restore;
 pub mod run;
 pub mod schedule;
@@ -44,6 +46,12 @@ pub enum Command {
     Forget(forget::Args),
     /// List, add and remove key files; change the password.
     Key(key::Args),
+    /// Copy snapshots from another repository (--from-repo) into this one,
+    /// sending only the data it lacks.
+    Copy(copy::Args),
+    /// Rebuild the index from the packs, or save what is readable of
+    /// damaged snapshots.
+    Repair(repair::Args),
     /// Remove stale locks (every lock with --force).
     Unlock(unlock::Args),
     /// Run a job of the configuration file: hooks, freeze, backup,
@@ -72,6 +80,8 @@ impl Command {
             Self::Check(_) => "check",
             Self::Forget(_) => "forget",
             Self::Key(_) => "key",
+            Self::Copy(_) => "copy",
+            Self::Repair(_) => "repair",
             Self::Unlock(_) => "unlock",
             Self::Run(_) => "run",
             Self::Schedule(_) => "schedule",
@@ -93,6 +103,8 @@ impl Command {
             Self::Check(args) => check::run(args),
             Self::Forget(args) => forget::run(args),
             Self::Key(args) => key::run(args),
+            Self::Copy(args) => copy::run(args),
+            Self::Repair(args) => repair::run(args),
             Self::Unlock(args) => unlock::run(args),
             Self::Run(args) => run::run(args),
             Self::Schedule(args) => schedule::run(args),

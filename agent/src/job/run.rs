@@ -64,6 +64,7 @@ pub fn repo_spec(config: &Config, job: &Job) -> RepoSpec {
         cache_dir: config.cache_dir.clone(),
         no_cache: false,
         target,
+        source: false,
     }
 }
 
