@@ -22,6 +22,7 @@ pub mod exit;
 pub mod files_backup;
 pub mod files_restore;
 pub mod progress;
+pub mod prune;
 pub mod reach;
 pub mod repo;
 pub mod retention;

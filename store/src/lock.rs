@@ -3,7 +3,8 @@
 //! still needs what they would delete.
 //!
 //! Backups take shared locks and never wait on each other; deleting
-//! operations take an exclusive one. A lock is a sealed object naming its
+//! operations take an exclusive one, except prune, whose lock is shared
+//! with backups but excludes other prunes and checks. A lock is a sealed object naming its
 //! host, process, operation and expiry; the holder refreshes it (writes a new
 //! one, deletes the old) well before it expires, so a lock whose expiry has
 //! passed, or whose process is gone from this host, is stale and ignored.
@@ -26,6 +27,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const LOCK_TTL_SECS: i64 = 30 * 60;
 /// How often a held lock is refreshed.
 pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
+
+/// The operation name of a prune's lock (see [`LockInfo::conflicts_with`]).
+pub const PRUNE: &str = "prune";
+/// The operation name of a check's lock.
+pub const CHECK: &str = "check";
 
 /// What a lock object says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,9 +69,21 @@ impl LockInfo {
             && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 
-    /// Whether this lock and `other` can be held together.
+    /// Whether this lock and `other` cannot be held together: either is
+    /// exclusive, or one is a prune's and the other a prune's or a check's.
+    ///
+    /// Prune takes a shared lock so that backups never wait for it (its
+    /// two-phase deletion keeps them safe, docs/format.md §2.12), but two
+    /// prunes would condemn each other's new packs, and a check running
+    /// beside a prune's sweep would see packs vanish. The rule is decided
+    /// by the operation names alone, so locks stay readable by, and
+    /// compatible with, older versions (which see a prune lock as shared).
     pub fn conflicts_with(&self, other: &LockInfo) -> bool {
-        self.exclusive || other.exclusive
+        let pair = |a: &str, b: &str| {
+            (self.operation == a && other.operation == b)
+                || (self.operation == b && other.operation == a)
+        };
+        self.exclusive || other.exclusive || pair(PRUNE, PRUNE) || pair(PRUNE, CHECK)
     }
 
     fn describe(&self) -> String {

@@ -9,6 +9,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod prune;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
@@ -37,6 +38,9 @@ pub enum Command {
     Check(check::Args),
     /// Remove snapshots by a retention policy (--keep-*) or by id.
     Forget(forget::Args),
+    /// Delete what no snapshot needs and repack mostly unused packs (never
+    /// makes running backups wait).
+    Prune(prune::Args),
     /// List, add and remove key files; change the password.
     Key(key::Args),
     /// Remove stale locks (every lock with --force).
@@ -60,6 +64,7 @@ impl Command {
             Self::Stats(_) => "stats",
             Self::Check(_) => "check",
             Self::Forget(_) => "forget",
+            Self::Prune(_) => "prune",
             Self::Key(_) => "key",
             Self::Unlock(_) => "unlock",
             Self::Chunk(_) => "chunk",
@@ -78,6 +83,7 @@ impl Command {
             Self::Stats(args) => stats::run(args),
             Self::Check(args) => check::run(args),
             Self::Forget(args) => forget::run(args),
+            Self::Prune(args) => prune::run(args),
             Self::Key(args) => key::run(args),
             Self::Unlock(args) => unlock::run(args),
             Self::Chunk(args) => chunk::run(args),
