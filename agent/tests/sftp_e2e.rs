@@ -12,33 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Env, fill, same_tree};
-
-/// The server's settings from the environment, or `None` (after a note)
-/// when it is not configured and not required.
-fn server() -> Option<(String, String, String)> {
-    let var = |n| std::env::var(n).ok().filter(|v| !v.is_empty());
-    match (
-        var("CAIRN_TEST_SFTP_URL"),
-        var("CAIRN_SFTP_KEY_FILE"),
-        var("CAIRN_SFTP_KNOWN_HOSTS"),
-    ) {
-        (Some(url), Some(key), Some(known)) => Some((url, key, known)),
-        _ => {
-            let required = ["CAIRN_REQUIRE_SERVERS", "CI"]
-                .iter()
-                .any(|n| std::env::var(n).is_ok_and(|v| !v.is_empty() && v != "0"));
-            let msg = "the SFTP test server is not configured; start it with \
-                       eval \"$(scripts/test-servers/sftp.sh start)\"";
-            assert!(
-                !required,
-                "{msg} (required: CAIRN_REQUIRE_SERVERS or CI is set)"
-            );
-            eprintln!("SKIPPED: {msg}");
-            None
-        }
-    }
-}
+use common::{Env, fill, same_tree, sftp_server as server};
 
 fn cairn(env: &Env, repo: &str, key: &str, known: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cairn"))

@@ -19,7 +19,7 @@ use cairn::units::format_time;
 use cairn_store::{Id, Repository};
 
 use super::common::{RepoArgs, print, print_json};
-use super::prune::Percent;
+use super::prune::{Percent, print_report, prune_with_lock};
 use super::snapshots::FilterArgs;
 
 /// Options of `cairn forget`.
@@ -208,14 +208,28 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             removed.push(*id);
         }
     }
+    drop(lock);
     if args.repo.json {
+        // One JSON document: the prune's report, when one ran, goes in it.
+        let pruned = match args.prune {
+            true => Some(prune_with_lock(
+                &repo,
+                &args.repo,
+                args.max_unused,
+                args.dry_run,
+            )?),
+            false => None,
+        };
         print_json(&serde_json::json!({
             "dry_run": args.dry_run,
             "groups": json_groups,
             "remove": remove,
             "removed": removed,
+            "prune": pruned,
         }))?;
-    } else if !args.repo.quiet {
+        return Ok(Outcome::from_warnings(warnings));
+    }
+    if !args.repo.quiet {
         text += &if args.dry_run {
             format!(
                 "would remove {} snapshot(s) (dry run: nothing changed)\n",
@@ -231,12 +245,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         };
         print(&text)?;
     }
-    drop(lock);
     if args.prune {
-        let pruned = super::prune::run_on(&repo, &args.repo, args.max_unused, args.dry_run)?;
-        if pruned != Outcome::Clean {
-            return Ok(pruned);
-        }
+        let report = prune_with_lock(&repo, &args.repo, args.max_unused, args.dry_run)?;
+        print_report(&args.repo, &report)?;
     }
     Ok(Outcome::from_warnings(warnings))
 }

@@ -56,16 +56,19 @@ pub struct Args {
 /// Runs `cairn prune`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let repo = cairn::repo::open(&args.repo.spec())?;
-    run_on(&repo, &args.repo, args.max_unused, args.dry_run)
+    let report = prune_with_lock(&repo, &args.repo, args.max_unused, args.dry_run)?;
+    print_report(&args.repo, &report)?;
+    Ok(Outcome::Clean)
 }
 
-/// Prunes an open repository (also run by `cairn forget --prune`).
-pub fn run_on(
+/// Prunes an open repository under a prune lock (also run by
+/// `cairn forget --prune`); phase lines go to standard error unless quiet.
+pub fn prune_with_lock(
     repo: &Repository,
     repo_args: &RepoArgs,
     max_unused: Percent,
     dry_run: bool,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<PruneReport> {
     let host = hostname();
     let lock = repo.lock(&host, cairn_store::lock::PRUNE, false)?;
     let opts = PruneOptions {
@@ -82,12 +85,18 @@ pub fn run_on(
     })
     .context("prune could not finish")?;
     drop(lock);
+    Ok(report)
+}
+
+/// Prints a prune's report: JSON, or the human summary unless quiet.
+pub fn print_report(repo_args: &RepoArgs, report: &PruneReport) -> anyhow::Result<()> {
     if repo_args.json {
-        print_json(&report)?;
+        print_json(report)
     } else if !repo_args.quiet {
-        print(&summary(&report))?;
+        print(&summary(report))
+    } else {
+        Ok(())
     }
-    Ok(Outcome::Clean)
 }
 
 /// The human summary of a prune.

@@ -74,3 +74,31 @@ pub fn same_tree(a: &std::path::Path, b: &std::path::Path) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The SFTP test server's URL, key file and known-hosts file from the
+/// environment (scripts/test-servers/sftp.sh), or `None` (after a note)
+/// when it is not configured; fails instead when CI or
+/// CAIRN_REQUIRE_SERVERS is set.
+pub fn sftp_server() -> Option<(String, String, String)> {
+    let var = |n| std::env::var(n).ok().filter(|v| !v.is_empty());
+    match (
+        var("CAIRN_TEST_SFTP_URL"),
+        var("CAIRN_SFTP_KEY_FILE"),
+        var("CAIRN_SFTP_KNOWN_HOSTS"),
+    ) {
+        (Some(url), Some(key), Some(known)) => Some((url, key, known)),
+        _ => {
+            let required = ["CAIRN_REQUIRE_SERVERS", "CI"]
+                .iter()
+                .any(|n| std::env::var(n).is_ok_and(|v| !v.is_empty() && v != "0"));
+            let msg = "the SFTP test server is not configured; start it with \
+                       eval \"$(scripts/test-servers/sftp.sh start)\"";
+            assert!(
+                !required,
+                "{msg} (required: CAIRN_REQUIRE_SERVERS or CI is set)"
+            );
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}
