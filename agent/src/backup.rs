@@ -80,6 +80,12 @@ pub fn backup(repo: &Repository, req: &BackupRequest) -> anyhow::Result<BackupDo
         .unwrap_or_default();
     let host = req.host.clone().unwrap_or_else(hostname);
     let _lock = repo.lock(&hostname(), "backup", false)?;
+    // Read the index again now that the lock is held: a prune deletes a
+    // pack only once every lock that existed when it replaced the index is
+    // gone, so a dedup set read after taking the lock never names a pack
+    // it is about to delete (docs/format.md §2.12).
+    repo.refresh_index()
+        .context("cannot read the repository's index")?;
     let outcome = if req.disk {
         backup_disks(repo, req, &host)
     } else {

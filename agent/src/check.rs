@@ -162,8 +162,14 @@ pub struct CheckReport {
     /// Packs named by the index files.
     pub packs: usize,
     /// Packs on the target that no index file names (left by an
-    /// interrupted or concurrent backup; not damage).
+    /// interrupted or concurrent backup, or condemned by a prune; not
+    /// damage).
     pub packs_not_indexed: usize,
+    /// Prune plans on the target (docs/format.md §2.12).
+    pub plans: usize,
+    /// Of the packs no index names, those a prune plan condemned (deleted
+    /// by the next prune once the backups it waits for have finished).
+    pub packs_condemned: usize,
     /// Packs read and verified in full.
     pub packs_read: usize,
     /// Distinct blobs reachable from the snapshots.
@@ -222,6 +228,22 @@ impl From<WalkError> for Attribution {
     fn from(e: WalkError) -> Self {
         Attribution::Walk(e)
     }
+}
+
+/// Reads every prune plan (a damaged one is a problem) and returns the
+/// packs they condemn.
+fn read_plans(repo: &Repository, report: &mut CheckReport) -> Result<HashSet<Id>, CheckError> {
+    let mut condemned = HashSet::new();
+    for id in repo.plan_ids()? {
+        report.plans += 1;
+        match repo.load_plan(&id) {
+            Ok(plan) => condemned.extend(plan.packs),
+            Err(cairn_store::Error::Backend(e)) if e.is_not_found() => report.plans -= 1,
+            Err(e) if is_damage(&e) => report.problem(format!("prune plan {id}"), e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(condemned)
 }
 
 /// Checks the repository; `say` gets a line per phase (for progress).
@@ -304,14 +326,20 @@ pub fn check(
             Err(e) => return Err(e.into()),
         }
     }
-    report.packs_not_indexed = repo
+    let condemned = read_plans(repo, &mut report)?;
+    for pack in repo
         .backend()
         .list(ObjectKind::Pack)
         .map_err(cairn_store::Error::from)?
         .iter()
         .filter_map(|i| i.handle.name.parse::<Id>().ok())
         .filter(|id| !packs.contains_key(id))
-        .count();
+    {
+        report.packs_not_indexed += 1;
+        if condemned.contains(&pack) {
+            report.packs_condemned += 1;
+        }
+    }
 
     if opts.read_data != ReadData::Nothing {
         say("reading and verifying pack data");

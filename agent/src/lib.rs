@@ -27,6 +27,7 @@ pub mod forget;
 pub mod job;
 pub mod locality;
 pub mod progress;
+pub mod prune;
 pub mod reach;
 pub mod repair;
 pub mod repo;

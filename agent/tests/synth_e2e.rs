@@ -79,6 +79,21 @@ fn synth_of_a_fragmented_disk_snapshot_restores_exactly_and_checks_clean() {
     env.ok(&["restore", "latest", "--disk-to", out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&image).unwrap());
     env.ok(&["check", "--read-data"]);
+    // Prune reclaims the old copies; every snapshot still restores.
+    let before_prune = env.json(&["stats", "--json"])["repository_bytes"]
+        .as_u64()
+        .unwrap();
+    env.ok(&["prune", "--max-unused", "0%"]);
+    let after_prune = env.json(&["stats", "--json"])["repository_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        after_prune < before_prune,
+        "{before_prune} -> {after_prune}"
+    );
+    env.ok(&["check", "--read-data"]);
+    env.ok(&["restore", "latest", "--disk-to", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&image).unwrap());
     // Laid out well now: a second synth moves nothing.
     let again = env.json(&["synth", "latest", "--json"]);
     assert_eq!(again["blobs_rewritten"].as_u64(), Some(0), "{again}");

@@ -20,6 +20,7 @@ pub mod lock;
 pub mod object;
 pub mod pack;
 pub mod patch;
+pub mod plan;
 pub mod random;
 pub mod repository;
 pub mod snapshot;
@@ -34,6 +35,7 @@ pub use error::{Error, Result};
 pub use id::Id;
 pub use index::{BlobEntry, BlobType, Compression, IndexFile, PackBlobs};
 pub use keyfile::{Credential, KdfParams, KeyFileInfo, KeyListing};
+pub use plan::{LockHolder, PrunePlan};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use repository::{
     IndexRebuild, InitOptions, OpenOptions, PackDamage, PatchBase, Repository, SnapshotListing,

@@ -3,7 +3,8 @@
 //! still needs what they would delete.
 //!
 //! Backups take shared locks and never wait on each other; deleting
-//! operations take an exclusive one. A lock is a sealed object naming its
+//! operations take an exclusive one, except prune, whose lock is shared
+//! with backups but excludes other prunes and checks. A lock is a sealed object naming its
 //! host, process, operation and expiry; the holder refreshes it (writes a new
 //! one, deletes the old) well before it expires, so a lock whose expiry has
 //! passed, or whose process is gone from this host, is stale and ignored.
@@ -26,6 +27,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const LOCK_TTL_SECS: i64 = 30 * 60;
 /// How often a held lock is refreshed.
 pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
+
+/// The operation name of a prune's lock (see [`LockInfo::conflicts_with`]).
+pub const PRUNE: &str = "prune";
+/// The operation name of a check's lock.
+pub const CHECK: &str = "check";
+/// The operation name of a synthetic full's lock.
+pub const SYNTH: &str = "synth";
 
 /// What a lock object says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,9 +71,29 @@ impl LockInfo {
             && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 
-    /// Whether this lock and `other` can be held together.
+    /// Whether this lock and `other` cannot be held together: either is
+    /// exclusive, or one is a prune's and the other a prune's or a check's,
+    /// or both rewrite the index (prune, synth).
+    ///
+    /// Prune takes a shared lock so that backups never wait for it (its
+    /// two-phase deletion keeps them safe, docs/format.md §2.12), but two
+    /// prunes would condemn each other's new packs, and a check running
+    /// beside a prune's sweep would see packs vanish. Synth replaces the index
+    /// files it started from, as prune's mark does, so two of them (or
+    /// one of each) would resurrect each other's retired entries. The rule is decided
+    /// by the operation names alone, so locks stay readable by, and
+    /// compatible with, older versions (which see a prune lock as shared).
     pub fn conflicts_with(&self, other: &LockInfo) -> bool {
-        self.exclusive || other.exclusive
+        let pair = |a: &str, b: &str| {
+            (self.operation == a && other.operation == b)
+                || (self.operation == b && other.operation == a)
+        };
+        self.exclusive
+            || other.exclusive
+            || pair(PRUNE, PRUNE)
+            || pair(PRUNE, CHECK)
+            || pair(PRUNE, SYNTH)
+            || pair(SYNTH, SYNTH)
     }
 
     fn describe(&self) -> String {
@@ -270,5 +298,44 @@ impl Drop for RepoLock {
         let _ = self
             .backend
             .delete(&Handle::new(ObjectKind::Lock, &self.object_id()));
+    }
+}
+
+#[cfg(test)]
+mod conflict_tests {
+    use super::*;
+
+    fn held(operation: &str, exclusive: bool) -> LockInfo {
+        LockInfo {
+            hostname: "h".into(),
+            pid: 1,
+            operation: operation.into(),
+            exclusive,
+            created: 0,
+            expires: 1,
+        }
+    }
+
+    #[test]
+    fn index_rewriters_exclude_each_other_and_backups_run_beside_all() {
+        let (backup, prune, synth, check) = (
+            held("backup", false),
+            held(PRUNE, false),
+            held(SYNTH, false),
+            held(CHECK, false),
+        );
+        for (a, b) in [
+            (&prune, &synth),
+            (&synth, &synth),
+            (&prune, &prune),
+            (&prune, &check),
+        ] {
+            assert!(a.conflicts_with(b) && b.conflicts_with(a), "{a:?} / {b:?}");
+        }
+        for other in [&prune, &synth, &check, &backup] {
+            assert!(!backup.conflicts_with(other), "{other:?}");
+        }
+        assert!(!synth.conflicts_with(&check));
+        assert!(held("key remove", true).conflicts_with(&backup));
     }
 }

@@ -32,6 +32,7 @@ pub fn kind_byte(kind: ObjectKind) -> u8 {
         ObjectKind::Snapshot => 4,
         ObjectKind::Lock => 5,
         ObjectKind::Key => 6,
+        ObjectKind::Plan => 7,
     }
 }
 

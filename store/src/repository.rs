@@ -26,6 +26,7 @@ use crate::pack::{
     FinishedPack, OpenedBlob, PackWriter, decode_trailer, open_stored, read_trailer, trailer_start,
 };
 use crate::patch::{Patch, PatchOp};
+use crate::plan::PrunePlan;
 use crate::random::RandomSource;
 use crate::snapshot::Snapshot;
 use std::cell::RefCell;
@@ -703,7 +704,8 @@ impl Repository {
     }
 
     /// Appends an encoded blob to the open pack of its type unless it is
-    /// stored or pending already; uploads the pack when full.
+    /// pending already or (unless `copy`) stored; uploads the pack when
+    /// full.
     fn append_pending(
         &self,
         blob_type: BlobType,
@@ -989,10 +991,63 @@ impl Repository {
         max_read: u64,
     ) -> Result<Vec<OpenedBlob>> {
         let cipher = self.pack_cipher(pack)?;
+        let mut out: Vec<Option<OpenedBlob>> = vec![None; entries.len()];
+        self.read_coalesced(pack, entries, max_gap, max_read, &mut |k, sealed| {
+            out[k] = Some(open_stored(&cipher, &self.keys, &entries[k], sealed, pack)?);
+            Ok(())
+        })?;
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Copies blobs of `pack` into the open packs of this session as they
+    /// are stored (decrypted and sealed again under the new pack's key, not
+    /// decompressed: a patch stays a patch of the same bases), even though
+    /// the index already names them elsewhere. Prune repacks with it; the
+    /// copies are uploaded and indexed like any new blob (at checkpoints and
+    /// by [`Self::flush`]). Returns the bytes stored for the copies.
+    pub fn copy_blobs_from_pack(&self, pack: &Id, entries: &[BlobEntry]) -> Result<u64> {
+        let cipher = self.pack_cipher(pack)?;
+        let mut stored = 0;
+        self.read_coalesced(pack, entries, 1 << 20, 16 << 20, &mut |k, mut sealed| {
+            let e = &entries[k];
+            if !cipher.open_in_place(
+                e.offset.into(),
+                &crate::pack::blob_aad(e.blob_type, &e.id),
+                &mut sealed,
+            ) {
+                return Err(Error::corrupt(
+                    format!("blob {} in pack {pack}", e.id),
+                    "authentication failed (damaged or forged)",
+                ));
+            }
+            let outcome = self.append_pending(
+                e.blob_type,
+                e.id,
+                e.raw_len,
+                e.compression,
+                &sealed,
+                Dedup::Session,
+            )?;
+            stored += outcome.stored_len;
+            Ok(())
+        })?;
+        Ok(stored)
+    }
+
+    /// Reads the ciphertexts of `entries` of `pack` with as few ranged reads
+    /// as possible (see [`Self::load_pack_blobs`]) and hands each to `each`
+    /// with its position in `entries`, in offset order.
+    fn read_coalesced(
+        &self,
+        pack: &Id,
+        entries: &[BlobEntry],
+        max_gap: u64,
+        max_read: u64,
+        each: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
         let handle = Handle::new(ObjectKind::Pack, pack);
         let mut order: Vec<usize> = (0..entries.len()).collect();
         order.sort_by_key(|&i| entries[i].offset);
-        let mut out: Vec<Option<OpenedBlob>> = vec![None; entries.len()];
         let mut i = 0;
         while i < order.len() {
             let start = u64::from(entries[order[i]].offset);
@@ -1017,11 +1072,11 @@ impl Repository {
                         Error::corrupt(handle.to_string(), "the target returned a short read")
                     })?
                     .to_vec();
-                out[k] = Some(open_stored(&cipher, &self.keys, e, sealed, pack)?);
+                each(k, sealed)?;
             }
             i = j;
         }
-        Ok(out.into_iter().flatten().collect())
+        Ok(())
     }
 
     /// The bases a patch encoding (from [`Self::load_pack_opened`]) needs.
@@ -1428,11 +1483,54 @@ impl Repository {
     /// Deletes a snapshot manifest (the blobs it references stay until a
     /// prune). Returns `false` when it was already gone.
     pub fn delete_snapshot(&self, id: &Id) -> Result<bool> {
-        match self.backend.delete(&Handle::new(ObjectKind::Snapshot, id)) {
+        self.delete_object(ObjectKind::Snapshot, id)
+    }
+
+    /// Deletes an object of `kind` (prune deletes packs, index files and
+    /// plans this way). Returns `false` when it was already gone, so every
+    /// deletion can be repeated after a crash.
+    pub fn delete_object(&self, kind: ObjectKind, id: &Id) -> Result<bool> {
+        match self.backend.delete(&Handle::new(kind, id)) {
             Ok(()) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Writes an index file as it is given (prune writes the one that
+    /// supersedes the index files it replaces, and re-indexes packs from
+    /// their trailers) and returns its id. The packs it names must be
+    /// stored. The cache picks it up at the next [`Self::refresh_index`].
+    pub fn write_index_file(&self, file: &IndexFile) -> Result<Id> {
+        let bytes = file.seal(&self.keys, self.rng.as_ref())?;
+        let id = Id::of_object(&bytes);
+        self.write_content_named(ObjectKind::Index, &id, &bytes)?;
+        Ok(id)
+    }
+
+    /// Writes a prune plan and returns its id.
+    pub fn write_plan(&self, plan: &PrunePlan) -> Result<Id> {
+        let bytes = plan.seal(&self.keys, self.rng.as_ref())?;
+        let id = Id::of_object(&bytes);
+        self.write_content_named(ObjectKind::Plan, &id, &bytes)?;
+        Ok(id)
+    }
+
+    /// The ids of the prune plans on the target, unread.
+    pub fn plan_ids(&self) -> Result<Vec<Id>> {
+        Ok(self
+            .backend
+            .list(ObjectKind::Plan)?
+            .iter()
+            .filter_map(|i| i.handle.name.parse().ok())
+            .collect())
+    }
+
+    /// Reads, verifies and parses one prune plan.
+    pub fn load_plan(&self, id: &Id) -> Result<PrunePlan> {
+        let handle = Handle::new(ObjectKind::Plan, id);
+        let bytes = self.read_verified(&handle, id)?;
+        PrunePlan::open(&bytes, &self.keys, &handle.to_string())
     }
 
     /// The key file this repository was opened (or created) with.

@@ -320,6 +320,25 @@ fn locks_exclude_as_documented() {
 }
 
 #[test]
+fn a_prune_lock_is_shared_with_backups_but_not_with_prunes_or_checks() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap();
+    let backup = repo.lock("host", "backup", false).unwrap();
+    let prune = repo.lock("host", "prune", false).unwrap();
+    let another = repo.lock("host", "backup", false).unwrap();
+    for op in ["prune", "check"] {
+        let err = repo.lock("host", op, false).err().unwrap();
+        assert!(matches!(err, Error::Locked(_)), "{op}: {err}");
+    }
+    assert!(repo.lock("host", "key-remove", true).is_err());
+    drop(prune);
+    let check = repo.lock("host", "check", false).unwrap();
+    assert!(repo.lock("host", "prune", false).is_err());
+    drop((backup, another, check));
+    assert!(backend.list(ObjectKind::Lock).unwrap().is_empty());
+}
+
+#[test]
 fn coalesced_pack_reads_return_every_blob_in_order() {
     let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let repo = Repository::init(backend.clone(), &PW, &init_options(), opts(b"a")).unwrap();

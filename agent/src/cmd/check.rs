@@ -67,10 +67,16 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             report.packs_read,
             report.blobs_reachable
         );
-        if report.packs_not_indexed > 0 {
+        let leftovers = report.packs_not_indexed - report.packs_condemned;
+        if leftovers > 0 {
             out += &format!(
-                "{} pack(s) are in no index (left by an interrupted or running backup; not damage)\n",
-                report.packs_not_indexed
+                "{leftovers} pack(s) are in no index (left by an interrupted or running backup; not damage)\n"
+            );
+        }
+        if report.packs_condemned > 0 {
+            out += &format!(
+                "{} pack(s) are condemned by {} prune plan(s) and wait for a prune to delete them (not damage)\n",
+                report.packs_condemned, report.plans
             );
         }
         if report.is_clean() {

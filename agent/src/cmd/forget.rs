@@ -19,6 +19,7 @@ use cairn::units::format_time;
 use cairn_store::{Id, Repository};
 
 use super::common::{RepoArgs, print, print_json};
+use super::prune::{Percent, print_report, prune_with_lock};
 use super::snapshots::FilterArgs;
 
 /// Options of `cairn forget`.
@@ -30,7 +31,8 @@ Hours, days, ISO weeks, months and years are computed in UTC; --keep-within \
 counts back from the group's newest snapshot, not from now. Without any \
 --keep-* option forget refuses to run (it would remove every snapshot); \
 name snapshots instead to remove exactly those. Forget removes snapshot \
-manifests only: space is reclaimed by prune. A manifest that cannot be read \
+manifests only: space is reclaimed by prune (--prune runs one after \
+forgetting). A manifest that cannot be read \
 is left alone with a warning (exit 3); name its id to remove it.")]
 pub struct Args {
     #[command(flatten)]
@@ -70,6 +72,18 @@ pub struct Args {
     /// nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Run a prune after forgetting (see `cairn prune --help`).
+    #[arg(long)]
+    prune: bool,
+    /// With --prune: repack a pack when more than this share of its bytes
+    /// is unused.
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value = "10%",
+        requires = "prune"
+    )]
+    max_unused: Percent,
     /// Remove exactly these snapshots (ids or unique prefixes) instead of
     /// applying a policy.
     #[arg(value_name = "SNAPSHOT")]
@@ -103,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         _ => {}
     }
     let repo = cairn::repo::open(&args.repo.spec())?;
-    let _lock = if args.dry_run {
+    let lock = if args.dry_run {
         None
     } else {
         Some(repo.lock(&hostname(), "forget", false)?)
@@ -181,26 +195,46 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         cairn::forget::delete(&repo, &remove)?;
         removed.clone_from(&remove);
     }
+    drop(lock);
     if args.repo.json {
+        // One JSON document: the prune's report, when one ran, goes in it.
+        let pruned = match args.prune {
+            true => Some(prune_with_lock(
+                &repo,
+                &args.repo,
+                args.max_unused,
+                args.dry_run,
+            )?),
+            false => None,
+        };
         print_json(&serde_json::json!({
             "dry_run": args.dry_run,
             "groups": json_groups,
             "remove": remove,
             "removed": removed,
+            "prune": pruned,
         }))?;
-    } else if !args.repo.quiet {
+        return Ok(Outcome::from_warnings(warnings));
+    }
+    if !args.repo.quiet {
         text += &if args.dry_run {
             format!(
                 "would remove {} snapshot(s) (dry run: nothing changed)\n",
                 remove.len()
             )
+        } else if args.prune {
+            format!("removed {} snapshot(s); pruning\n", removed.len())
         } else {
             format!(
-                "removed {} snapshot(s); run prune (coming in a later release) to reclaim their space\n",
+                "removed {} snapshot(s); run `cairn prune` to reclaim their space\n",
                 removed.len()
             )
         };
         print(&text)?;
+    }
+    if args.prune {
+        let report = prune_with_lock(&repo, &args.repo, args.max_unused, args.dry_run)?;
+        print_report(&args.repo, &report)?;
     }
     Ok(Outcome::from_warnings(warnings))
 }

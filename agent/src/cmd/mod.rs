@@ -10,6 +10,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod run;
@@ -44,6 +45,9 @@ pub enum Command {
     Check(check::Args),
     /// Remove snapshots by a retention policy (--keep-*) or by id.
     Forget(forget::Args),
+    /// Delete what no snapshot needs and repack mostly unused packs (never
+    /// makes running backups wait).
+    Prune(prune::Args),
     /// List, add and remove key files; change the password.
     Key(key::Args),
     /// Copy snapshots from another repository (--from-repo) into this one,
@@ -79,6 +83,7 @@ impl Command {
             Self::Synth(_) => "synth",
             Self::Check(_) => "check",
             Self::Forget(_) => "forget",
+            Self::Prune(_) => "prune",
             Self::Key(_) => "key",
             Self::Copy(_) => "copy",
             Self::Repair(_) => "repair",
@@ -102,6 +107,7 @@ impl Command {
             Self::Synth(args) => synth::run(args),
             Self::Check(args) => check::run(args),
             Self::Forget(args) => forget::run(args),
+            Self::Prune(args) => prune::run(args),
             Self::Key(args) => key::run(args),
             Self::Copy(args) => copy::run(args),
             Self::Repair(args) => repair::run(args),

@@ -43,7 +43,7 @@ pub struct Args {
 /// Runs `cairn synth`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let repo = cairn::repo::open(&args.repo.spec())?;
-    let _lock = repo.lock(&hostname(), "synth", false)?;
+    let _lock = repo.lock(&hostname(), cairn_store::lock::SYNTH, false)?;
     // After the lock, so that the index seen is at least as new as any
     // index rewrite that finished before it.
     repo.refresh_index()?;

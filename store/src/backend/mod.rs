@@ -36,17 +36,20 @@ pub enum ObjectKind {
     Snapshot,
     /// Locks under `locks/`.
     Lock,
+    /// Prune plans under `plans/`.
+    Plan,
 }
 
 impl ObjectKind {
     /// Every kind, in layout order.
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
         ObjectKind::Index,
         ObjectKind::Snapshot,
         ObjectKind::Lock,
+        ObjectKind::Plan,
     ];
 
     /// The directory holding objects of this kind ("" for the config).
@@ -58,6 +61,7 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
+            ObjectKind::Plan => "plans",
         }
     }
 
@@ -70,6 +74,7 @@ impl ObjectKind {
             ObjectKind::Index => "index file",
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Lock => "lock",
+            ObjectKind::Plan => "prune plan",
         }
     }
 }
