@@ -81,7 +81,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = PrunePlan::open(&sealed, keys, "fuzz plan");
         }
         _ => {
-            let _ = PrunePlan::open(&common::seal_body(ObjectKind::Plan, rest), keys, "fuzz plan");
+            let _ = PrunePlan::open(
+                &common::seal_body(ObjectKind::Plan, rest),
+                keys,
+                "fuzz plan",
+            );
         }
     }
 });
