@@ -29,7 +29,8 @@
 //! no index names yet are leftovers for prune. Rerunning walks the
 //! snapshot again and moves whatever is still poorly placed. Synth never
 //! deletes a pack, so backups running beside it are safe; it takes a shared
-//! lock as `synth`.
+//! lock as `synth`, which excludes prune and other synths (they replace
+//! index files too).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
