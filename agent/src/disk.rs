@@ -34,6 +34,7 @@ use thiserror::Error;
 use crate::chunklist::{Extent, ListError, ListReader, ListRoot, ListWriter};
 use crate::disk_cut::{Cut, Cutter, Known};
 use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_new_chunk};
+use crate::parallel::{on_threads, split_by_bytes};
 
 /// The root blob of a disk snapshot: the disks it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -627,21 +628,7 @@ fn recycle_windows(sent: &mut VecDeque<Arc<Vec<u8>>>, free: &Mutex<Vec<Vec<u8>>>
 
 /// Splits a window's chunks into groups of about `BATCH_BYTES`.
 fn batches(chunks: &[Cut]) -> Vec<&[Cut]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, &(_, len, _)) in chunks.iter().enumerate() {
-        bytes += len as u64;
-        if bytes >= BATCH_BYTES {
-            out.push(&chunks[start..=i]);
-            start = i + 1;
-            bytes = 0;
-        }
-    }
-    if start < chunks.len() {
-        out.push(&chunks[start..]);
-    }
-    out
+    split_by_bytes(chunks, BATCH_BYTES, |&(_, len, _)| len as u64)
 }
 
 fn process_batch(
@@ -925,7 +912,7 @@ fn restore_window(
     jobs.sort_by_key(|(pack, blobs)| (blobs.iter().map(|b| b.1[0].offset).min(), *pack));
     let deferred = Mutex::new(Vec::new());
     let fetched = AtomicU64::new(0);
-    on_threads(threads, jobs, |(pack, blobs)| {
+    on_threads::<_, DiskError>(threads, jobs, |(pack, blobs)| {
         restore_pack(repo, file, target, &pack, &blobs, &deferred, stats)?;
         fetched.fetch_add(blobs.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -936,38 +923,6 @@ fn restore_window(
         restore_patches(repo, file, target, batch, threads, stats)?;
     }
     Ok(())
-}
-
-/// Runs `work` on every job, on `threads` threads; stops at the first error.
-fn on_threads<J: Send>(
-    threads: usize,
-    jobs: Vec<J>,
-    work: impl Fn(J) -> Result<(), DiskError> + Sync,
-) -> Result<(), DiskError> {
-    let jobs = Mutex::new(jobs.into_iter());
-    let first_error: Mutex<Option<DiskError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    if lock(&first_error).is_some() {
-                        return;
-                    }
-                    let Some(job) = lock(&jobs).next() else {
-                        return;
-                    };
-                    if let Err(e) = work(job) {
-                        lock(&first_error).get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
 }
 
 /// Rebuilds and writes a batch of patched blobs: their bases are fetched
@@ -994,7 +949,7 @@ fn restore_patches(
     }
     let packs = by_pack.len() as u64;
     let bases = Mutex::new(HashMap::new());
-    on_threads(threads, by_pack.into_iter().collect(), |(pack, entries)| {
+    on_threads::<_, DiskError>(threads, by_pack.into_iter().collect(), |(pack, entries)| {
         let data = repo.load_pack_blobs(&pack, &entries, MAX_GAP, MAX_READ)?;
         lock(&bases).extend(entries.iter().map(|e| e.id).zip(data));
         Ok(())
@@ -1002,7 +957,7 @@ fn restore_patches(
     let bases = bases.into_inner().unwrap_or_else(|e| e.into_inner());
     let written = AtomicU64::new(0);
     let per_thread = batch.len().div_ceil(threads.max(1)).max(1);
-    on_threads(threads, batch.chunks(per_thread).collect(), |part| {
+    on_threads::<_, DiskError>(threads, batch.chunks(per_thread).collect(), |part| {
         for d in part {
             let plain = repo.apply_patch(&d.entry, &d.encoding, &bases)?;
             written.fetch_add(

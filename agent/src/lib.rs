@@ -26,6 +26,7 @@ pub mod files_restore;
 pub mod forget;
 pub mod job;
 pub mod locality;
+pub mod parallel;
 pub mod progress;
 pub mod prune;
 pub mod reach;

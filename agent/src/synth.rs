@@ -40,6 +40,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::locality::{self, Fragmentation, LocalityError};
+use crate::parallel::{on_threads, split_by_bytes};
 use crate::reach::{Visit, Walker};
 
 /// The tag synth adds to the snapshots it writes.
@@ -165,7 +166,7 @@ pub fn synth(
     if moving.is_empty() {
         return Ok(report);
     }
-    for batch in batches(&moving) {
+    for batch in split_by_bytes(&moving, BATCH_BYTES, |n| u64::from(n.entry.raw_len)) {
         let loaded = load_batch(repo, batch, opts.threads.max(1))?;
         for n in batch {
             let data = loaded
@@ -266,25 +267,6 @@ fn choose(repo: &Repository, order: &[Needed], min_use: f64) -> Result<Vec<Neede
         .collect())
 }
 
-/// Consecutive runs of `moving` of about [`BATCH_BYTES`] of plaintext.
-fn batches(moving: &[Needed]) -> Vec<&[Needed]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0u64;
-    for (i, n) in moving.iter().enumerate() {
-        bytes += u64::from(n.entry.raw_len);
-        if bytes >= BATCH_BYTES {
-            out.push(&moving[start..=i]);
-            start = i + 1;
-            bytes = 0;
-        }
-    }
-    if start < moving.len() {
-        out.push(&moving[start..]);
-    }
-    out
-}
-
 /// Loads a batch's plaintexts, pack by pack, on `threads` threads.
 fn load_batch(
     repo: &Repository,
@@ -295,38 +277,20 @@ fn load_batch(
     for n in batch {
         by_pack.entry(n.pack).or_default().push(n.entry);
     }
-    let jobs = Mutex::new(by_pack.into_iter());
     let loaded = Mutex::new(HashMap::with_capacity(batch.len()));
-    let failure = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).next();
-                    let Some((pack, entries)) = next else {
-                        return;
-                    };
-                    match repo.load_pack_blobs(&pack, &entries, MAX_GAP, MAX_READ) {
-                        Ok(data) => {
-                            let mut out = loaded.lock().unwrap_or_else(|e| e.into_inner());
-                            out.extend(entries.iter().map(|e| e.id).zip(data));
-                        }
-                        Err(e) => {
-                            failure
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(loaded.into_inner().unwrap_or_else(|e| e.into_inner())),
-    }
+    on_threads::<_, cairn_store::Error>(
+        threads,
+        by_pack.into_iter().collect(),
+        |(pack, entries)| {
+            let data = repo.load_pack_blobs(&pack, &entries, MAX_GAP, MAX_READ)?;
+            loaded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(entries.iter().map(|e| e.id).zip(data));
+            Ok(())
+        },
+    )?;
+    Ok(loaded.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
 #[cfg(test)]

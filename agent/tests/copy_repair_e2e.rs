@@ -49,14 +49,7 @@ fn run(env: &Env, repo: &Repo, from: Option<&Repo>, args: &[&str]) -> Output {
 }
 
 fn ok(env: &Env, repo: &Repo, from: Option<&Repo>, args: &[&str]) -> Output {
-    let out = run(env, repo, from, args);
-    assert!(
-        out.status.success(),
-        "cairn {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::succeeded(args, run(env, repo, from, args))
 }
 
 fn json(env: &Env, repo: &Repo, from: Option<&Repo>, args: &[&str]) -> serde_json::Value {

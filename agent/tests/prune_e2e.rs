@@ -74,14 +74,7 @@ impl Target {
     }
 
     fn ok(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "cairn {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        common::succeeded(args, self.command(args).output().unwrap())
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {

@@ -35,14 +35,7 @@ impl Env {
     }
 
     pub fn ok(&self, args: &[&str]) -> Output {
-        let out = self.cairn(args);
-        assert!(
-            out.status.success(),
-            "cairn {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        succeeded(args, self.cairn(args))
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -101,4 +94,16 @@ pub fn sftp_server() -> Option<(String, String, String)> {
             None
         }
     }
+}
+
+/// `out` of `cairn args`, after failing the test (with its stderr) unless
+/// it exited 0.
+pub fn succeeded(args: &[&str], out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "cairn {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
