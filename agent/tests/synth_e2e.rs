@@ -2,7 +2,8 @@
 //! End to end, through the real binary: `cairn synth` of a fragmented disk
 //! snapshot (incrementals full of patches) and of a file snapshot; each
 //! synthetic snapshot restores byte for byte, `cairn stats` shows the
-//! locality before and after, and `cairn check` is clean afterwards.
+//! locality before and after, `cairn check` is clean afterwards, and
+//! `cairn export` writes the disk image to stdout or a file.
 
 mod common;
 
@@ -109,6 +110,16 @@ fn synth_of_a_fragmented_disk_snapshot_restores_exactly_and_checks_clean() {
     assert_eq!(now["fragmentation"]["patches"].as_u64(), Some(0), "{now}");
     env.ok(&["restore", "latest", "--disk-to", out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&image).unwrap());
+
+    // Export: the image to standard output, and to a file.
+    let piped = env.ok(&["export", "latest"]).stdout;
+    assert!(
+        piped == std::fs::read(&image).unwrap(),
+        "exported image differs"
+    );
+    let file = env.path("exported.img");
+    env.ok(&["export", "-q", "latest", "-o", file.to_str().unwrap()]);
+    assert!(std::fs::read(&file).unwrap() == std::fs::read(&image).unwrap());
 }
 
 #[test]
@@ -155,4 +166,8 @@ fn synth_of_a_file_snapshot_restores_the_tree() {
     env.ok(&["restore", id, "--target", target.to_str().unwrap()]);
     same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
     env.ok(&["check", "--read-data"]);
+    // A file snapshot is not exported: the message says what to do.
+    let refused = env.cairn(&["export", id]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cairn restore"));
 }

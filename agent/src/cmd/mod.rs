@@ -6,6 +6,7 @@ pub mod chunk;
 pub mod common;
 pub mod copy;
 pub mod diff;
+pub mod export;
 pub mod forget;
 pub mod init;
 pub mod key;
@@ -39,6 +40,8 @@ pub enum Command {
     Diff(diff::Args),
     /// Sizes, new data per snapshot and the dedup ratio.
     Stats(stats::Args),
+    /// Write a disk snapshot as a raw image to a file or stdout.
+    Export(export::Args),
     /// Lay a snapshot out again in restore order (a synthetic full), from the repository alone.
     Synth(synth::Args),
     /// Verify the repository; name the snapshots any damage affects (exit 4).
@@ -80,6 +83,7 @@ impl Command {
             Self::Ls(_) => "ls",
             Self::Diff(_) => "diff",
             Self::Stats(_) => "stats",
+            Self::Export(_) => "export",
             Self::Synth(_) => "synth",
             Self::Check(_) => "check",
             Self::Forget(_) => "forget",
@@ -104,6 +108,7 @@ impl Command {
             Self::Ls(args) => ls::run(args),
             Self::Diff(args) => diff::run(args),
             Self::Stats(args) => stats::run(args),
+            Self::Export(args) => export::run(args),
             Self::Synth(args) => synth::run(args),
             Self::Check(args) => check::run(args),
             Self::Forget(args) => forget::run(args),

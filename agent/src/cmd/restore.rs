@@ -62,25 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         (SnapshotKind::Disk, Some(to), _) => {
             let set = DiskSet::load(&repo, &snap.root)
                 .with_context(|| format!("snapshot {}", id.short(8)))?;
-            let image = match &args.disk {
-                Some(name) => set
-                    .disks
-                    .iter()
-                    .find(|d| &d.name == name)
-                    .with_context(|| {
-                        format!(
-                            "snapshot {} has no disk {name:?}; it has: {}",
-                            id.short(8),
-                            names(&set)
-                        )
-                    })?,
-                None if set.disks.len() == 1 => &set.disks[0],
-                None => anyhow::bail!(
-                    "snapshot {} holds several disks ({}); choose one with --disk NAME",
-                    id.short(8),
-                    names(&set)
-                ),
-            };
+            let image = pick_disk(&set, args.disk.as_deref(), &id)?;
             let progress = Progress::new(
                 args.repo.progress(),
                 &format!("restore {}", image.name),
@@ -172,6 +154,29 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::from_warnings(summary.warnings.len()))
         }
+    }
+}
+
+/// The disk of `set` named `name`, or its only disk when no name is given.
+pub fn pick_disk<'a>(
+    set: &'a DiskSet,
+    name: Option<&str>,
+    id: &cairn_store::Id,
+) -> anyhow::Result<&'a cairn::disk::DiskImage> {
+    match name {
+        Some(name) => set.disks.iter().find(|d| d.name == name).with_context(|| {
+            format!(
+                "snapshot {} has no disk {name:?}; it has: {}",
+                id.short(8),
+                names(set)
+            )
+        }),
+        None if set.disks.len() == 1 => Ok(&set.disks[0]),
+        None => anyhow::bail!(
+            "snapshot {} holds several disks ({}); choose one with --disk NAME",
+            id.short(8),
+            names(set)
+        ),
     }
 }
 
