@@ -34,6 +34,7 @@ use thiserror::Error;
 use crate::chunklist::{Extent, ListError, ListReader, ListRoot, ListWriter};
 use crate::disk_cut::{Cut, Cutter, Known};
 use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_new_chunk};
+use crate::fetch::{MAX_GAP, MAX_READ, load_grouped, locate};
 use crate::parallel::{on_threads, split_by_bytes};
 
 /// The root blob of a disk snapshot: the disks it holds.
@@ -940,21 +941,11 @@ fn restore_patches(
     for d in batch {
         wanted.extend(repo.patch_encoding_bases(&d.entry, &d.encoding)?);
     }
-    let mut by_pack: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
-    for id in wanted {
-        let (pack, entry) = repo
-            .locate_blob(&id)?
-            .ok_or(cairn_store::Error::BlobNotFound(id))?;
-        by_pack.entry(pack).or_default().push(entry);
-    }
-    let packs = by_pack.len() as u64;
-    let bases = Mutex::new(HashMap::new());
-    on_threads::<_, DiskError>(threads, by_pack.into_iter().collect(), |(pack, entries)| {
-        let data = repo.load_pack_blobs(&pack, &entries, MAX_GAP, MAX_READ)?;
-        lock(&bases).extend(entries.iter().map(|e| e.id).zip(data));
-        Ok(())
-    })?;
-    let bases = bases.into_inner().unwrap_or_else(|e| e.into_inner());
+    let located = wanted
+        .iter()
+        .map(|id| locate(repo, id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (bases, packs) = load_grouped(repo, located, threads)?;
     let written = AtomicU64::new(0);
     let per_thread = batch.len().div_ceil(threads.max(1)).max(1);
     on_threads::<_, DiskError>(threads, batch.chunks(per_thread).collect(), |part| {
@@ -969,7 +960,7 @@ fn restore_patches(
     })?;
     let mut s = lock(stats);
     s.bytes_written += written.into_inner();
-    s.packs_read += packs;
+    s.packs_read += packs as u64;
     Ok(())
 }
 
@@ -977,11 +968,6 @@ fn already_there(repo: &Repository, file: &File, id: &Id, p: &Placement) -> bool
     let mut buf = vec![0u8; p.len as usize];
     file.read_exact_at(&mut buf, p.offset).is_ok() && repo.blob_id(&buf) == *id
 }
-
-/// Coalesce blobs closer than this in one ranged read.
-const MAX_GAP: u64 = 256 * 1024;
-/// Largest single ranged read, and the plaintext a worker fetches at once.
-const MAX_READ: u64 = 4 << 20;
 
 fn restore_pack(
     repo: &Repository,

@@ -10,22 +10,16 @@
 //! window in disk order, zero runs as zeros. Memory stays bounded by the
 //! window, whatever the disk's size.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Mutex;
 
-use cairn_store::{BlobEntry, Id, Repository};
+use cairn_store::Repository;
 
 use crate::chunklist::{Extent, ListError, ListReader};
-use crate::disk::{DiskError, DiskImage};
-use crate::parallel::on_threads;
+use crate::disk::DiskImage;
+use crate::fetch::{load_grouped, locate};
 
 /// Data (not zeros) planned per window.
 pub const WINDOW_BYTES: u64 = 64 << 20;
-/// Coalesce blobs closer than this in one ranged read.
-const MAX_GAP: u64 = 256 * 1024;
-/// Largest single ranged read.
-const MAX_READ: u64 = 4 << 20;
 
 /// Writes `image` as a raw disk image to `out`; calls `progress` with the
 /// bytes written so far. Returns the bytes written (the disk's size).
@@ -55,7 +49,12 @@ fn export_windowed(
         if window.is_empty() {
             break;
         }
-        let blobs = fetch(repo, &window, threads)?;
+        let located = window
+            .iter()
+            .filter_map(|e| e.blob)
+            .map(|id| locate(repo, &id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (blobs, _) = load_grouped(repo, located, threads)?;
         for e in &window {
             match e.blob {
                 Some(id) => {
@@ -102,12 +101,6 @@ pub enum ExportError {
     Write(#[from] std::io::Error),
 }
 
-impl From<DiskError> for ExportError {
-    fn from(e: DiskError) -> Self {
-        ExportError::Damaged(e.to_string())
-    }
-}
-
 /// The next extents, up to `limit` bytes of data.
 fn next_window(reader: &mut ListReader<'_>, limit: u64) -> Result<Vec<Extent>, ListError> {
     let mut window = Vec::new();
@@ -122,35 +115,6 @@ fn next_window(reader: &mut ListReader<'_>, limit: u64) -> Result<Vec<Extent>, L
         window.push(e);
     }
     Ok(window)
-}
-
-/// Loads the distinct blobs of a window, grouped by pack.
-fn fetch(
-    repo: &Repository,
-    window: &[Extent],
-    threads: usize,
-) -> Result<HashMap<Id, Vec<u8>>, ExportError> {
-    let mut by_pack: HashMap<Id, HashMap<Id, BlobEntry>> = HashMap::new();
-    for id in window.iter().filter_map(|e| e.blob) {
-        let (pack, entry) = repo
-            .locate_blob(&id)?
-            .ok_or(cairn_store::Error::BlobNotFound(id))?;
-        by_pack.entry(pack).or_default().insert(id, entry);
-    }
-    let loaded = Mutex::new(HashMap::new());
-    let jobs: Vec<(Id, Vec<BlobEntry>)> = by_pack
-        .into_iter()
-        .map(|(pack, entries)| (pack, entries.into_values().collect()))
-        .collect();
-    on_threads::<_, cairn_store::Error>(threads, jobs, |(pack, entries)| {
-        let data = repo.load_pack_blobs(&pack, &entries, MAX_GAP, MAX_READ)?;
-        loaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(entries.iter().map(|e| e.id).zip(data));
-        Ok(())
-    })?;
-    Ok(loaded.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn write_zeros(out: &mut dyn Write, mut len: u64) -> std::io::Result<()> {

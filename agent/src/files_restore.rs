@@ -28,6 +28,7 @@
 //! Each file's reads are planned by pack (see `write_content`); small files
 //! are still fetched one by one, in parallel over the workers.
 
+use crate::fetch::{MAX_GAP, MAX_READ};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -677,10 +678,6 @@ fn write_content(repo: &Repository, file: &File, content: &Content) -> Result<u6
 const FETCH_BATCH_BYTES: u64 = 8 << 20;
 /// Blobs fetched at once by one restore worker.
 const FETCH_BATCH_BLOBS: usize = 1024;
-/// Blobs of one pack closer than this are fetched in one ranged read.
-const MAX_GAP: u64 = 256 << 10;
-/// Largest ranged read.
-const MAX_READ: u64 = 4 << 20;
 
 /// Fetches a batch of (file offset, blob, length) pack by pack and writes
 /// each blob where it goes; returns the bytes written.

@@ -22,6 +22,7 @@ pub mod disk_cut;
 pub mod disk_patch;
 pub mod exit;
 pub mod export;
+pub mod fetch;
 pub mod files_backup;
 pub mod files_restore;
 pub mod forget;

@@ -33,14 +33,14 @@
 //! index files too).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 use cairn_store::{BlobEntry, BlobType, Compression, Id, Repository, Snapshot};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::fetch::load_grouped;
 use crate::locality::{self, Fragmentation, LocalityError};
-use crate::parallel::{on_threads, split_by_bytes};
+use crate::parallel::split_by_bytes;
 use crate::reach::{Visit, Walker};
 
 /// The tag synth adds to the snapshots it writes.
@@ -51,10 +51,6 @@ pub const DEFAULT_MIN_PACK_USE: f64 = 0.5;
 
 /// Plaintext loaded and stored again per batch (bounds memory).
 const BATCH_BYTES: u64 = 64 << 20;
-/// Coalesce blobs closer than this in one ranged read.
-const MAX_GAP: u64 = 256 * 1024;
-/// Largest single ranged read.
-const MAX_READ: u64 = 4 << 20;
 
 /// How synth decides and works.
 #[derive(Debug, Clone)]
@@ -167,7 +163,8 @@ pub fn synth(
         return Ok(report);
     }
     for batch in split_by_bytes(&moving, BATCH_BYTES, |n| u64::from(n.entry.raw_len)) {
-        let loaded = load_batch(repo, batch, opts.threads.max(1))?;
+        let (loaded, _) =
+            load_grouped(repo, batch.iter().map(|n| (n.pack, n.entry)), opts.threads)?;
         for n in batch {
             let data = loaded
                 .get(&n.id)
@@ -265,32 +262,6 @@ fn choose(repo: &Repository, order: &[Needed], min_use: f64) -> Result<Vec<Neede
         .filter(|n| n.entry.compression == Compression::Patch || poorly_used(&n.pack))
         .copied()
         .collect())
-}
-
-/// Loads a batch's plaintexts, pack by pack, on `threads` threads.
-fn load_batch(
-    repo: &Repository,
-    batch: &[Needed],
-    threads: usize,
-) -> Result<HashMap<Id, Vec<u8>>, cairn_store::Error> {
-    let mut by_pack: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
-    for n in batch {
-        by_pack.entry(n.pack).or_default().push(n.entry);
-    }
-    let loaded = Mutex::new(HashMap::with_capacity(batch.len()));
-    on_threads::<_, cairn_store::Error>(
-        threads,
-        by_pack.into_iter().collect(),
-        |(pack, entries)| {
-            let data = repo.load_pack_blobs(&pack, &entries, MAX_GAP, MAX_READ)?;
-            loaded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(entries.iter().map(|e| e.id).zip(data));
-            Ok(())
-        },
-    )?;
-    Ok(loaded.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
 #[cfg(test)]
