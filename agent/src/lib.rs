@@ -41,6 +41,7 @@ pub mod stats;
 pub mod synth;
 pub mod target_opts;
 pub mod tree;
+pub mod tree_cursor;
 pub mod treediff;
 pub mod units;
 pub mod walk;

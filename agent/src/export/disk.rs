@@ -1,14 +1,6 @@
-//! `cairn export`: a disk snapshot as one self-contained raw image, written
-//! in order to any byte stream (a file, a pipe, standard output), for
-//! handing a full to another system.
-//!
-//! Unlike a restore, which writes blobs wherever they go as packs arrive,
-//! an export must write the image front to back. It plans a window of the
-//! disk's extents at a time (at most [`WINDOW_BYTES`] of data), fetches the
-//! window's blobs pack by pack on worker threads (coalesced ranged reads,
-//! each blob verified against its id, patches rebuilt), then writes the
-//! window in disk order, zero runs as zeros. Memory stays bounded by the
-//! window, whatever the disk's size.
+//! A disk snapshot as one raw image, front to back: windows of the disk's
+//! extents, each fetched pack by pack (patches rebuilt), written in disk
+//! order with zero runs as zeros.
 
 use std::io::Write;
 
@@ -18,8 +10,7 @@ use crate::chunklist::{Extent, ListError, ListReader};
 use crate::disk::DiskImage;
 use crate::fetch::{load_grouped, locate};
 
-/// Data (not zeros) planned per window.
-pub const WINDOW_BYTES: u64 = 64 << 20;
+use super::{ExportError, WINDOW_BYTES};
 
 /// Writes `image` as a raw disk image to `out`; calls `progress` with the
 /// bytes written so far. Returns the bytes written (the disk's size).
@@ -82,23 +73,6 @@ fn export_windowed(
     }
     out.flush()?;
     Ok(written)
-}
-
-/// Why an export failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    /// Reading the disk's extent list failed.
-    #[error(transparent)]
-    List(#[from] ListError),
-    /// Loading a blob failed.
-    #[error(transparent)]
-    Store(#[from] cairn_store::Error),
-    /// The snapshot's data does not fit together.
-    #[error("the snapshot is damaged: {0}; run `cairn check`")]
-    Damaged(String),
-    /// Writing the image failed (a closed pipe, a full disk).
-    #[error("cannot write the image: {0}")]
-    Write(#[from] std::io::Error),
 }
 
 /// The next extents, up to `limit` bytes of data.
