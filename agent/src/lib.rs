@@ -32,6 +32,7 @@ pub mod parallel;
 pub mod progress;
 pub mod prune;
 pub mod reach;
+pub mod rekey;
 pub mod repair;
 pub mod repo;
 pub mod retention;

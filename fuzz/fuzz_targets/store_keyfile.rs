@@ -41,6 +41,7 @@ fn samples() -> &'static (Vec<u8>, Vec<u8>) {
             created: 1_764_633_600,
             hostname: "fuzz".into(),
             username: "cairn".into(),
+            epoch: None,
         };
         let rng = SeededRandom::new(b"fuzz key files");
         let password = seal_key_file(

@@ -127,6 +127,55 @@ impl MasterKeys {
         Ok(next)
     }
 
+    /// Adds the epochs of `other` that this set lacks (another key file of
+    /// the same repository, left behind by a rotation that stopped between
+    /// writing the new key files and deleting the old ones). Refused when
+    /// `other` is another repository's set or holds a different key under
+    /// an epoch number this set has.
+    pub fn merge(&mut self, other: &MasterKeys) -> Result<()> {
+        if other.repo_id != self.repo_id
+            || other.id_key != self.id_key
+            || other.gear_seed != self.gear_seed
+        {
+            return Err(Error::InvalidInput(
+                "two key files opened by the same credential hold different repositories' keys; remove the stray one with `cairn key remove`".into(),
+            ));
+        }
+        for (epoch, key) in &other.epochs {
+            match self.epochs.binary_search_by_key(epoch, |e| e.0) {
+                Ok(i) if self.epochs[i].1 == *key => {}
+                Ok(_) => {
+                    return Err(Error::InvalidInput(format!(
+                        "two key files opened by the same credential hold different keys for epoch {epoch}; keep the one `cairn check` reads the repository with and remove the other with `cairn key remove`"
+                    )));
+                }
+                Err(i) => {
+                    if self.epochs.len() as u32 >= MAX_EPOCHS {
+                        return Err(Error::InvalidInput("too many key epochs".into()));
+                    }
+                    self.epochs.insert(i, (*epoch, key.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every epoch but the current one and those in `keep` (after
+    /// every object under the dropped ones has been re-encrypted). Returns
+    /// the epochs dropped.
+    pub fn retain_epochs(&mut self, keep: &[u32]) -> Vec<u32> {
+        let current = self.current_epoch();
+        let mut dropped = Vec::new();
+        self.epochs.retain(|(e, _)| {
+            let stays = *e == current || keep.contains(e);
+            if !stays {
+                dropped.push(*e);
+            }
+            stays
+        });
+        dropped
+    }
+
     fn data_key(&self, epoch: u32) -> Option<&Secret32> {
         self.epochs
             .binary_search_by_key(&epoch, |e| e.0)
@@ -149,7 +198,9 @@ impl MasterKeys {
         let key = self.data_key(epoch).ok_or_else(|| {
             Error::corrupt(
                 object,
-                format!("written under key epoch {epoch}, which this key set does not hold"),
+                format!(
+                    "written under key epoch {epoch}, which this key set does not hold (a `key rotate --rewrite` dropped that epoch while this object still used it, or the object belongs to another repository)"
+                ),
             )
         })?;
         Ok(ObjectCipher::derive(key, salt))
@@ -305,6 +356,60 @@ mod tests {
         for cut in 0..keys.encode().len() {
             assert!(MasterKeys::decode(&keys.encode()[..cut], "t").is_err());
         }
+    }
+
+    #[test]
+    fn merge_adds_missing_epochs_and_refuses_conflicts() {
+        let rng = SeededRandom::new(b"merge");
+        let old = MasterKeys::generate(&rng).unwrap();
+        let mut new = old.clone();
+        new.add_epoch(&rng).unwrap();
+        // The old set gains epoch 1 from the new one; merging is symmetric.
+        let mut merged = old.clone();
+        merged.merge(&new).unwrap();
+        assert_eq!(merged, new);
+        let mut merged = new.clone();
+        merged.merge(&old).unwrap();
+        assert_eq!(merged, new);
+        // Another epoch 1 under the same number: refused, nothing changed.
+        let mut other = old.clone();
+        other.add_epoch(&SeededRandom::new(b"other")).unwrap();
+        let mut merged = new.clone();
+        assert!(merged.merge(&other).is_err());
+        assert_eq!(merged, new);
+        // Another repository's set: refused.
+        let foreign = MasterKeys::generate(&SeededRandom::new(b"foreign")).unwrap();
+        assert!(merged.merge(&foreign).is_err());
+    }
+
+    #[test]
+    fn retain_keeps_the_current_epoch_and_the_ones_asked_for() {
+        let rng = SeededRandom::new(b"retain");
+        let mut keys = MasterKeys::generate(&rng).unwrap();
+        for _ in 0..3 {
+            keys.add_epoch(&rng).unwrap();
+        }
+        let salt = [4; 32];
+        let before = keys
+            .object_cipher(3, &salt, "o")
+            .unwrap()
+            .seal(44, b"", b"x");
+        assert_eq!(keys.retain_epochs(&[0]), vec![1, 2]);
+        assert_eq!(keys.epochs().collect::<Vec<_>>(), vec![0, 3]);
+        assert_eq!(keys.current_epoch(), 3);
+        // The current key is unchanged; dropped epochs no longer open.
+        let cipher = keys.object_cipher(3, &salt, "o").unwrap();
+        assert_eq!(cipher.open(44, b"", &before).unwrap(), b"x");
+        let Err(err) = keys.object_cipher(1, &salt, "pack p") else {
+            panic!("a dropped epoch still opens");
+        };
+        let message = err.to_string();
+        assert!(
+            message.contains("pack p") && message.contains("key epoch 1"),
+            "{message}"
+        );
+        assert_eq!(keys.retain_epochs(&[]), vec![0]);
+        assert_eq!(MasterKeys::decode(&keys.encode(), "t").unwrap(), keys);
     }
 
     #[test]

@@ -81,6 +81,13 @@ pub enum Error {
         "key {0} is the key this command opened the repository with; open the repository with another key to remove it, or use `cairn key passwd` to replace it"
     )]
     KeyInUse(Id),
+    /// A key rotation would have to rewrite key files the credential given
+    /// does not open (each key file wraps the key set under its own
+    /// password), so it was refused before anything changed.
+    #[error(
+        "key rotation rewrites every key file, and the password or key given does not open {0}. Nothing was changed. Rotate with --remove-other-keys to remove them (their holders lose access; add keys for them again with `cairn key add`), or remove them first with `cairn key remove ID` and add them again after the rotation"
+    )]
+    OtherKeys(String),
     /// Removing the only usable key file was asked for.
     #[error(
         "key {0} is the repository's last usable key; removing it would make the repository unreadable. Add another key first (`cairn key add`)"

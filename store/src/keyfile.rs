@@ -84,6 +84,13 @@ pub struct KeyFileInfo {
     pub hostname: String,
     /// User that added it.
     pub username: String,
+    /// The current data-key epoch of the key set it wraps, when above 0
+    /// (set by [`seal_key_file`]; absent in key files of sets that were
+    /// never rotated). Openers try key files with the highest first, so a
+    /// rotation stopped between writing a new key file and deleting the
+    /// old one still opens with the new set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
 }
 
 /// One key file of a repository, as `key list` shows it.
@@ -159,7 +166,12 @@ pub fn seal_key_file(
             },
         ),
     };
-    let info_json = serde_json::to_vec(info).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let current = keys.current_epoch();
+    let info = KeyFileInfo {
+        epoch: (current > 0).then_some(current),
+        ..info.clone()
+    };
+    let info_json = serde_json::to_vec(&info).map_err(|e| Error::InvalidInput(e.to_string()))?;
     let mut out = Vec::with_capacity(FIXED_LEN + info_json.len() + 200);
     out.extend_from_slice(&MAGIC);
     out.push(kind_byte(ObjectKind::Key));
@@ -295,6 +307,7 @@ mod tests {
             created: 1,
             hostname: "h".into(),
             username: "u".into(),
+            epoch: None,
         };
         let pw = seal_key_file(
             &keys,

@@ -179,6 +179,9 @@ pub fn remove_all_locks(backend: &dyn Backend) -> Result<usize> {
 /// A held lock, refreshed in the background and released on drop.
 pub struct RepoLock {
     backend: Arc<dyn Backend>,
+    /// The key set the lock is sealed under (replaced by [`RepoLock::rekey`]).
+    keys: Arc<Mutex<MasterKeys>>,
+    rng: Arc<dyn RandomSource>,
     current: Arc<Mutex<Id>>,
     stop: Option<Sender<()>>,
     refresher: Option<JoinHandle<()>>,
@@ -229,11 +232,13 @@ impl RepoLock {
             return Err(Error::Locked(holder));
         }
         let current = Arc::new(Mutex::new(id));
+        let shared_keys = Arc::new(Mutex::new(keys.clone()));
         let (stop, stopped) = channel::<()>();
         let refresher = {
             let backend = backend.clone();
             let current = current.clone();
-            let keys = keys.clone();
+            let keys = shared_keys.clone();
+            let rng = rng.clone();
             let info = info.clone();
             std::thread::Builder::new()
                 .name("cairn-lock-refresh".into())
@@ -243,6 +248,7 @@ impl RepoLock {
                             Err(RecvTimeoutError::Timeout) => {
                                 // A failed refresh is retried at the next tick; the
                                 // lock stays valid for LOCK_TTL_SECS meanwhile.
+                                let keys = keys.lock().unwrap_or_else(|e| e.into_inner()).clone();
                                 let _ =
                                     refresh(backend.as_ref(), &keys, rng.as_ref(), &info, &current);
                             }
@@ -254,6 +260,8 @@ impl RepoLock {
         };
         Ok(RepoLock {
             backend,
+            keys: shared_keys,
+            rng,
             current,
             stop: Some(stop),
             refresher: Some(refresher),
@@ -264,6 +272,21 @@ impl RepoLock {
     /// What this lock says.
     pub fn info(&self) -> &LockInfo {
         &self.info
+    }
+
+    /// Seals the lock under `keys` from now on and refreshes it at once
+    /// (the new lock object is written, then the old one deleted): after a
+    /// key rotation a lock must be readable by processes that open the
+    /// repository with the new key set, which may lack the old epoch.
+    pub fn rekey(&self, keys: &MasterKeys) -> Result<()> {
+        *self.keys.lock().unwrap_or_else(|e| e.into_inner()) = keys.clone();
+        refresh(
+            self.backend.as_ref(),
+            keys,
+            self.rng.as_ref(),
+            &self.info,
+            &self.current,
+        )
     }
 
     /// The id of the lock object currently on the target.

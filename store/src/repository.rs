@@ -36,9 +36,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 mod rebuild;
+mod rekey;
 mod transfer;
 
 pub use rebuild::{IndexRebuild, PackDamage};
+pub use rekey::KeyRewrap;
 pub use transfer::StoredBlob;
 
 /// Settings chosen at `init`.
@@ -383,7 +385,9 @@ impl Repository {
         Ok(bytes)
     }
 
-    /// Tries every key file with the credential.
+    /// Tries every key file with the credential, those whose key set has
+    /// the highest current epoch first (their plaintext hint, §2.3): the
+    /// first that opens gives the key set.
     fn unlock(backend: &dyn Backend, credential: &Credential<'_>) -> Result<(MasterKeys, Id)> {
         let key_files = backend.list(ObjectKind::Key)?;
         if key_files.is_empty() {
@@ -393,19 +397,26 @@ impl Repository {
             });
         }
         let mut last_corrupt = None;
+        let mut parsed_files = Vec::with_capacity(key_files.len());
         for info in &key_files {
             let bytes = backend.read(&info.handle)?;
-            let name = info.handle.to_string();
-            let parsed = KeyFile::parse(&bytes, &name).and_then(|kf| kf.unlock(credential, &name));
+            let id = info
+                .handle
+                .name
+                .parse()
+                .unwrap_or_else(|_| Id::of_object(&bytes));
+            parsed_files.push((id, info.handle.to_string(), bytes));
+        }
+        let hint = |bytes: &[u8], name: &str| {
+            KeyFile::parse(bytes, name).map_or(0, |kf| kf.info.epoch.unwrap_or(0))
+        };
+        parsed_files.sort_by_cached_key(|(_, name, bytes)| {
+            std::cmp::Reverse(hint(bytes.as_slice(), name.as_str()))
+        });
+        for (id, name, bytes) in &parsed_files {
+            let parsed = KeyFile::parse(bytes, name).and_then(|kf| kf.unlock(credential, name));
             match parsed {
-                Ok(Some(keys)) => {
-                    let id = info
-                        .handle
-                        .name
-                        .parse()
-                        .unwrap_or_else(|_| Id::of_object(&bytes));
-                    return Ok((keys, id));
-                }
+                Ok(Some(keys)) => return Ok((keys, *id)),
                 Ok(None) => {}
                 Err(e) => last_corrupt = Some(e),
             }

@@ -75,6 +75,7 @@ fn key_info() -> KeyFileInfo {
         created: CREATED,
         hostname: "golden".into(),
         username: "cairn".into(),
+        epoch: None,
     }
 }
 

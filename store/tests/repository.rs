@@ -548,6 +548,7 @@ fn keys_are_listed_removed_and_replaced_but_never_the_last_or_current() {
         created: 5,
         hostname: "h".into(),
         username: "u".into(),
+        epoch: None,
     };
     let second = repo
         .add_key(

@@ -96,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         created: cairn_store::lock::now_secs(),
         hostname: hostname(),
         username: username(),
+        epoch: None,
     };
     let target = backend.clone();
     let repo = Repository::init(backend, &secret.credential(), &init, spec.open_options())?;

@@ -1,4 +1,5 @@
-//! `cairn key`: list, add, remove key files and change a password.
+//! `cairn key`: list, add, remove key files, change a password, rotate
+//! the data key (`key rotate`, in `cmd/key_rotate.rs`).
 //!
 //! New passwords come from `CAIRN_NEW_PASSWORD_FILE`,
 //! `CAIRN_NEW_PASSWORD_COMMAND` or a terminal prompt, never from the
@@ -74,6 +75,17 @@ enum Action {
         #[command(flatten)]
         kdf: KdfArgs,
     },
+    /// Start a new data-key epoch: new backups are encrypted under a new
+    /// key, old data stays readable. Rewrites every key file the password
+    /// given opens; refuses when others exist (see --remove-other-keys).
+    /// --rewrite re-encrypts everything under the new key and removes the
+    /// old keys.
+    Rotate {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        rotate: super::key_rotate::RotateArgs,
+    },
 }
 
 fn new_info() -> KeyFileInfo {
@@ -81,6 +93,7 @@ fn new_info() -> KeyFileInfo {
         created: cairn_store::lock::now_secs(),
         hostname: hostname(),
         username: username(),
+        epoch: None,
     }
 }
 
@@ -90,7 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Action::List { repo: r } => {
             let repo = cairn::repo::open(&r.spec())?;
             let keys = repo.list_keys()?;
+            let epochs: Vec<u32> = repo.keys().epochs().collect();
+            let current = repo.keys().current_epoch();
             if r.json {
+                // An array, as before rotation existed; each key file's
+                // info carries its set's current epoch once rotated.
                 return print_json(&keys).map(|_| Outcome::Clean);
             }
             let mut out = format!(
@@ -113,12 +130,19 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                     }
                 }
             }
+            out += &format!(
+                "key set: {} data-key epoch(s), new data under epoch {current}\n",
+                epochs.len()
+            );
             print(&out)?;
         }
+        Action::Rotate { repo: r, rotate } => return super::key_rotate::run(&r, &rotate),
         Action::Add { repo: r, kdf } => {
             let params = kdf.params()?;
             let repo = cairn::repo::open(&r.spec())?;
             let secret = read_new_password()?;
+            // Shared: excludes a rotation, which must see every key file.
+            let _lock = repo.lock(&hostname(), "key add", false)?;
             let id = repo.add_key(&secret.credential(), &params, &new_info())?;
             report(&r, "added key", &id)?;
         }

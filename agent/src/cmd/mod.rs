@@ -10,6 +10,7 @@ pub mod export;
 pub mod forget;
 pub mod init;
 pub mod key;
+pub mod key_rotate;
 pub mod ls;
 pub mod prune;
 pub mod repair;

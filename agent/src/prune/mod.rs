@@ -31,7 +31,7 @@
 //! [`KEPT_PER_INDEX`] blobs); pack contents are never held beyond one
 //! ranged read while repacking.
 
-mod indexes;
+pub(crate) mod indexes;
 mod mark;
 mod sweep;
 mod walk;

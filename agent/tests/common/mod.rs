@@ -3,6 +3,8 @@
 //! and deterministic test data.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod target;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
