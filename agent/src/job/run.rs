@@ -36,7 +36,7 @@ use super::{lock, priority, signals};
 use crate::backup::{BackupDone, BackupRequest, backup};
 use crate::check::{CheckOptions, check};
 use crate::exit::{self, Outcome};
-use crate::prune::{DEFAULT_MAX_UNUSED, prune_locked};
+use crate::prune::{DEFAULT_MAX_UNUSED, PruneError, prune_locked};
 use crate::repo::{RepoSpec, hostname};
 use crate::select::SnapshotFilter;
 use crate::target_opts::TargetOptions;
@@ -428,10 +428,24 @@ fn maintain(job: &Job, repo: &Repository) -> anyhow::Result<Maintained> {
     }
     stage("prune");
     let max_unused = job.max_unused.unwrap_or(Percent(DEFAULT_MAX_UNUSED)).0;
-    let report = prune_locked(repo, max_unused, false, &mut |line| {
+    let report = match prune_locked(repo, max_unused, false, &mut |line| {
         log_stderr(&format!("prune: {line}"))
-    })
-    .context("prune could not finish (the backup and forget are done; the next run or `cairn prune` finishes it)")?;
+    }) {
+        Ok(report) => report,
+        // Another host's prune or check holds the repository: not this
+        // run's failure; the space is reclaimed by a later prune.
+        Err(PruneError::Store(cairn_store::Error::Locked(who))) => {
+            log_stderr(&format!(
+                "warning: prune skipped: the repository is locked {who}; the next run prunes"
+            ));
+            return Ok(done);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "prune could not finish (the backup and forget are done; the next run or `cairn prune` finishes it)",
+            ));
+        }
+    };
     for sweep in [&report.earlier, &report.now] {
         done.packs_deleted += sweep.packs_deleted as u64;
         done.bytes_freed += sweep.bytes_freed;
