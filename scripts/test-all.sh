@@ -14,6 +14,10 @@ cd "$(dirname "$0")/.."
 if ! command -v mkfs.ext4 >/dev/null || ! command -v debugfs >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs
 fi
+# The report test renders cairn's HTML report in headless Chromium.
+if ! command -v chromium >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
 
 servers=(sftp s3 azure)
 stop_servers() {

@@ -14,6 +14,7 @@
 
 pub mod analyze;
 pub mod backup;
+pub mod benchmark;
 pub mod check;
 pub mod chunklist;
 pub mod copy;
@@ -28,6 +29,7 @@ pub mod files_restore;
 pub mod forget;
 pub mod job;
 pub mod locality;
+pub mod log;
 pub mod parallel;
 pub mod progress;
 pub mod prune;
@@ -35,6 +37,7 @@ pub mod reach;
 pub mod rekey;
 pub mod repair;
 pub mod repo;
+pub mod report;
 pub mod retention;
 pub mod select;
 pub mod source;

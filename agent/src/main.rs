@@ -32,7 +32,11 @@ fn main() -> ExitCode {
                 eprintln!("error: {usage}\n\nFor more information, try 'cairn {name} --help'.");
                 return ExitCode::from(exit::USAGE);
             }
-            eprintln!("error: {}", exit::error_message(&err));
+            eprintln!(
+                "{}error: {}",
+                cairn::log::priority_prefix("error"),
+                exit::error_message(&err)
+            );
             ExitCode::from(exit::code_for_error(&err))
         }
     }

@@ -6,6 +6,7 @@
 //! and network speeds are quoted in.
 
 use std::fmt;
+use std::str::FromStr;
 
 /// Why a size given on the command line was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,27 @@ pub fn format_bytes(bytes: u64) -> String {
         format!("{} {}", bytes / scale, UNITS[unit])
     } else {
         format!("{:.2} {}", bytes as f64 / scale as f64, UNITS[unit])
+    }
+}
+
+/// A share of a pack, as a percentage (`10%` or `10`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percent(pub f64);
+
+impl FromStr for Percent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let n: f64 = t
+            .strip_suffix('%')
+            .unwrap_or(t)
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a percentage (e.g. 10%)"))?;
+        if !(0.0..=100.0).contains(&n) {
+            return Err(format!("{s:?} is not between 0% and 100%"));
+        }
+        Ok(Percent(n / 100.0))
     }
 }
 
@@ -151,12 +173,22 @@ pub fn format_time(unix: i64) -> String {
 
 #[cfg(test)]
 mod time_tests {
-    use super::format_time;
+    use super::{Percent, format_time};
 
     #[test]
     fn civil_time() {
         assert_eq!(format_time(0), "1970-01-01 00:00:00");
         assert_eq!(format_time(1_764_633_600), "2025-12-02 00:00:00");
         assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn percentages_parse_with_or_without_the_sign() {
+        assert_eq!("10%".parse::<Percent>(), Ok(Percent(0.10)));
+        assert_eq!(" 25 ".parse::<Percent>(), Ok(Percent(0.25)));
+        assert_eq!("0%".parse::<Percent>(), Ok(Percent(0.0)));
+        assert!("101%".parse::<Percent>().is_err());
+        assert!("-1".parse::<Percent>().is_err());
+        assert!("ten".parse::<Percent>().is_err());
     }
 }

@@ -550,3 +550,231 @@ fn schedules_install_idempotently_with_systemd_and_cron() {
     std::fs::remove_dir_all(jobs.root.join("run")).unwrap();
     assert!(schedule(&jobs, &["install"]).contains("scheduled with cron"));
 }
+
+/// Bytes of the packs under the repository's data/ directory.
+fn pack_bytes(repo: &Path) -> u64 {
+    let mut total = 0;
+    for fan in std::fs::read_dir(repo.join("data")).unwrap() {
+        for pack in std::fs::read_dir(fan.unwrap().path()).unwrap() {
+            total += pack.unwrap().metadata().unwrap().len();
+        }
+    }
+    total
+}
+
+#[test]
+fn a_run_prunes_what_its_retention_forgot() {
+    let jobs = Jobs::new();
+    jobs.configure("", "[jobs.web.retention]\nkeep_last = 1\n");
+    let out = jobs.run(&["run", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = jobs.status();
+    assert_eq!(
+        first["packs_deleted"], 0,
+        "nothing forgotten, nothing pruned"
+    );
+    let after_first = pack_bytes(&jobs.path("repo"));
+    assert!(after_first > 300_000, "{after_first}");
+    assert!(first["repo_bytes"].as_u64().unwrap() > 300_000, "{first}");
+
+    // The 300 kB file is replaced: the first snapshot's data is unique to it.
+    std::fs::write(jobs.path("data/a.bin"), fill(2, 300_000)).unwrap();
+    let out = jobs.run(&["run", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second = jobs.status();
+    assert_eq!(second["snapshots_forgotten"], 1);
+    assert!(second["packs_deleted"].as_u64().unwrap() >= 1, "{second}");
+    let freed = second["bytes_freed"].as_u64().unwrap();
+    assert!(freed > 300_000, "{second}");
+    // Only the second snapshot's data is left: about one copy, not two.
+    let after_second = pack_bytes(&jobs.path("repo"));
+    assert!(
+        after_second < after_first + after_first / 4,
+        "{after_first} then {after_second}"
+    );
+    let repo_bytes = second["repo_bytes"].as_u64().unwrap();
+    assert!(repo_bytes <= after_second, "{repo_bytes} vs {after_second}");
+    let metrics = jobs.metrics();
+    assert!(
+        metrics.contains(&format!(
+            "cairn_last_run_bytes_freed{{job=\"web\"}} {freed}\n"
+        )),
+        "{metrics}"
+    );
+    jobs.env.ok(&["check", "--read-data"]);
+    assert_eq!(jobs.history()[1], second);
+
+    // prune = false: forget only; the space stays until a prune.
+    jobs.configure("prune = false", "[jobs.web.retention]\nkeep_last = 1\n");
+    std::fs::write(jobs.path("data/a.bin"), fill(3, 300_000)).unwrap();
+    let out = jobs.run(&["run", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let third = jobs.status();
+    assert_eq!(third["snapshots_forgotten"], 1);
+    assert_eq!(third["packs_deleted"], 0);
+    assert!(pack_bytes(&jobs.path("repo")) > after_second + 250_000);
+}
+
+/// The `<tr>` of `job` in the report's status table.
+fn status_row<'a>(html: &'a str, job: &str) -> &'a str {
+    let start = html
+        .find(&format!("<tr data-job=\"{job}\">"))
+        .unwrap_or_else(|| panic!("no row for {job} in {html}"));
+    let len = html[start..].find("</tr>").unwrap();
+    &html[start..start + len]
+}
+
+/// The point lists of `job`'s polylines in the report, chart by chart.
+fn polylines(html: &str, job: &str) -> Vec<usize> {
+    let marker = format!("<polyline class=\"series\" data-job=\"{job}\"");
+    html.split(&marker)
+        .skip(1)
+        .map(|rest| {
+            let points = rest.split("points=\"").nth(1).unwrap();
+            points[..points.find('"').unwrap()].split(' ').count()
+        })
+        .collect()
+}
+
+#[test]
+fn the_report_charts_both_runs_and_shows_a_missed_objective_in_red() {
+    let jobs = Jobs::new();
+    let p = |n: &str| jobs.path(n).display().to_string();
+    // Job `old` shares the repository; its history (written below) ends
+    // 30 hours ago, past its 26 h objective.
+    jobs.configure(
+        "rpo = \"1d\"",
+        &format!(
+            "[jobs.old]\nrepository = \"{}\"\npassword_file = \"{}\"\npaths = [\"{}\"]\nrpo = \"26h\"\n",
+            p("repo"),
+            p("pw"),
+            p("data")
+        ),
+    );
+    // Before any run: a page without charts, both jobs red.
+    let out = jobs.run(&["report", "-o", "empty.html"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let empty = jobs.file("empty.html");
+    assert!(!empty.contains("<svg"), "{empty}");
+    assert!(status_row(&empty, "web").contains("NO BACKUP"));
+
+    for change in [b"first\n".as_slice(), b"second change\n"] {
+        std::fs::write(jobs.path("data/sub/b.txt"), change).unwrap();
+        let out = jobs.run(&["run", "web"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let history = jobs.history();
+    assert_eq!(history.len(), 2);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut fake = String::new();
+    for hours_ago in [50.0, 30.0] {
+        let mut run = history[0].clone();
+        run["job"] = "old".into();
+        run["end"] = (now - hours_ago * 3600.0).into();
+        run["start"] = (now - hours_ago * 3600.0 - 60.0).into();
+        fake += &format!("{run}\n");
+    }
+    std::fs::write(jobs.path("state/old.history.jsonl"), fake).unwrap();
+
+    let out = jobs.run(&["report", "-o", "report.html"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let html = jobs.file("report.html");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    // Self-contained: no script, no link; the only URL is SVG's namespace.
+    assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("<link"));
+    assert_eq!(
+        html.matches("http").count(),
+        html.matches("http://www.w3.org/2000/svg").count()
+    );
+    assert!(status_row(&html, "web").contains("class=\"ok\""), "{html}");
+    assert!(
+        status_row(&html, "old").contains("class=\"missed\">MISSED"),
+        "{html}"
+    );
+    // Size, new data, duration and dedup ratio: each with web's two runs.
+    assert_eq!(html.matches("<svg").count(), 4);
+    assert_eq!(polylines(&html, "web"), vec![2, 2, 2, 2], "{html}");
+    // --job narrows the page to one job.
+    let out = jobs.run(&["report", "--job", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("data-job=\"old\""));
+
+    let Some(chromium) = common::browser::chromium() else {
+        return;
+    };
+    let page = jobs.path("report.html");
+    let dom = common::browser::dump_dom(&chromium, &jobs.path(""), &page);
+    assert_eq!(dom.matches("<svg").count(), 4, "{dom}");
+    assert_eq!(polylines(&dom, "web"), vec![2, 2, 2, 2], "{dom}");
+    assert_eq!(polylines(&dom, "old"), vec![2, 2, 2, 2], "{dom}");
+    let shot = common::browser::screenshot(&chromium, &jobs.path(""), &page, 1400, 1400);
+    assert!(shot.width >= 1400 && shot.height >= 1400);
+    // Drawn: web's series colour (the second series) and the red of the
+    // missed objective, in solid areas of many pixels.
+    let orange = shot.count_near([0xe6, 0x9f, 0x00], 8);
+    let blue = shot.count_near([0x00, 0x72, 0xb2], 8);
+    let red = shot.count_near([0xc6, 0x28, 0x28], 8);
+    assert!(orange > 100, "web's lines and dots: {orange} pixels");
+    assert!(blue > 100, "old's lines and dots: {blue} pixels");
+    assert!(red > 200, "the MISSED cell: {red} pixels");
+    assert!(shot.non_white() > 5000, "{}", shot.non_white());
+}
+
+#[test]
+fn json_events_and_journal_priorities() {
+    use std::os::unix::fs::MetadataExt;
+    let jobs = Jobs::new();
+    jobs.configure(
+        "check = \"structure\"",
+        "[jobs.web.retention]\nkeep_last = 1\n",
+    );
+    // Standard error to a file that JOURNAL_STREAM names, as systemd does
+    // with its journal socket.
+    let log = jobs.path("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let out = jobs
+        .command(&["run", "--json", "web"])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(file)
+        .output()
+        .unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.lines().all(|l| l.starts_with('<')), "{stderr}");
+    assert!(stderr.contains("<6>cairn: job web: started\n"), "{stderr}");
+
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"start"));
+    assert_eq!(kinds.last(), Some(&"end"));
+    let stages: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "stage")
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["backup", "forget", "check"]);
+    let end = events.last().unwrap();
+    assert_eq!(end["result"], "success");
+    assert_eq!(end["snapshot"], jobs.status()["snapshot"]);
+    assert!(events.iter().all(|e| e["time"].as_f64().unwrap() > 0.0));
+
+    // Another stream (a terminal, a file): no prefixes.
+    let out = jobs
+        .command(&["run", "web"])
+        .env("JOURNAL_STREAM", "0:0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("cairn: job web: started"));
+    assert!(out.stdout.is_empty(), "no events without --json");
+}

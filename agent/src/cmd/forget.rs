@@ -19,7 +19,9 @@ use cairn::units::format_time;
 use cairn_store::{Id, Repository};
 
 use super::common::{RepoArgs, print, print_json};
-use super::prune::{Percent, print_report, prune_with_lock};
+use cairn::units::Percent;
+
+use super::prune::{print_report, prune_with_lock};
 use super::snapshots::FilterArgs;
 
 /// Options of `cairn forget`.

@@ -1,6 +1,7 @@
 //! One file per command: each parses its options and calls the library.
 
 pub mod backup;
+pub mod benchmark;
 pub mod check;
 pub mod chunk;
 pub mod common;
@@ -14,6 +15,7 @@ pub mod key_rotate;
 pub mod ls;
 pub mod prune;
 pub mod repair;
+pub mod report;
 pub mod restore;
 pub mod run;
 pub mod schedule;
@@ -65,8 +67,14 @@ pub enum Command {
     /// Run a job of the configuration file: hooks, freeze, backup,
     /// retention, check, status and metrics.
     Run(run::Args),
+    /// Write an HTML report of the jobs: recovery point status and charts
+    /// of size, new data, duration and dedup over time.
+    Report(report::Args),
     /// Install, remove or show the systemd timer or cron entry of a job.
     Schedule(schedule::Args),
+    /// Measure each backup stage's throughput on this machine and size
+    /// the backups of the given disks.
+    Benchmark(benchmark::Args),
     /// Chunk files, disk images or block devices and report chunk and
     /// deduplication statistics (stores nothing).
     #[command(long_about = chunk::LONG_ABOUT, after_help = chunk::EXAMPLES)]
@@ -94,8 +102,10 @@ impl Command {
             Self::Repair(_) => "repair",
             Self::Unlock(_) => "unlock",
             Self::Run(_) => "run",
+            Self::Report(_) => "report",
             Self::Schedule(_) => "schedule",
             Self::Chunk(_) => "chunk",
+            Self::Benchmark(_) => "benchmark",
         }
     }
 
@@ -119,8 +129,10 @@ impl Command {
             Self::Repair(args) => repair::run(args),
             Self::Unlock(args) => unlock::run(args),
             Self::Run(args) => run::run(args),
+            Self::Report(args) => report::run(args),
             Self::Schedule(args) => schedule::run(args),
             Self::Chunk(args) => chunk::run(args),
+            Self::Benchmark(args) => benchmark::run(args),
         }
     }
 }

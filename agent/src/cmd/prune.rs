@@ -1,37 +1,13 @@
 //! `cairn prune`: delete what no snapshot needs and repack mostly unused
 //! packs (see `cairn::prune` for how it stays safe beside running backups).
 
-use std::str::FromStr;
-
 use anyhow::Context;
 use cairn::exit::Outcome;
-use cairn::prune::{PruneOptions, PruneReport, prune};
-use cairn::repo::hostname;
-use cairn::units::format_bytes;
-use cairn_store::{LockHolder, Repository};
+use cairn::prune::{PruneReport, prune_locked};
+use cairn::units::{Percent, format_bytes};
+use cairn_store::Repository;
 
 use super::common::{RepoArgs, print, print_json};
-
-/// A share of a pack, as a percentage (`10%` or `10`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Percent(pub f64);
-
-impl FromStr for Percent {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let n: f64 = t
-            .strip_suffix('%')
-            .unwrap_or(t)
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not a percentage (e.g. 10%)"))?;
-        if !(0.0..=100.0).contains(&n) {
-            return Err(format!("{s:?} is not between 0% and 100%"));
-        }
-        Ok(Percent(n / 100.0))
-    }
-}
 
 /// Options of `cairn prune`.
 #[derive(Debug, clap::Args)]
@@ -69,22 +45,13 @@ pub fn prune_with_lock(
     max_unused: Percent,
     dry_run: bool,
 ) -> anyhow::Result<PruneReport> {
-    let host = hostname();
-    let lock = repo.lock(&host, cairn_store::lock::PRUNE, false)?;
-    let opts = PruneOptions {
-        max_unused: max_unused.0,
-        dry_run,
-        hostname: host,
-        own_lock: Some(LockHolder::of(lock.info())),
-    };
     let chatty = !repo_args.quiet && !repo_args.json;
-    let report = prune(repo, &opts, &mut |line| {
+    let report = prune_locked(repo, max_unused.0, dry_run, &mut |line| {
         if chatty || line.starts_with("warning") {
             eprintln!("{line}");
         }
     })
     .context("prune could not finish")?;
-    drop(lock);
     Ok(report)
 }
 
@@ -156,19 +123,4 @@ fn summary(r: &PruneReport) -> String {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentages_parse_with_or_without_the_sign() {
-        assert_eq!("10%".parse::<Percent>(), Ok(Percent(0.10)));
-        assert_eq!(" 25 ".parse::<Percent>(), Ok(Percent(0.25)));
-        assert_eq!("0%".parse::<Percent>(), Ok(Percent(0.0)));
-        assert!("101%".parse::<Percent>().is_err());
-        assert!("-1".parse::<Percent>().is_err());
-        assert!("ten".parse::<Percent>().is_err());
-    }
 }

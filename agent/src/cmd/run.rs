@@ -13,9 +13,10 @@ use super::common::ConfigArgs;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Runs the job's pre hook, freezes and snapshots what it names, backs up, \
-applies its retention (forget), checks, runs its post or on_failure hook, \
+applies its retention (forget, then prune), checks, runs its post or on_failure hook, \
 and writes its status, history and metrics files (see docs/jobs.md). A \
-run that finds the job still running exits with 13 and does nothing.")]
+run that finds the job still running exits with 13 and does nothing. Log \
+lines go to standard error (with syslog priorities when it is the journal).")]
 pub struct Args {
     #[command(flatten)]
     config: ConfigArgs,
@@ -24,6 +25,11 @@ pub struct Args {
     /// once; cron entries use it.
     #[arg(long, value_name = "DURATION")]
     random_delay: Option<Seconds>,
+    /// Print the run's events on standard output, one JSON object per
+    /// line: start, stage (pre, backup, forget, prune, check, post, ...),
+    /// warning, error, end (the status record).
+    #[arg(long)]
+    json: bool,
     /// The job, as named in the configuration.
     #[arg(value_name = "JOB")]
     job: String,
@@ -32,6 +38,9 @@ pub struct Args {
 /// Runs `cairn run`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let (config, job) = args.config.job(&args.job)?;
+    if args.json {
+        cairn::log::enable_events();
+    }
     if let Some(Seconds(max)) = args.random_delay {
         let wait = cairn::job::run::random_delay(max);
         if wait > Duration::ZERO {

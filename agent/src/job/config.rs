@@ -19,12 +19,17 @@ use serde::{Deserialize, Deserializer};
 use crate::check::ReadData;
 use crate::retention::{GroupBy, Policy, Within};
 use crate::target_opts::RateLimit;
+use crate::units::Percent;
 
 /// Where the configuration is read from unless `--config`/`CAIRN_CONFIG`
 /// says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/cairn/cairn.toml";
 /// Default directory of status files and run history.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cairn";
+
+/// What the default recovery point objective allows beyond the schedule's
+/// period and randomized delay: time for the run itself to finish.
+pub const RPO_SLACK: Duration = Duration::from_secs(3600);
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +117,19 @@ pub struct Job {
     /// Retention applied after each backup (forget).
     #[serde(default)]
     pub retention: Option<Retention>,
+    /// Prune after a retention run that forgot snapshots (or when an
+    /// earlier prune left a plan to finish): default true.
+    #[serde(default = "default_true")]
+    pub prune: bool,
+    /// The prune's repack threshold, as `cairn prune --max-unused` takes it
+    /// (default 10%).
+    #[serde(default, deserialize_with = "parsed_opt")]
+    pub max_unused: Option<Percent>,
+    /// The recovery point objective: the longest a job may go without a
+    /// successful backup before `cairn report` shows it red (default: see
+    /// [`Job::rpo`]).
+    #[serde(default)]
+    pub rpo: Option<Seconds>,
     /// Check after the backup: `structure`, `all`, `N%` or `n/m` of the
     /// packs read in full (nothing when absent).
     #[serde(default, deserialize_with = "parsed_opt")]
@@ -153,6 +171,10 @@ pub struct Job {
     /// Spread start times over up to this long.
     #[serde(default = "default_randomized_delay")]
     pub randomized_delay: Seconds,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_freeze_timeout() -> Seconds {
@@ -613,6 +635,17 @@ impl Job {
     pub fn is_disk(&self) -> bool {
         !self.disks.is_empty()
     }
+
+    /// The recovery point objective: `rpo` when set, else the schedule's
+    /// period (a day when it has no regular one) plus `randomized_delay`
+    /// plus [`RPO_SLACK`] for the run itself.
+    pub fn rpo(&self) -> Duration {
+        if let Some(Seconds(rpo)) = self.rpo {
+            return rpo;
+        }
+        let period = super::schedule::job_period(self).unwrap_or(Duration::from_secs(86_400));
+        period + self.randomized_delay.0 + RPO_SLACK
+    }
 }
 
 /// The 1-based line and column of byte `offset` in `text`.
@@ -720,6 +753,25 @@ timeout = 90
         assert_eq!(p.within.unwrap().days, 14);
         assert_eq!(j.sources(), &[PathBuf::from("/srv/www")]);
         assert_eq!(j.freezer, FreezerKind::Fsfreeze);
+        assert!(j.prune, "prune is on by default");
+        assert_eq!(j.max_unused, None);
+        // daily + 30 min randomized delay + the slack.
+        assert_eq!(j.rpo(), Duration::from_secs(86_400 + 1800) + RPO_SLACK);
+    }
+
+    #[test]
+    fn prune_and_rpo_settings_parse() {
+        let text = GOOD.replace(
+            "schedule = \"daily\"",
+            "schedule = \"daily\"\nprune = false\nmax_unused = \"25%\"\nrpo = \"26h\"",
+        );
+        let c = parse(&text).unwrap();
+        let j = c.job("web", Path::new("x")).unwrap();
+        assert!(!j.prune);
+        assert_eq!(j.max_unused, Some(Percent(0.25)));
+        assert_eq!(j.rpo(), Duration::from_secs(26 * 3600));
+        let bad = parse(&GOOD.replace("schedule = \"daily\"", "max_unused = \"150%\""));
+        assert!(bad.unwrap_err().to_string().contains("between 0% and 100%"));
     }
 
     #[test]

@@ -193,9 +193,10 @@ pub fn run(hook: &Hook<'_>, log: &(dyn Fn(&str) + Sync)) -> Result<(), HookError
     })
 }
 
-/// The logger of `cairn run`: standard error, prefixed with `cairn: `.
+/// The logger of `cairn run`: standard error, prefixed with `cairn: `
+/// (and a syslog priority under the journal; see [`crate::log`]).
 pub fn log_stderr(line: &str) {
-    eprintln!("cairn: {line}");
+    crate::log::log(line);
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 //! 5. repository maintenance: `forget` by the job's retention, restricted
 //!    to the job's own snapshots (its host, paths and tags), so that a job
 //!    never removes another machine's snapshots in a shared repository.
-//!    Space is reclaimed by `prune`, which is a separate maintenance step
-//!    plugged in after forget ([`maintain`]); a job does not prune today;
+//!    Then `prune` (unless `prune = false`) when forget removed a
+//!    snapshot or an earlier prune left a plan to finish ([`maintain`]);
 //! 6. `check`, with the job's subset of packs read in full;
 //! 7. `post` after success, `on_failure` after a failure (with
 //!    CAIRN_RESULT, CAIRN_EXIT_CODE, CAIRN_ERROR and CAIRN_SNAPSHOT set);
@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use cairn_store::Repository;
 
-use super::config::{CheckSpec, Config, FreezerKind, Job};
+use super::config::{CheckSpec, Config, FreezerKind, Job, Retention};
 use super::freeze::{self, CommandFreezer, Freezer, IoctlFreezer};
 use super::hooks::{self, Hook, log_stderr};
 use super::status::{self, RunResult, RunStatus};
@@ -36,10 +36,11 @@ use super::{lock, priority, signals};
 use crate::backup::{BackupDone, BackupRequest, backup};
 use crate::check::{CheckOptions, check};
 use crate::exit::{self, Outcome};
+use crate::prune::{DEFAULT_MAX_UNUSED, PruneError, prune_locked};
 use crate::repo::{RepoSpec, hostname};
 use crate::select::SnapshotFilter;
 use crate::target_opts::TargetOptions;
-use crate::units::format_bytes;
+use crate::units::{Percent, format_bytes};
 
 fn now() -> f64 {
     SystemTime::now()
@@ -114,6 +115,9 @@ pub fn run(config: &Config, name: &str, job: &Job) -> anyhow::Result<Outcome> {
         bytes_stored: 0,
         files: 0,
         snapshots_forgotten: 0,
+        packs_deleted: 0,
+        bytes_freed: 0,
+        repo_bytes: None,
         errors: Vec::new(),
         last_success: None,
     }));
@@ -137,6 +141,7 @@ pub fn run(config: &Config, name: &str, job: &Job) -> anyhow::Result<Outcome> {
     }
     freeze::thaw_on_panic();
     log_stderr(&format!("job {name}: started"));
+    crate::log::event("start", serde_json::json!({ "job": name }));
 
     let env = vec![("CAIRN_JOB".to_string(), name.to_string())];
     let result = steps(config, job, &env, &shared);
@@ -171,9 +176,10 @@ pub fn run(config: &Config, name: &str, job: &Job) -> anyhow::Result<Outcome> {
     s.result = result_kind;
     s.exit_code = code;
     status::record(&state_dir, &metrics_dir, &mut s)?;
+    crate::log::event("end", serde_json::to_value(&s).unwrap_or_default());
     log_stderr(&format!(
         "job {name}: {} in {:.1} s (exit {code})",
-        result_name(result_kind),
+        result_kind.name(),
         s.duration()
     ));
     result
@@ -203,7 +209,7 @@ fn ended_env(
 ) -> Vec<(String, String)> {
     let mut env = base.to_vec();
     env.extend([
-        ("CAIRN_RESULT".into(), result_name(result).into()),
+        ("CAIRN_RESULT".into(), result.name().into()),
         ("CAIRN_EXIT_CODE".into(), code.to_string()),
         ("CAIRN_SNAPSHOT".into(), snapshot.to_string()),
     ]);
@@ -213,14 +219,9 @@ fn ended_env(
     env
 }
 
-fn result_name(r: RunResult) -> &'static str {
-    match r {
-        RunResult::Success => "success",
-        RunResult::Warnings => "warnings",
-        RunResult::Damage => "damage",
-        RunResult::Failed => "failed",
-        RunResult::Interrupted => "interrupted",
-    }
+/// Marks the start of a step in the `--json` event stream.
+fn stage(name: &str) {
+    crate::log::event("stage", serde_json::json!({ "stage": name }));
 }
 
 /// Applies `f` to the shared status (a poisoned lock still holds it).
@@ -241,6 +242,7 @@ fn run_hook(
     let Some(command) = command else {
         return Ok(());
     };
+    stage(name);
     log_stderr(&format!("running hook {name}"));
     hooks::run(
         &Hook {
@@ -282,10 +284,15 @@ fn steps(
         s.files = done.stats.files;
         s.errors.extend(done.warnings.iter().cloned());
     });
-    let forgotten = maintain(job, &repo)?;
-    with(shared, |s| s.snapshots_forgotten = forgotten);
+    let maintained = maintain(job, &repo)?;
+    with(shared, |s| {
+        s.snapshots_forgotten = maintained.forgotten;
+        s.packs_deleted = maintained.packs_deleted;
+        s.bytes_freed = maintained.bytes_freed;
+    });
     let problems = match job.check {
         Some(CheckSpec::Read(read_data)) => {
+            stage("check");
             let _lock = repo.lock(&hostname(), "check", false)?;
             let report = check(
                 &repo,
@@ -308,6 +315,10 @@ fn steps(
         }
         Some(CheckSpec::None) | None => 0,
     };
+    match repo.indexed_pack_bytes() {
+        Ok(packs) => with(shared, |s| s.repo_bytes = Some(packs.values().sum())),
+        Err(e) => log_stderr(&format!("warning: cannot size the repository: {e}")),
+    }
     Ok(if problems > 0 {
         Outcome::Damage(problems)
     } else {
@@ -352,6 +363,7 @@ fn point_in_time_backup(
         threads: job.threads,
         progress: false,
     };
+    stage("backup");
     let done = backup(repo, &req);
     let thawed = frozen.map(thaw).transpose();
     let removed = match job.snapshot_remove.as_deref() {
@@ -388,15 +400,67 @@ fn display_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// What the maintenance step did.
+#[derive(Debug, Default)]
+struct Maintained {
+    forgotten: u64,
+    packs_deleted: u64,
+    bytes_freed: u64,
+}
+
 /// Step 5: the repository maintenance after a backup: forget by the
-/// job's retention (shared lock, like `cairn forget`); returns the number
-/// of snapshots removed. Prune, which needs an exclusive lock and reclaims
-/// the space forgotten snapshots held, is the next step in this function
-/// when jobs gain a `prune` setting.
-fn maintain(job: &Job, repo: &Repository) -> anyhow::Result<u64> {
+/// job's retention (shared lock, like `cairn forget`), then, when the job
+/// prunes (`prune = true`, the default) and forget removed a snapshot or an
+/// earlier prune left a plan, prune under its own lock (which never makes
+/// backups wait).
+fn maintain(job: &Job, repo: &Repository) -> anyhow::Result<Maintained> {
     let Some(retention) = &job.retention else {
-        return Ok(0);
+        return Ok(Maintained::default());
     };
+    stage("forget");
+    let forgotten = forget(job, retention, repo)?;
+    let mut done = Maintained {
+        forgotten,
+        ..Maintained::default()
+    };
+    if !job.prune || (forgotten == 0 && repo.plan_ids()?.is_empty()) {
+        return Ok(done);
+    }
+    stage("prune");
+    let max_unused = job.max_unused.unwrap_or(Percent(DEFAULT_MAX_UNUSED)).0;
+    let report = match prune_locked(repo, max_unused, false, &mut |line| {
+        log_stderr(&format!("prune: {line}"))
+    }) {
+        Ok(report) => report,
+        // Another host's prune or check holds the repository: not this
+        // run's failure; the space is reclaimed by a later prune.
+        Err(PruneError::Store(cairn_store::Error::Locked(who))) => {
+            log_stderr(&format!(
+                "warning: prune skipped: the repository is locked {who}; the next run prunes"
+            ));
+            return Ok(done);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "prune could not finish (the backup and forget are done; the next run or `cairn prune` finishes it)",
+            ));
+        }
+    };
+    for sweep in [&report.earlier, &report.now] {
+        done.packs_deleted += sweep.packs_deleted as u64;
+        done.bytes_freed += sweep.bytes_freed;
+    }
+    log_stderr(&format!(
+        "prune: deleted {} pack(s), freed {}",
+        done.packs_deleted,
+        format_bytes(done.bytes_freed)
+    ));
+    Ok(done)
+}
+
+/// Forgets the job's own snapshots (its host, paths and tags) that its
+/// retention does not keep; returns how many.
+fn forget(job: &Job, retention: &Retention, repo: &Repository) -> anyhow::Result<u64> {
     let _lock = repo.lock(&hostname(), "forget", false)?;
     let paths: Vec<String> = job
         .sources()

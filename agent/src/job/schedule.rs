@@ -9,6 +9,7 @@
 //! installing twice writes nothing the second time.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::config::Job;
 
@@ -141,6 +142,38 @@ pub fn cron_fields(schedule: &str) -> Option<String> {
         return Some(format!("{minute} * * * *"));
     }
     Some(format!("{minute} {} * * *", number(hour, 23)?))
+}
+
+/// How often a cron line's time fields fire, for the regular shapes
+/// [`cron_fields`] writes (every minute, hour, day, week, month or year);
+/// `None` for any other.
+pub fn cron_period(fields: &str) -> Option<Duration> {
+    const DAY: u64 = 86_400;
+    let f: Vec<&str> = fields.split_whitespace().collect();
+    let [minute, hour, dom, month, dow] = f.as_slice() else {
+        return None;
+    };
+    let fixed = |t: &str| t.parse::<u32>().is_ok();
+    let secs = match (*minute, *hour, *dom, *month, *dow) {
+        ("*", "*", "*", "*", "*") => 60,
+        (m, "*", "*", "*", "*") if fixed(m) => 3600,
+        (m, h, "*", "*", "*") if fixed(m) && fixed(h) => DAY,
+        (m, h, "*", "*", w) if fixed(m) && fixed(h) && fixed(w) => 7 * DAY,
+        (m, h, d, "*", "*") if fixed(m) && fixed(h) && fixed(d) => 31 * DAY,
+        (m, h, d, mo, "*") if fixed(m) && fixed(h) && fixed(d) && fixed(mo) => 366 * DAY,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// The longest gap between two runs of `job` by its schedule (its `cron`
+/// line, else its `schedule`), when it has a regular one.
+pub fn job_period(job: &Job) -> Option<Duration> {
+    match (&job.cron, &job.schedule) {
+        (Some(cron), _) => cron_period(cron),
+        (None, Some(schedule)) => cron_fields(schedule).and_then(|f| cron_period(&f)),
+        (None, None) => None,
+    }
 }
 
 fn unsafe_text(job: &str, what: &'static str, text: &str) -> Result<(), ScheduleError> {
@@ -332,6 +365,24 @@ mod tests {
         );
         let c = Config::parse(&text, Path::new("c.toml")).unwrap();
         c.jobs["web"].clone()
+    }
+
+    #[test]
+    fn periods_of_regular_schedules() {
+        let p = |s: &str| {
+            cron_fields(s)
+                .and_then(|f| cron_period(&f))
+                .map(|d| d.as_secs())
+        };
+        assert_eq!(p("minutely"), Some(60));
+        assert_eq!(p("hourly"), Some(3600));
+        assert_eq!(p("*-*-* 02:30"), Some(86_400));
+        assert_eq!(p("daily"), Some(86_400));
+        assert_eq!(p("weekly"), Some(7 * 86_400));
+        assert_eq!(p("monthly"), Some(31 * 86_400));
+        assert_eq!(p("yearly"), Some(366 * 86_400));
+        assert_eq!(cron_period("*/5 * * * *"), None);
+        assert_eq!(cron_period("0 2"), None);
     }
 
     #[test]

@@ -32,6 +32,19 @@ pub enum RunResult {
     Interrupted,
 }
 
+impl RunResult {
+    /// The name used in the status file, hooks' CAIRN_RESULT and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Warnings => "warnings",
+            RunResult::Damage => "damage",
+            RunResult::Failed => "failed",
+            RunResult::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// The record of one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunStatus {
@@ -57,6 +70,17 @@ pub struct RunStatus {
     pub files: u64,
     /// Snapshots removed by the retention policy.
     pub snapshots_forgotten: u64,
+    /// Packs the prune after forget deleted (0 when it did not run).
+    #[serde(default)]
+    pub packs_deleted: u64,
+    /// Bytes on the target those packs held.
+    #[serde(default)]
+    pub bytes_freed: u64,
+    /// Stored bytes of every indexed pack after the run: the repository's
+    /// size, for `cairn report` (absent when the repository was not
+    /// opened).
+    #[serde(default)]
+    pub repo_bytes: Option<u64>,
     /// Problems: the error that ended the run, warnings of skipped files,
     /// failed hooks, check findings.
     pub errors: Vec<String>,
@@ -191,6 +215,28 @@ pub fn render_metrics(s: &RunStatus) -> String {
         s.bytes_stored as f64,
     );
     metric(
+        "cairn_last_run_snapshots_forgotten",
+        "Snapshots removed by the retention policy in the last run.",
+        s.snapshots_forgotten as f64,
+    );
+    metric(
+        "cairn_last_run_packs_deleted",
+        "Packs deleted by the prune of the last run.",
+        s.packs_deleted as f64,
+    );
+    metric(
+        "cairn_last_run_bytes_freed",
+        "Bytes freed on the target by the prune of the last run.",
+        s.bytes_freed as f64,
+    );
+    if let Some(size) = s.repo_bytes {
+        metric(
+            "cairn_repository_bytes",
+            "Stored bytes of the repository's indexed packs after the last run.",
+            size as f64,
+        );
+    }
+    metric(
         "cairn_last_run_errors",
         "Errors and warnings of the last run.",
         s.errors.len() as f64,
@@ -221,6 +267,9 @@ mod tests {
             bytes_stored: 50,
             files: 3,
             snapshots_forgotten: 0,
+            packs_deleted: 0,
+            bytes_freed: 0,
+            repo_bytes: Some(5000),
             errors: Vec::new(),
             last_success: None,
         }

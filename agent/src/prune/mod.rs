@@ -41,6 +41,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::reach::WalkError;
+use crate::repo::hostname;
 
 pub use mark::mark;
 pub use sweep::sweep_all;
@@ -48,6 +49,10 @@ pub use sweep::sweep_all;
 /// Blobs of kept packs gathered before they are written out as an index
 /// file of their own (the last one supersedes the old index files).
 pub const KEPT_PER_INDEX: usize = 200_000;
+
+/// The default repack threshold (`--max-unused 10%`, a job's
+/// `max_unused`).
+pub const DEFAULT_MAX_UNUSED: f64 = 0.10;
 
 /// The environment variable naming a step after which prune aborts (tests
 /// of crash safety only).
@@ -194,4 +199,24 @@ pub fn prune(
         report.now = sweep::sweep_one(repo, opts, &plan, say)?;
     }
     Ok(report)
+}
+
+/// Takes a prune lock on `repo` and prunes with this host's name
+/// (`cairn prune`, `cairn forget --prune` and the maintenance of
+/// `cairn run`). The lock is released when the prune ends.
+pub fn prune_locked(
+    repo: &Repository,
+    max_unused: f64,
+    dry_run: bool,
+    say: &mut dyn FnMut(&str),
+) -> Result<PruneReport, PruneError> {
+    let host = hostname();
+    let lock = repo.lock(&host, cairn_store::lock::PRUNE, false)?;
+    let opts = PruneOptions {
+        max_unused,
+        dry_run,
+        hostname: host,
+        own_lock: Some(LockHolder::of(lock.info())),
+    };
+    prune(repo, &opts, say)
 }

@@ -8,6 +8,8 @@ pub mod target;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+pub mod browser;
+
 /// A scratch directory holding `repo`, `cache` and the password file `pw`.
 pub struct Env {
     dir: tempfile::TempDir,
@@ -83,9 +85,7 @@ pub fn sftp_server() -> Option<(String, String, String)> {
     ) {
         (Some(url), Some(key), Some(known)) => Some((url, key, known)),
         _ => {
-            let required = ["CAIRN_REQUIRE_SERVERS", "CI"]
-                .iter()
-                .any(|n| std::env::var(n).is_ok_and(|v| !v.is_empty() && v != "0"));
+            let required = servers_required();
             let msg = "the SFTP test server is not configured; start it with \
                        eval \"$(scripts/test-servers/sftp.sh start)\"";
             assert!(
@@ -96,6 +96,14 @@ pub fn sftp_server() -> Option<(String, String, String)> {
             None
         }
     }
+}
+
+/// Whether a test whose server or tool is missing must fail rather than
+/// skip: CAIRN_REQUIRE_SERVERS or CI is set (and not "0").
+pub fn servers_required() -> bool {
+    ["CAIRN_REQUIRE_SERVERS", "CI"]
+        .iter()
+        .any(|n| std::env::var(n).is_ok_and(|v| !v.is_empty() && v != "0"))
 }
 
 /// `out` of `cairn args`, after failing the test (with its stderr) unless
