@@ -321,7 +321,8 @@ mod tests {
             threads: 2,
             ..Default::default()
         };
-        let summary = backup_files(&repo, &chunker, &[src.clone()], None, &opts).unwrap();
+        let summary =
+            backup_files(&repo, &chunker, std::slice::from_ref(&src), None, &opts).unwrap();
         repo.flush().unwrap();
 
         let prefix = src
