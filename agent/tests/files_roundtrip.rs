@@ -418,7 +418,7 @@ fn files_that_shrink_or_grow_while_read_are_warnings_stored_as_read() {
         after_open: Some(Arc::new(|p: &Path| {
             use std::io::Write;
             let name = p.file_name().unwrap().to_str().unwrap();
-            let f = fs::OpenOptions::new().write(true).append(true).open(p);
+            let f = fs::OpenOptions::new().append(true).open(p);
             match (name, f) {
                 ("shrinks", Ok(f)) => f.set_len(70_000).unwrap(),
                 ("empties", Ok(f)) => f.set_len(0).unwrap(),

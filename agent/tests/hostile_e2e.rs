@@ -212,19 +212,13 @@ fn assert_refused(case: &str, site: &Site, needle: &[&str]) {
     );
     for snap in ["latest", "--tag=first"] {
         let target = site.path(&format!("restored-{}", snap.trim_start_matches("--")));
-        let args: Vec<&str> = if snap == "latest" {
-            vec!["restore", "latest", "--target", target.to_str().unwrap()]
+        let target = target.to_str().unwrap();
+        let args: &[&str] = if snap == "latest" {
+            &["restore", "latest", "--target", target]
         } else {
-            vec![
-                "restore",
-                "--tag",
-                "first",
-                "latest",
-                "--target",
-                target.to_str().unwrap(),
-            ]
+            &["restore", "--tag", "first", "latest", "--target", target]
         };
-        let out = site.cairn(&args);
+        let out = site.cairn(args);
         let (code, err) = no_panic(&format!("{case}: restore {snap}"), &out);
         if code != 0 {
             assert!(
@@ -239,7 +233,7 @@ fn assert_refused(case: &str, site: &Site, needle: &[&str]) {
 fn tampered_objects_are_refused_or_reported() {
     let base = pristine();
     type Tamper = fn(&Site);
-    let cases: Vec<(&str, Tamper, &[&str])> = vec![
+    let cases: [(&str, Tamper, &[&str]); 13] = [
         (
             "data pack byte flipped",
             |s| flip_byte(&data_pack(s), 5000),

@@ -47,7 +47,7 @@ fn base64(data: &[u8]) -> String {
             .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
         for i in 0..4 {
             if i <= c.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
             } else {
                 out.push('=');
             }
@@ -159,20 +159,20 @@ fn no_secret_in_output_files_or_process_arguments() {
 
     let mut outputs: Vec<(String, Output)> = Vec::new();
     for (repo, raw) in [("pw-repo", false), ("raw-repo", true)] {
-        let steps: Vec<Vec<&str>> = vec![
-            vec!["init", "--kdf-memory", "8", "--json", "-v"],
-            vec!["backup", "--json", "-v", &src_s],
-            vec!["backup", "-v", &src_s],
-            vec!["snapshots", "--json", "-v"],
-            vec!["restore", "latest", "--json", "-v", "--target", &restored_s],
-            vec!["check", "--read-data", "--json", "-v"],
-            vec!["check", "-v"],
-            vec!["key", "add", "--kdf-memory", "8", "--json", "-v"],
-            vec!["key", "list", "--json", "-v"],
-            vec!["key", "list", "-v"],
+        let steps: [&[&str]; 10] = [
+            &["init", "--kdf-memory", "8", "--json", "-v"],
+            &["backup", "--json", "-v", &src_s],
+            &["backup", "-v", &src_s],
+            &["snapshots", "--json", "-v"],
+            &["restore", "latest", "--json", "-v", "--target", &restored_s],
+            &["check", "--read-data", "--json", "-v"],
+            &["check", "-v"],
+            &["key", "add", "--kdf-memory", "8", "--json", "-v"],
+            &["key", "list", "--json", "-v"],
+            &["key", "list", "-v"],
         ];
         for args in steps {
-            let out = site.run(repo, raw, &args);
+            let out = site.run(repo, raw, args);
             assert!(
                 out.status.success(),
                 "{repo}: cairn {args:?}: {}",
