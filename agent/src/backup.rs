@@ -164,6 +164,7 @@ fn backup_disks(repo: &Repository, req: &BackupRequest, host: &str) -> anyhow::R
     };
     let mut total = DiskBackupStats::default();
     let mut disks = Vec::new();
+    let mut warnings = Vec::new();
     for path in &req.paths {
         let progress = Progress::new(
             req.progress,
@@ -190,6 +191,13 @@ fn backup_disks(repo: &Repository, req: &BackupRequest, host: &str) -> anyhow::R
                 image.name
             );
         }
+        if let Some(first) = stats.first_unreadable {
+            warnings.push(format!(
+                "{}: {} bytes could not be read (media errors, the first at offset {first}); they are stored as zeros",
+                path.display(),
+                stats.bytes_unreadable
+            ));
+        }
         set.disks.push(image.clone());
         total.add(&stats);
         disks.push((image, stats));
@@ -204,13 +212,13 @@ fn backup_disks(repo: &Repository, req: &BackupRequest, host: &str) -> anyhow::R
         chunks: total.chunks,
         chunks_new: total.chunks_new,
         files: 0,
-        errors: 0,
+        errors: warnings.len() as u64,
         duration_ms: 0,
     };
     Ok(Content {
         root: saved.id,
         stats,
-        warnings: Vec::new(),
+        warnings,
         parent: parent.map(|p| p.0),
         disks,
     })
@@ -237,6 +245,7 @@ fn backup_files(repo: &Repository, req: &BackupRequest, host: &str) -> anyhow::R
         exclude_caches: req.exclude_caches,
         threads: threads(req.threads),
         before_read: None,
+        after_open: None,
     };
     let summary = files_backup::backup_files(repo, &chunker, &paths, parent.map(|p| p.1), &opts)?;
     let stats = SnapshotStats {

@@ -305,7 +305,14 @@ pub fn read_page(repo: &Repository, page: &Id, level: u8) -> Result<Vec<PageItem
             reason: "too many levels".into(),
         });
     }
-    Ok(parse_page(page, &repo.load_blob(page)?, level)?
+    decode_page(page, &repo.load_blob(page)?, level)
+}
+
+/// Parses the stored bytes of page `page`, expected at `level` of its list
+/// (no repository needed: the fuzz target `agent_metadata` calls it on
+/// hostile bytes).
+pub fn decode_page(page: &Id, bytes: &[u8], level: u8) -> Result<Vec<PageItem>, ListError> {
+    Ok(parse_page(page, bytes, level)?
         .into_iter()
         .map(|e| match e {
             PageEntry::Extent(x) => PageItem::Extent(x),

@@ -34,6 +34,7 @@ use thiserror::Error;
 use crate::chunklist::{Extent, ListError, ListReader, ListRoot, ListWriter};
 use crate::disk_cut::{Cut, Cutter, Known};
 use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_new_chunk};
+use crate::disk_read::{ReadAt, Unreadable, read_tolerant};
 use crate::fetch::{MAX_GAP, MAX_READ, load_grouped, locate};
 use crate::parallel::{on_threads, split_by_bytes};
 
@@ -49,7 +50,12 @@ pub struct DiskSet {
 impl DiskSet {
     /// Loads and parses the root blob of a disk snapshot.
     pub fn load(repo: &Repository, root: &Id) -> Result<DiskSet, DiskError> {
-        serde_json::from_slice(&repo.load_blob(root)?).map_err(|e| {
+        DiskSet::decode(root, &repo.load_blob(root)?)
+    }
+
+    /// Parses the root blob `root` of a disk snapshot from its bytes.
+    pub fn decode(root: &Id, bytes: &[u8]) -> Result<DiskSet, DiskError> {
+        serde_json::from_slice(bytes).map_err(|e| {
             DiskError::List(ListError::Damaged {
                 page: *root,
                 reason: format!("the disk set does not parse: {e}"),
@@ -93,6 +99,11 @@ pub struct DiskBackupStats {
     pub chunks_patched: u64,
     /// Bytes of an image file's holes, known to be zero without reading.
     pub bytes_in_holes: u64,
+    /// Bytes that could not be read (media errors), stored as zeros
+    /// (see [`crate::disk_read`]).
+    pub bytes_unreadable: u64,
+    /// Offset of the first unreadable byte, if any.
+    pub first_unreadable: Option<u64>,
 }
 
 /// Counters of one disk restore.
@@ -226,6 +237,22 @@ fn backup_disk_windowed(
     progress: &(dyn Fn(u64) + Sync),
     window: usize,
 ) -> Result<(DiskImage, DiskBackupStats), DiskError> {
+    backup_disk_reading(repo, chunker, path, parent, threads, progress, window, None)
+}
+
+/// [`backup_disk_windowed`] reading through `reader` when given instead of
+/// the opened file (tests put a failing reader there).
+#[allow(clippy::too_many_arguments, reason = "test seams of one function")]
+fn backup_disk_reading(
+    repo: &Repository,
+    chunker: &Chunker,
+    path: &Path,
+    parent: Option<&DiskImage>,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+    window: usize,
+    reader: Option<&dyn ReadAt>,
+) -> Result<(DiskImage, DiskBackupStats), DiskError> {
     let mut file = File::open(path).map_err(|e| io_err(path, "open", e))?;
     let (size, sector_size) = source_geometry(&mut file, path)?;
     let name = disk_name(path);
@@ -235,6 +262,8 @@ fn backup_disk_windowed(
         advise_sequential(&file);
         let source = Source {
             file: &file,
+            reader: reader.unwrap_or(&file),
+            unreadable: Mutex::new(Unreadable::default()),
             path,
             size,
             window,
@@ -252,6 +281,9 @@ fn backup_disk_windowed(
             &mut stats,
             progress,
         )?;
+        let bad = *lock(&source.unreadable);
+        stats.bytes_unreadable = bad.bytes;
+        stats.first_unreadable = bad.first;
     }
     stats.bytes_stored += writer.stored_new;
     let extents = writer.finish()?;
@@ -272,6 +304,10 @@ fn backup_disk_windowed(
 /// SIGBUS that kills the process.
 struct Source<'a> {
     file: &'a File,
+    /// Where the bytes are read from: the file, or a test's wrapper.
+    reader: &'a dyn ReadAt,
+    /// What could not be read (stored as zeros).
+    unreadable: Mutex<Unreadable>,
     path: &'a Path,
     size: u64,
     /// Bytes per read window (at least four maximum chunks).
@@ -329,24 +365,11 @@ impl Source<'_> {
         Some((data, hole.max(data + 1).min(end)))
     }
 
-    /// Fills `buf` from `offset`, short only at the end of the source.
+    /// Fills `buf` from `offset`, short only at the end of the source;
+    /// bad sectors are read past (see [`crate::disk_read`]).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, DiskError> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(io_err(
-                        self.path,
-                        &format!("read at offset {}", offset + done as u64),
-                        e,
-                    ));
-                }
-            }
-        }
-        Ok(done)
+        read_tolerant(self.reader, buf, offset, &self.unreadable)
+            .map_err(|(at, e)| io_err(self.path, &format!("read at offset {at}"), e))
     }
 }
 
@@ -734,6 +757,8 @@ impl DiskBackupStats {
         self.bytes_zero += b.bytes_zero;
         self.chunks_patched += b.chunks_patched;
         self.bytes_in_holes += b.bytes_in_holes;
+        self.bytes_unreadable += b.bytes_unreadable;
+        self.first_unreadable = self.first_unreadable.or(b.first_unreadable);
     }
 }
 
@@ -1092,6 +1117,74 @@ fn verify_disk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_error_in_the_middle_is_stored_as_zeros_and_the_rest_restores() {
+        use crate::disk_read::tests::{Failing, byte};
+        let repo = crate::chunklist::tests::test_repo();
+        let chunker = crate::repo::chunker_for(&repo, true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let len = 3u64 << 20;
+        // The file gives the size; the bytes come from the failing reader,
+        // which answers EIO for 5000 bytes in the middle of the disk.
+        std::fs::write(&path, vec![1u8; len as usize]).unwrap();
+        let bad = 1_500_000..1_505_000;
+        let failing = Failing {
+            len,
+            bad: bad.clone(),
+            other: None,
+        };
+        let (image, stats) = backup_disk_reading(
+            &repo,
+            &chunker,
+            &path,
+            None,
+            2,
+            &|_| {},
+            1 << 20,
+            Some(&failing),
+        )
+        .unwrap();
+        // Zeros from the first failing byte to the end of the 4 KiB block
+        // after the last one.
+        let zeroed = 1_500_000..1_507_328;
+        assert_eq!(stats.first_unreadable, Some(zeroed.start));
+        assert_eq!(stats.bytes_unreadable, zeroed.end - zeroed.start);
+        assert_eq!(image.size, len);
+        repo.flush().unwrap();
+        let out = dir.path().join("restored");
+        let opts = DiskRestoreOptions {
+            threads: 2,
+            verify: true,
+        };
+        restore_disk(&repo, &image, &out, &opts, &|_| {}).unwrap();
+        let restored = std::fs::read(&out).unwrap();
+        assert_eq!(restored.len() as u64, len);
+        for (i, &b) in restored.iter().enumerate() {
+            let i = i as u64;
+            let want = if zeroed.contains(&i) { 0 } else { byte(i) };
+            assert_eq!(b, want, "byte {i}");
+        }
+        // Any other error still aborts, naming the offset.
+        let gone = Failing {
+            len,
+            bad,
+            other: Some(libc::ENODEV),
+        };
+        let err = backup_disk_reading(
+            &repo,
+            &chunker,
+            &path,
+            None,
+            2,
+            &|_| {},
+            1 << 20,
+            Some(&gone),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("offset 1500000"), "{err}");
+    }
 
     #[test]
     fn windowed_reading_cuts_like_the_whole_disk_at_once() {

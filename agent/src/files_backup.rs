@@ -82,6 +82,10 @@ pub struct FileBackupOptions {
     pub threads: usize,
     /// Test hook, see [`ReadHook`].
     pub before_read: Option<ReadHook>,
+    /// Test hook called with a file's path after a worker has opened and
+    /// examined it, just before reading it (tests shrink or grow the file
+    /// there: a change while it is read, at a known point).
+    pub after_open: Option<ReadHook>,
 }
 
 impl std::fmt::Debug for FileBackupOptions {
@@ -286,6 +290,7 @@ pub fn backup_files(
         repo,
         chunker,
         hook: opts.before_read.clone(),
+        after_open: opts.after_open.clone(),
         abort: &abort,
     };
     std::thread::scope(|scope| {
@@ -830,6 +835,7 @@ struct WorkerCtx<'a> {
     repo: &'a Repository,
     chunker: &'a Chunker,
     hook: Option<ReadHook>,
+    after_open: Option<ReadHook>,
     abort: &'a AtomicBool,
 }
 
@@ -899,6 +905,9 @@ fn read_file<'c>(
         Ok(_) => return Ok(omitted(path, "no longer a regular file".into())),
         Err(e) => return Ok(omitted(path, format!("cannot examine: {e}"))),
     };
+    if let Some(hook) = &ctx.after_open {
+        hook(path);
+    }
     let mut sink = ChunkSink::new(ctx.repo);
     let read = if before.len() <= SMALL_FILE {
         read_small(ctx.chunker, file, buf, &mut sink)

@@ -637,6 +637,8 @@ enum WriteError {
     Length(Id),
     #[error("content differs")]
     Mismatch,
+    #[error("the extents add up to more than 2^64 bytes")]
+    Overflow,
 }
 
 impl From<cairn_store::Error> for WriteError {
@@ -660,13 +662,13 @@ fn write_content(repo: &Repository, file: &File, content: &Content) -> Result<u6
     content.for_each_extent(repo, |e| {
         if let Some(id) = e.blob {
             batch.push((offset, id, e.len));
-            batch_bytes += e.len;
+            batch_bytes = batch_bytes.saturating_add(e.len);
             if batch_bytes >= FETCH_BATCH_BYTES || batch.len() >= FETCH_BATCH_BLOBS {
                 written += write_batch(repo, file, &std::mem::take(&mut batch))?;
                 batch_bytes = 0;
             }
         }
-        offset += e.len;
+        offset = offset.checked_add(e.len).ok_or(WriteError::Overflow)?;
         Ok::<(), WriteError>(())
     })?;
     written += write_batch(repo, file, &batch)?;
@@ -718,22 +720,28 @@ fn write_batch(
 }
 
 /// Whether `file` holds exactly `content` (hashing each extent).
+///
+/// Memory stays bounded whatever lengths a (hostile) tree claims: a blob
+/// extent is read only when its length is the blob's real length (from
+/// the index), and a hole is compared in pieces of [`ZERO_PIECE`] bytes.
 fn content_matches(repo: &Repository, file: &File, content: &Content) -> Result<bool, WriteError> {
     let mut offset = 0u64;
     let mut buf = Vec::new();
     let matched = content.for_each_extent(repo, |e| {
-        let len = usize::try_from(e.len).map_err(|_| WriteError::Mismatch)?;
-        buf.resize(len, 0);
-        file.read_exact_at(&mut buf, offset)
-            .map_err(|err| match err.kind() {
-                io::ErrorKind::UnexpectedEof => WriteError::Mismatch,
-                _ => WriteError::Io(err),
-            })?;
         let same = match e.blob {
-            Some(id) => repo.blob_id(&buf) == id,
-            None => buf.iter().all(|&b| b == 0),
+            Some(id) => {
+                let real = repo.locate_blob(&id)?.map(|(_, entry)| entry.raw_len);
+                if real.map(u64::from) != Some(e.len) {
+                    return Err(WriteError::Mismatch);
+                }
+                let len = usize::try_from(e.len).map_err(|_| WriteError::Mismatch)?;
+                buf.resize(len, 0);
+                read_exact_or_mismatch(file, &mut buf, offset)?;
+                repo.blob_id(&buf) == id
+            }
+            None => is_zero_run(file, offset, e.len, &mut buf)?,
         };
-        offset += e.len;
+        offset = offset.checked_add(e.len).ok_or(WriteError::Mismatch)?;
         if same {
             Ok(())
         } else {
@@ -745,6 +753,45 @@ fn content_matches(repo: &Repository, file: &File, content: &Content) -> Result<
         Err(WriteError::Mismatch) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Bytes of a hole compared at once.
+const ZERO_PIECE: u64 = 1 << 20;
+
+/// Whether `len` bytes of `file` from `offset` are all zero: the file's
+/// holes are skipped (`SEEK_DATA`), its data read in pieces of at most
+/// [`ZERO_PIECE`] bytes.
+fn is_zero_run(file: &File, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<bool, WriteError> {
+    let mut done = 0u64;
+    while done < len {
+        match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(offset + done)) {
+            // Only a hole from here to the end of the file.
+            Err(rustix::io::Errno::NXIO) => return Ok(true),
+            Ok(data) if data > offset + done => {
+                done = (data - offset).min(len);
+                continue;
+            }
+            // At data, or the file system cannot tell: read.
+            _ => {}
+        }
+        let n = (len - done).min(ZERO_PIECE) as usize;
+        buf.resize(n, 0);
+        read_exact_or_mismatch(file, buf, offset + done)?;
+        if !crate::disk::is_zero(buf) {
+            return Ok(false);
+        }
+        done += n as u64;
+    }
+    Ok(true)
+}
+
+/// `read_exact_at`, with a file too short being a mismatch, not an error.
+fn read_exact_or_mismatch(file: &File, buf: &mut [u8], offset: u64) -> Result<(), WriteError> {
+    file.read_exact_at(buf, offset)
+        .map_err(|err| match err.kind() {
+            io::ErrorKind::UnexpectedEof => WriteError::Mismatch,
+            _ => WriteError::Io(err),
+        })
 }
 
 /// Makes a hardlink `parent/name` to the snapshot path `node.link`.

@@ -21,6 +21,7 @@ pub mod copy;
 pub mod disk;
 pub mod disk_cut;
 pub mod disk_patch;
+pub mod disk_read;
 pub mod exit;
 pub mod export;
 pub mod fetch;

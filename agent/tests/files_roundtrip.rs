@@ -398,6 +398,62 @@ fn vanished_file_is_a_warning_and_the_backup_completes() {
     assert!(!inside(&out, &src.join("gone")).exists());
 }
 
+/// Files that shrink or grow between being opened (their size taken) and
+/// being read: deterministic, through the `after_open` hook. Each is a
+/// warning ("changed while being read"), stored as read; the backup
+/// completes and everything else restores.
+#[test]
+fn files_that_shrink_or_grow_while_read_are_warnings_stored_as_read() {
+    let env = env();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    let small = data(1, 200_000);
+    let large = data(2, 3 << 20);
+    fs::write(src.join("stays"), data(3, 500_000)).unwrap();
+    fs::write(src.join("shrinks"), &small).unwrap();
+    fs::write(src.join("grows"), &large).unwrap();
+    fs::write(src.join("empties"), &small).unwrap();
+    let opts = FileBackupOptions {
+        threads: 2,
+        after_open: Some(Arc::new(|p: &Path| {
+            use std::io::Write;
+            let name = p.file_name().unwrap().to_str().unwrap();
+            let f = fs::OpenOptions::new().append(true).open(p);
+            match (name, f) {
+                ("shrinks", Ok(f)) => f.set_len(70_000).unwrap(),
+                ("empties", Ok(f)) => f.set_len(0).unwrap(),
+                ("grows", Ok(mut f)) => f.write_all(&[7u8; 100_000]).unwrap(),
+                _ => {}
+            }
+        })),
+        ..Default::default()
+    };
+    let s = env.backup_with(std::slice::from_ref(&src), None, &opts);
+    let mut warned: Vec<_> = s
+        .warnings
+        .iter()
+        .map(|w| {
+            assert!(w.message.contains("changed while being read"), "{w:?}");
+            w.path.file_name().unwrap().to_str().unwrap().to_string()
+        })
+        .collect();
+    warned.sort();
+    assert_eq!(warned, ["empties", "grows", "shrinks"]);
+    assert_eq!(s.files, 4);
+    let out = env.path("out");
+    let r = env.restore(s.root, &out, &[], true);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let got = |n: &str| fs::read(inside(&out, &src.join(n))).unwrap();
+    assert_eq!(got("stays"), data(3, 500_000));
+    // As read: what was there when the read happened.
+    assert_eq!(got("shrinks"), &small[..70_000]);
+    assert!(got("empties").is_empty());
+    let grown = got("grows");
+    assert!(grown.len() >= large.len(), "{}", grown.len());
+    assert_eq!(&grown[..large.len()], &large[..]);
+    assert!(grown[large.len()..].iter().all(|&b| b == 7));
+}
+
 #[test]
 fn excludes_and_cache_dirs_are_left_out() {
     let env = env();
