@@ -7,13 +7,15 @@
 
 pub mod clock;
 pub mod conformance;
+pub mod crashpoint;
 pub mod faults;
 pub mod local;
 pub mod memory;
 pub mod retry;
 pub mod throttle;
 
-pub use faults::{FaultPlan, FaultyBackend};
+pub use crashpoint::{CrashingBackend, OpRecorder};
+pub use faults::{FaultPlan, FaultSpecError, FaultyBackend};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 pub use retry::{RetryBackend, RetryPolicy, RetryStats};
