@@ -14,95 +14,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Env, fill, same_tree, sftp_server};
-
-/// Where the repository is and how to reach it.
-struct Target {
-    env: Env,
-    repo: String,
-    vars: Vec<(String, String)>,
-}
-
-impl Target {
-    fn local() -> Target {
-        let env = Env::new();
-        let repo = env.path("repo").to_str().unwrap().to_string();
-        Target {
-            env,
-            repo,
-            vars: Vec::new(),
-        }
-    }
-
-    fn sftp() -> Option<Target> {
-        let (base, key, known) = sftp_server()?;
-        let unique = format!(
-            "prune-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        Some(Target {
-            env: Env::new(),
-            repo: format!("{}/{unique}", base.trim_end_matches('/')),
-            vars: vec![
-                ("CAIRN_SFTP_KEY_FILE".into(), key),
-                ("CAIRN_SFTP_KNOWN_HOSTS".into(), known),
-                ("CAIRN_SFTP_NO_AGENT".into(), "1".into()),
-            ],
-        })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        cmd.args(args)
-            .env("CAIRN_REPO", &self.repo)
-            .env("CAIRN_PASSWORD_FILE", self.env.path("pw"))
-            .env("CAIRN_CACHE_DIR", self.env.path("cache"))
-            .env_remove("CAIRN_PASSWORD_COMMAND")
-            .env_remove("CAIRN_KEY_FILE")
-            .env_remove("CAIRN_TEST_CRASH_AFTER");
-        for (k, v) in &self.vars {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        common::succeeded(args, self.command(args).output().unwrap())
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_slice(&self.ok(args).stdout).unwrap()
-    }
-
-    /// Snapshot ids by their first tag.
-    fn snapshots_by_tag(&self) -> BTreeMap<String, String> {
-        self.json(&["snapshots", "--json"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                (
-                    s["tags"][0].as_str().unwrap_or("").to_string(),
-                    s["id"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// Runs check and fails unless it is clean; returns its report.
-    fn check_clean(&self) -> serde_json::Value {
-        let report = self.json(&["check", "--json", "-q"]);
-        assert_eq!(report["problems_total"], 0, "{report}");
-        report
-    }
-}
+use common::target::Target;
+use common::{fill, same_tree};
 
 const IMAGE_MIB: usize = 12;
 
@@ -199,7 +115,7 @@ fn a_week_of_disk_snapshots_forgotten_and_pruned_restores_on_a_local_target() {
 
 #[test]
 fn a_week_of_disk_snapshots_forgotten_and_pruned_restores_over_sftp() {
-    if let Some(t) = Target::sftp() {
+    if let Some(t) = Target::sftp("prune") {
         week_of_disk_snapshots(&t);
     }
 }
@@ -339,15 +255,7 @@ fn a_prune_killed_after_any_step_leaves_a_clean_repository_and_reruns() {
         "sweep-delete",
     ] {
         // A copy of the repository per step, with the same source path.
-        let t = Target::local();
-        let copy = Command::new("cp")
-            .arg("-a")
-            .arg(base.env.path("repo"))
-            .arg(t.env.path("repo"))
-            .status()
-            .unwrap();
-        assert!(copy.success());
-        std::fs::copy(base.env.path("pw"), t.env.path("pw")).unwrap();
+        let t = base.copy_local(&["repo"]);
 
         let out = t
             .command(&["prune", "-q", "--max-unused", "0%"])
