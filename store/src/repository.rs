@@ -241,6 +241,10 @@ thread_local! {
 /// ~3 GB/s on random data).
 const PROBE_LEVEL: i32 = -5;
 
+/// How many times a content-named object whose bytes do not match its name
+/// is read again before it is reported damaged (see `read_verified`).
+const REREADS: usize = 5;
+
 /// Whether `data` is worth compressing: blobs of 8 KiB and more are probed
 /// with a fast zstd pass over a sample from their middle (a quarter of the
 /// blob, at most 4 KiB), and given up on when the sample does not shrink by
@@ -512,15 +516,27 @@ impl Repository {
     }
 
     /// Reads a content-named object and checks its bytes against its name.
+    ///
+    /// Bytes that do not match are read again: a transfer cut short or
+    /// garbled on the way (a target can end a reply early without an
+    /// error) comes back different, and a later read may match. Only the
+    /// same wrong bytes twice (or [`REREADS`] mismatches) are damage.
     fn read_verified(&self, handle: &Handle, id: &Id) -> Result<Vec<u8>> {
-        let bytes = self.backend.read(handle)?;
-        if Id::of_object(&bytes) != *id {
-            return Err(Error::corrupt(
-                handle.to_string(),
-                "content does not match its name (damaged or replaced)",
-            ));
+        let mut previous: Option<Vec<u8>> = None;
+        for _ in 0..=REREADS {
+            let bytes = self.backend.read(handle)?;
+            if Id::of_object(&bytes) == *id {
+                return Ok(bytes);
+            }
+            if previous.as_ref() == Some(&bytes) {
+                break;
+            }
+            previous = Some(bytes);
         }
-        Ok(bytes)
+        Err(Error::corrupt(
+            handle.to_string(),
+            "content does not match its name (damaged or replaced)",
+        ))
     }
 
     /// The dedup set, for reading (a poisoned lock still holds valid data:
