@@ -212,6 +212,21 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// The target has no space left for a write (a full disk or share).
+    #[error(
+        "{op} {object}: the target has no space left ({source}); free space on it \
+         (forget old snapshots, then run cairn prune) or move the repository to a \
+         larger target, then run the command again"
+    )]
+    NoSpace {
+        /// What was being done.
+        op: &'static str,
+        /// The object or file.
+        object: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Any other failure reported by a target's service.
     #[error("{op} {object}: {message}")]
     Service {
