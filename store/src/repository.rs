@@ -375,11 +375,18 @@ impl Repository {
             location: backend.location(),
             reason: reason.to_string(),
         };
-        let bytes = match backend.read(&Handle::config()) {
+        let mut bytes = match backend.read(&Handle::config()) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(not_repo("it has no config")),
             Err(e) => return Err(e.into()),
         };
+        if ObjectHeader::decode(&bytes, ObjectKind::Config, "config").is_err() {
+            // Before calling it damaged: was the transfer cut short?
+            let info = backend.stat(&Handle::config())?;
+            if (bytes.len() as u64) < info.size {
+                bytes = crate::backend::read_listed(backend, &info)?;
+            }
+        }
         if bytes.get(..6) != Some(&crate::object::MAGIC[..]) {
             return Err(not_repo("its config is not a cairn config"));
         }
@@ -398,7 +405,7 @@ impl Repository {
         }
         let mut last_corrupt = None;
         for info in &key_files {
-            let bytes = backend.read(&info.handle)?;
+            let bytes = crate::backend::read_listed(backend, info)?;
             let name = info.handle.to_string();
             let parsed = KeyFile::parse(&bytes, &name).and_then(|kf| kf.unlock(credential, &name));
             match parsed {
@@ -1562,7 +1569,7 @@ impl Repository {
             let Ok(id) = info.handle.name.parse::<Id>() else {
                 continue;
             };
-            let bytes = match self.backend.read(&info.handle) {
+            let bytes = match crate::backend::read_listed(self.backend.as_ref(), &info) {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
