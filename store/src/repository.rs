@@ -375,18 +375,16 @@ impl Repository {
             location: backend.location(),
             reason: reason.to_string(),
         };
-        let mut bytes = match backend.read(&Handle::config()) {
+        // Its size first, so that a transfer cut short is read again
+        // instead of passing for a damaged config.
+        let bytes = match backend
+            .stat(&Handle::config())
+            .and_then(|info| crate::backend::read_listed(backend, &info))
+        {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(not_repo("it has no config")),
             Err(e) => return Err(e.into()),
         };
-        if ObjectHeader::decode(&bytes, ObjectKind::Config, "config").is_err() {
-            // Before calling it damaged: was the transfer cut short?
-            let info = backend.stat(&Handle::config())?;
-            if (bytes.len() as u64) < info.size {
-                bytes = crate::backend::read_listed(backend, &info)?;
-            }
-        }
         if bytes.get(..6) != Some(&crate::object::MAGIC[..]) {
             return Err(not_repo("its config is not a cairn config"));
         }
