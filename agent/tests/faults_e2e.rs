@@ -72,6 +72,7 @@ impl Tally {
             names_op && names_object,
             "cairn {args:?}: the error names no operation and object: {error}"
         );
+        eprintln!("clean failure of cairn {args:?}: {error}");
         self.failed_cleanly += 1;
         false
     }
