@@ -69,7 +69,7 @@ impl Operation<'_> {
         all
     }
 
-    fn tags<'m>(map: &'m BTreeMap<String, Content>) -> Vec<&'m str> {
+    fn tags(map: &BTreeMap<String, Content>) -> Vec<&str> {
         map.keys().map(String::as_str).collect()
     }
 
