@@ -45,6 +45,7 @@ pub mod source;
 pub mod stats;
 pub mod synth;
 pub mod target_opts;
+pub mod test_hooks;
 pub mod tree;
 pub mod tree_cursor;
 pub mod treediff;

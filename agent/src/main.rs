@@ -24,6 +24,11 @@ fn main() -> ExitCode {
     // Command-line errors exit here with code 2, --help and --version with 0.
     let cli = Cli::parse();
     let name = cli.command.name();
+    // Test-only hooks (docs/reliability.md): a bad value is an error.
+    if let Err(err) = cairn::test_hooks::install_from_env() {
+        eprintln!("error: {err}");
+        return ExitCode::from(exit::FAILURE);
+    }
     match cli.command.run() {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(err) => {

@@ -49,10 +49,12 @@ impl Default for TargetOptions {
 
 /// Wraps a freshly opened target with the options: retries outside, the
 /// bandwidth caps inside (so a retried upload is paid for again, as its
-/// bytes are sent again). Without caps and with no retries, `inner` comes
+/// bytes are sent again), and innermost the test hooks, if a test set any
+/// ([`crate::test_hooks`]). Without caps, hooks and retries, `inner` comes
 /// back as it was.
 pub fn wrap_backend(inner: Arc<dyn Backend>, opts: &TargetOptions) -> Arc<dyn Backend> {
-    wrap_backend_on(inner, opts, Arc::new(SystemClock::new()))
+    let hooked = crate::test_hooks::wrap(inner);
+    wrap_backend_on(hooked, opts, Arc::new(SystemClock::new()))
 }
 
 /// [`wrap_backend`] on a given clock (virtual time in tests).

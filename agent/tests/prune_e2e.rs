@@ -255,15 +255,7 @@ fn a_prune_killed_after_any_step_leaves_a_clean_repository_and_reruns() {
         "sweep-delete",
     ] {
         // A copy of the repository per step, with the same source path.
-        let t = Target::local();
-        let copy = Command::new("cp")
-            .arg("-a")
-            .arg(base.env.path("repo"))
-            .arg(t.env.path("repo"))
-            .status()
-            .unwrap();
-        assert!(copy.success());
-        std::fs::copy(base.env.path("pw"), t.env.path("pw")).unwrap();
+        let t = base.copy_local(&["repo"]);
 
         let out = t
             .command(&["prune", "-q", "--max-unused", "0%"])

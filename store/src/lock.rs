@@ -132,7 +132,7 @@ pub fn list_locks(backend: &dyn Backend, keys: &MasterKeys) -> Result<Vec<(Id, R
         let Ok(id) = info.handle.name.parse::<Id>() else {
             continue;
         };
-        match backend.read(&info.handle) {
+        match crate::backend::read_listed(backend, &info) {
             Ok(bytes) => out.push((id, LockInfo::open(&bytes, keys, &info.handle.to_string()))),
             // Released between list and read.
             Err(e) if e.is_not_found() => {}

@@ -243,6 +243,10 @@ thread_local! {
 /// ~3 GB/s on random data).
 const PROBE_LEVEL: i32 = -5;
 
+/// How many times a content-named object whose bytes do not match its name
+/// is read again before it is reported damaged (see `read_verified`).
+const REREADS: usize = 5;
+
 /// Whether `data` is worth compressing: blobs of 8 KiB and more are probed
 /// with a fast zstd pass over a sample from their middle (a quarter of the
 /// blob, at most 4 KiB), and given up on when the sample does not shrink by
@@ -373,7 +377,12 @@ impl Repository {
             location: backend.location(),
             reason: reason.to_string(),
         };
-        let bytes = match backend.read(&Handle::config()) {
+        // Its size first, so that a transfer cut short is read again
+        // instead of passing for a damaged config.
+        let bytes = match backend
+            .stat(&Handle::config())
+            .and_then(|info| crate::backend::read_listed(backend, &info))
+        {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(not_repo("it has no config")),
             Err(e) => return Err(e.into()),
@@ -399,7 +408,7 @@ impl Repository {
         let mut last_corrupt = None;
         let mut parsed_files = Vec::with_capacity(key_files.len());
         for info in &key_files {
-            let bytes = backend.read(&info.handle)?;
+            let bytes = crate::backend::read_listed(backend, info)?;
             let id = info
                 .handle
                 .name
@@ -523,15 +532,27 @@ impl Repository {
     }
 
     /// Reads a content-named object and checks its bytes against its name.
+    ///
+    /// Bytes that do not match are read again: a transfer cut short or
+    /// garbled on the way (a target can end a reply early without an
+    /// error) comes back different, and a later read may match. Only the
+    /// same wrong bytes twice (or [`REREADS`] mismatches) are damage.
     fn read_verified(&self, handle: &Handle, id: &Id) -> Result<Vec<u8>> {
-        let bytes = self.backend.read(handle)?;
-        if Id::of_object(&bytes) != *id {
-            return Err(Error::corrupt(
-                handle.to_string(),
-                "content does not match its name (damaged or replaced)",
-            ));
+        let mut previous: Option<Vec<u8>> = None;
+        for _ in 0..=REREADS {
+            let bytes = self.backend.read(handle)?;
+            if Id::of_object(&bytes) == *id {
+                return Ok(bytes);
+            }
+            if previous.as_ref() == Some(&bytes) {
+                break;
+            }
+            previous = Some(bytes);
         }
-        Ok(bytes)
+        Err(Error::corrupt(
+            handle.to_string(),
+            "content does not match its name (damaged or replaced)",
+        ))
     }
 
     /// The dedup set, for reading (a poisoned lock still holds valid data:
@@ -1557,7 +1578,7 @@ impl Repository {
             let Ok(id) = info.handle.name.parse::<Id>() else {
                 continue;
             };
-            let bytes = match self.backend.read(&info.handle) {
+            let bytes = match crate::backend::read_listed(self.backend.as_ref(), &info) {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),

@@ -405,3 +405,48 @@ fn a_target_that_goes_away_mid_backup_then_comes_back() {
     referenced.insert(repo.locate_blob(&snapshot.root).unwrap().unwrap().0);
     assert_eq!(on_target.difference(&referenced).count() as u64, orphans);
 }
+
+#[test]
+fn whole_reads_cut_short_are_read_again_and_damage_stays_damage() {
+    let memory = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(memory.clone(), &PW, &init_options(), opts(b"w")).unwrap();
+    backup(&repo).unwrap();
+    drop(repo);
+    let packs: Vec<Id> = memory
+        .list(ObjectKind::Pack)
+        .unwrap()
+        .iter()
+        .map(|i| i.handle.name.parse().unwrap())
+        .collect();
+
+    // A third of the whole-object reads come back short, without an error.
+    // The config and key files are read once, so try seeds until they pass;
+    // packs and index files (named by their hash) are read again until
+    // their bytes match their name.
+    let (cut, repo) = (0..50)
+        .find_map(|seed| {
+            let cut = Arc::new(FaultyBackend::new(
+                memory.clone(),
+                FaultPlan::new(seed).truncate_op(Op::Read, 0.3),
+            ));
+            let repo = Repository::open(cut.clone(), &PW, opts(b"w2")).ok()?;
+            Some((cut, repo))
+        })
+        .expect("some seed opens the repository");
+    for pack in &packs {
+        repo.verify_pack(pack).unwrap();
+    }
+    assert!(cut.injected().truncations > 3, "{:?}", cut.injected());
+
+    // A damaged pack reads the same wrong bytes every time: damage.
+    let handle = cairn_store::Handle::new(ObjectKind::Pack, &packs[0]);
+    let mut bytes = memory.read(&handle).unwrap();
+    bytes[100] ^= 1;
+    memory.delete(&handle).unwrap();
+    memory.write_new(&handle, &bytes).unwrap();
+    let sound = Repository::open(memory.clone(), &PW, opts(b"w3")).unwrap();
+    assert!(matches!(
+        sound.verify_pack(&packs[0]),
+        Err(Error::Corrupt { .. })
+    ));
+}

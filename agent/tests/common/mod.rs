@@ -3,6 +3,7 @@
 //! and deterministic test data.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod data;
 pub mod target;
 
 use std::path::PathBuf;
@@ -27,15 +28,17 @@ impl Env {
     }
 
     pub fn cairn(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(args)
             .env("CAIRN_REPO", self.path("repo"))
             .env("CAIRN_PASSWORD_FILE", self.path("pw"))
             .env("CAIRN_CACHE_DIR", self.path("cache"))
             .env_remove("CAIRN_PASSWORD_COMMAND")
-            .env_remove("CAIRN_KEY_FILE")
-            .output()
-            .unwrap()
+            .env_remove("CAIRN_KEY_FILE");
+        for hook in target::TEST_HOOKS {
+            cmd.env_remove(hook);
+        }
+        cmd.output().unwrap()
     }
 
     pub fn ok(&self, args: &[&str]) -> Output {

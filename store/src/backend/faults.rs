@@ -157,6 +157,81 @@ impl FaultPlan {
     }
 }
 
+/// Why a textual fault plan was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid fault plan {spec:?}: {reason}; write comma-separated settings such as \
+     seed=7,fail=0.1,truncate=0.05,delay=0.1:50ms,landed=0.5,gone_after=100 \
+     (rates from 0 to 1)"
+)]
+pub struct FaultSpecError {
+    spec: String,
+    reason: String,
+}
+
+impl std::str::FromStr for FaultPlan {
+    type Err = FaultSpecError;
+
+    /// Parses `seed=S,fail=R,truncate=R,delay=R:D,landed=S,gone_after=N`
+    /// (every setting optional; `D` in `ms` or `s`): `fail` applies to
+    /// every operation, `truncate` to whole and ranged reads.
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let error = |reason: String| FaultSpecError {
+            spec: spec.to_string(),
+            reason,
+        };
+        let mut plan = FaultPlan::new(0);
+        for setting in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (key, value) = setting
+                .split_once('=')
+                .ok_or_else(|| error(format!("{setting:?} is not key=value")))?;
+            let rate = |v: &str| -> Result<f64, FaultSpecError> {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| error(format!("{key}: {v:?} is not a rate from 0 to 1")))
+            };
+            let whole = |v: &str| -> Result<u64, FaultSpecError> {
+                v.parse::<u64>()
+                    .map_err(|_| error(format!("{key}: {v:?} is not a whole number")))
+            };
+            plan = match key.trim() {
+                "seed" => FaultPlan {
+                    seed: whole(value)?,
+                    ..plan
+                },
+                "fail" => plan.fail(rate(value)?),
+                "truncate" => plan.truncate_reads(rate(value)?),
+                "landed" => plan.landed(rate(value)?),
+                "gone_after" => plan.gone_after(whole(value)?),
+                "delay" => {
+                    let (share, by) = value.split_once(':').ok_or_else(|| {
+                        error(format!("delay: {value:?} is not RATE:DURATION (0.1:50ms)"))
+                    })?;
+                    let by = parse_duration(by).ok_or_else(|| {
+                        error(format!(
+                            "delay: {by:?} is not a duration such as 50ms or 2s"
+                        ))
+                    })?;
+                    plan.delay(rate(share)?, by)
+                }
+                other => return Err(error(format!("unknown setting {other:?}"))),
+            };
+        }
+        Ok(plan)
+    }
+}
+
+/// `50ms` or `2s` (whole numbers).
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Some(ms) = s.strip_suffix("ms") {
+        ms.parse().ok().map(Duration::from_millis)
+    } else {
+        s.strip_suffix('s')?.parse().ok().map(Duration::from_secs)
+    }
+}
+
 /// How many faults a [`FaultyBackend`] has injected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FaultCounts {
@@ -541,5 +616,39 @@ mod tests {
         b.go_away_after(1);
         b.read(&pack(1)).unwrap();
         assert!(b.read(&pack(1)).is_err());
+    }
+
+    #[test]
+    fn plans_parse_from_text() {
+        let plan: FaultPlan = "seed=7, fail=0.1,truncate=0.05,delay=0.2:50ms,landed=1,gone_after=9"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            plan,
+            FaultPlan::new(7)
+                .fail(0.1)
+                .truncate_reads(0.05)
+                .delay(0.2, Duration::from_millis(50))
+                .landed(1.0)
+                .gone_after(9)
+        );
+        assert_eq!("".parse::<FaultPlan>().unwrap(), FaultPlan::new(0));
+        assert_eq!(
+            "delay=1:2s".parse::<FaultPlan>().unwrap().delay,
+            (1.0, Duration::from_secs(2))
+        );
+        for (bad, reason) in [
+            ("fail", "not key=value"),
+            ("fail=1.5", "not a rate"),
+            ("fail=-0.1", "not a rate"),
+            ("seed=x", "not a whole number"),
+            ("delay=0.1", "not RATE:DURATION"),
+            ("delay=0.1:50", "not a duration"),
+            ("explode=1", "unknown setting"),
+        ] {
+            let e = bad.parse::<FaultPlan>().unwrap_err().to_string();
+            assert!(e.contains(reason), "{bad}: {e}");
+            assert!(e.contains("seed=7,fail=0.1"), "{e}");
+        }
     }
 }

@@ -422,6 +422,13 @@ fn classify(op: &'static str, object: impl std::fmt::Display, e: io::Error) -> B
 
 /// An I/O error as [`BackendError::Io`], whatever its kind.
 fn io_err(op: &'static str, object: impl std::fmt::Display, e: io::Error) -> BackendError {
+    if e.kind() == io::ErrorKind::StorageFull {
+        return BackendError::NoSpace {
+            op,
+            object: object.to_string(),
+            source: e,
+        };
+    }
     BackendError::Io {
         op,
         object: object.to_string(),
@@ -435,6 +442,23 @@ mod tests {
     use crate::Id;
     use crate::backend::conformance;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_full_disk_is_reported_as_such() {
+        let e = io_err(
+            "write",
+            "/mnt/share/repo/data/ab/x",
+            io::Error::from_raw_os_error(28),
+        );
+        assert!(matches!(e, BackendError::NoSpace { .. }), "{e:?}");
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(
+            text.contains("/mnt/share/repo") && text.contains("no space left"),
+            "{text}"
+        );
+        assert!(text.contains("cairn prune"), "{text}");
+    }
 
     fn fresh() -> (tempfile::TempDir, LocalBackend) {
         let dir = tempfile::tempdir().unwrap();

@@ -7,13 +7,15 @@
 
 pub mod clock;
 pub mod conformance;
+pub mod crashpoint;
 pub mod faults;
 pub mod local;
 pub mod memory;
 pub mod retry;
 pub mod throttle;
 
-pub use faults::{FaultPlan, FaultyBackend};
+pub use crashpoint::{CrashingBackend, OpRecorder};
+pub use faults::{FaultPlan, FaultSpecError, FaultyBackend};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 pub use retry::{RetryBackend, RetryPolicy, RetryStats};
@@ -210,6 +212,21 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// The target has no space left for a write (a full disk or share).
+    #[error(
+        "{op} {object}: the target has no space left ({source}); free space on it \
+         (forget old snapshots, then run cairn prune) or move the repository to a \
+         larger target, then run the command again"
+    )]
+    NoSpace {
+        /// What was being done.
+        op: &'static str,
+        /// The object or file.
+        object: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Any other failure reported by a target's service.
     #[error("{op} {object}: {message}")]
     Service {
@@ -245,6 +262,26 @@ impl BackendError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
     }
+}
+
+/// How many times [`read_listed`] reads an object again that came back
+/// shorter than its listed size.
+pub const SHORT_REREADS: usize = 5;
+
+/// Reads a whole object whose size a listing (or a stat) gave, reading it
+/// again, up to [`SHORT_REREADS`] times, while it comes back short: a
+/// transfer cut short without an error must not pass for a damaged key
+/// file, lock or config. What comes back last is returned whatever its
+/// length; the caller's parsing judges it.
+pub fn read_listed(backend: &dyn Backend, info: &ObjectInfo) -> Result<Vec<u8>, BackendError> {
+    let mut bytes = backend.read(&info.handle)?;
+    for _ in 0..SHORT_REREADS {
+        if bytes.len() as u64 >= info.size {
+            break;
+        }
+        bytes = backend.read(&info.handle)?;
+    }
+    Ok(bytes)
 }
 
 /// A storage target holding a repository's objects.
@@ -293,6 +330,20 @@ mod tests {
             Handle::new(ObjectKind::Snapshot, &id).path(),
             format!("snapshots/{id}")
         );
+    }
+
+    #[test]
+    fn listed_objects_cut_short_are_read_again() {
+        use super::faults::{FaultPlan, FaultyBackend, Op};
+        let memory = std::sync::Arc::new(MemoryBackend::new());
+        let h = Handle::new(ObjectKind::Lock, &crate::Id([7; 32]));
+        memory.write_new(&h, &[1; 500]).unwrap();
+        let info = memory.stat(&h).unwrap();
+        let cut = FaultyBackend::new(memory, FaultPlan::new(2).truncate_op(Op::Read, 0.3));
+        for _ in 0..20 {
+            assert_eq!(read_listed(&cut, &info).unwrap().len(), 500);
+        }
+        assert!(cut.injected().truncations > 2);
     }
 
     #[test]

@@ -316,6 +316,19 @@ impl<B: Backend + ?Sized> RetryBackend<B> {
                 self.stats.ambiguous.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
+            // A read cut short proves nothing either way: look again.
+            Ok(stored) if stored.len() < data.len() && data.starts_with(&stored) => {
+                Err(BackendError::Service {
+                    op: "write",
+                    object: handle.to_string(),
+                    message: format!(
+                        "checking an interrupted write, the target returned {} of its {} bytes",
+                        stored.len(),
+                        data.len()
+                    ),
+                    transient: true,
+                })
+            }
             Ok(_) => Err(already_exists(handle)),
             // Deleted since: the next attempt writes it again.
             Err(e) if e.is_not_found() => Err(BackendError::Service {
@@ -496,6 +509,14 @@ mod tests {
         }
     }
 
+    /// A successful read one byte short when `short`.
+    fn cut_if(short: bool, mut r: Result<Vec<u8>, BackendError>) -> Result<Vec<u8>, BackendError> {
+        if let (true, Ok(bytes)) = (short, r.as_mut()) {
+            bytes.pop();
+        }
+        r
+    }
+
     impl Backend for Scripted {
         fn location(&self) -> String {
             "scripted".into()
@@ -504,17 +525,17 @@ mod tests {
             self.step("list", None, || self.store.list(kind))
         }
         fn read(&self, h: &Handle) -> Result<Vec<u8>, BackendError> {
-            self.step("read", Some(h), || self.store.read(h))
+            let short = self.next_is_short();
+            cut_if(short, self.step("read", Some(h), || self.store.read(h)))
         }
         fn read_range(&self, h: &Handle, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
             let short = self.next_is_short();
-            let mut r = self.step("read_range", Some(h), || {
-                self.store.read_range(h, offset, len)
-            });
-            if let (true, Ok(bytes)) = (short, r.as_mut()) {
-                bytes.pop();
-            }
-            r
+            cut_if(
+                short,
+                self.step("read_range", Some(h), || {
+                    self.store.read_range(h, offset, len)
+                }),
+            )
         }
         fn write_new(&self, h: &Handle, data: &[u8]) -> Result<(), BackendError> {
             self.step("write_new", Some(h), || self.store.write_new(h, data))
@@ -622,6 +643,26 @@ mod tests {
         b.write_new(&h, b"ours").unwrap();
         assert_eq!(inner.calls(), ["stat", "write_new", "write_new", "read"]);
         assert_eq!(inner.store.read(&h).unwrap(), b"ours");
+        assert_eq!(b.stats().ambiguous_resolved(), 1);
+    }
+
+    #[test]
+    fn a_short_read_back_of_a_landed_write_is_looked_at_again() {
+        let inner = Scripted::new(&[Step::Pass, Step::LandThenFail, Step::Pass, Step::Short]);
+        let (b, _) = wrap(&inner);
+        let h = pack(b"w");
+        b.write_new(&h, b"ours").unwrap();
+        assert_eq!(
+            inner.calls(),
+            [
+                "stat",
+                "write_new",
+                "write_new",
+                "read",
+                "write_new",
+                "read"
+            ]
+        );
         assert_eq!(b.stats().ambiguous_resolved(), 1);
     }
 
