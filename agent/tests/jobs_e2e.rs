@@ -563,6 +563,41 @@ fn pack_bytes(repo: &Path) -> u64 {
 }
 
 #[test]
+fn the_synth_policy_replaces_the_new_snapshot_with_a_synthetic_one() {
+    let jobs = Jobs::new();
+    jobs.configure("", "");
+    let out = jobs.run(&["run", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(jobs.status()["synthetic"].is_null(), "no policy, no synth");
+    let first = jobs.snapshots();
+
+    // a.bin replaced: of the first pack, the second snapshot uses only
+    // b.txt's few bytes, so a synth moves them. Every spread is above 0.
+    std::fs::write(jobs.path("data/a.bin"), fill(3, 300_000)).unwrap();
+    jobs.configure("synth_above = 0", "");
+    let out = jobs.run(&["run", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("replaces"),
+        "{}",
+        text(&out.stderr)
+    );
+    let status = jobs.status();
+    let synthetic = status["synthetic"].as_str().unwrap();
+    assert_eq!(status["snapshot"].as_str(), Some(synthetic), "{status}");
+    let mut expected = vec![first[0].clone(), synthetic.to_string()];
+    expected.sort();
+    let mut now = jobs.snapshots();
+    now.sort();
+    assert_eq!(now, expected, "the synthetic snapshot replaces the new one");
+    let tagged = jobs
+        .env
+        .json(&["snapshots", "--json", "--tag", "synthetic"]);
+    assert_eq!(tagged.as_array().unwrap().len(), 1, "{tagged}");
+    jobs.env.ok(&["check", "--read-data"]);
+}
+
+#[test]
 fn a_run_prunes_what_its_retention_forgot() {
     let jobs = Jobs::new();
     jobs.configure("", "[jobs.web.retention]\nkeep_last = 1\n");

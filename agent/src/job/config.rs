@@ -125,6 +125,12 @@ pub struct Job {
     /// (default 10%).
     #[serde(default, deserialize_with = "parsed_opt")]
     pub max_unused: Option<Percent>,
+    /// The synthetic-full policy: after the backup, lay the new snapshot
+    /// out again in restore order (`cairn synth`, docs/synth.md) when its
+    /// spread is above this, as `cairn backup --synth-above` does (e.g.
+    /// 1.5; absent: never).
+    #[serde(default)]
+    pub synth_above: Option<f64>,
     /// The recovery point objective: the longest a job may go without a
     /// successful backup before `cairn report` shows it red (default: see
     /// [`Job::rpo`]).
@@ -588,6 +594,9 @@ impl Job {
             (false, false) => return Err("set either paths or disks, not both: a snapshot holds files or disks; make two jobs".into()),
             _ => {}
         }
+        if self.synth_above.is_some_and(|t| !t.is_finite() || t < 0.0) {
+            return Err("synth_above must be a spread of 0 or more (1.0 is a snapshot read in one pass; 1.5 is a common threshold)".into());
+        }
         if self
             .retention
             .as_ref()
@@ -772,6 +781,16 @@ timeout = 90
         assert_eq!(j.rpo(), Duration::from_secs(26 * 3600));
         let bad = parse(&GOOD.replace("schedule = \"daily\"", "max_unused = \"150%\""));
         assert!(bad.unwrap_err().to_string().contains("between 0% and 100%"));
+    }
+
+    #[test]
+    fn the_synth_policy_parses_and_refuses_a_negative_spread() {
+        let c = parse(&GOOD.replace("schedule = \"daily\"", "synth_above = 1.5")).unwrap();
+        assert_eq!(c.job("web", Path::new("x")).unwrap().synth_above, Some(1.5));
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.job("web", Path::new("x")).unwrap().synth_above, None);
+        let bad = parse(&GOOD.replace("schedule = \"daily\"", "synth_above = -1.0"));
+        assert!(bad.unwrap_err().to_string().contains("synth_above"));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!    `snapshot_paths`), or, without a snapshot command, keep the freeze for
 //!    the backup itself; `snapshot_remove` runs after the backup whatever
 //!    happened to it;
-//! 4. the backup (the library pipeline of `cairn backup`);
+//! 4. the backup (the library pipeline of `cairn backup`), then, with
+//!    `synth_above`, `cairn synth` of the new snapshot when its spread is
+//!    above that (a failed synth is a warning: the backup is saved);
 //! 5. repository maintenance: `forget` by the job's retention, restricted
 //!    to the job's own snapshots (its host, paths and tags), so that a job
 //!    never removes another machine's snapshots in a shared repository.
@@ -26,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use cairn_store::Repository;
+use cairn_store::{Id, Repository};
 
 use super::config::{CheckSpec, Config, FreezerKind, Job, Retention};
 use super::freeze::{self, CommandFreezer, Freezer, IoctlFreezer};
@@ -39,6 +41,7 @@ use crate::exit::{self, Outcome};
 use crate::prune::{DEFAULT_MAX_UNUSED, PruneError, prune_locked};
 use crate::repo::{RepoSpec, hostname};
 use crate::select::SnapshotFilter;
+use crate::synth::{SynthOptions, synth_if_spread_above};
 use crate::target_opts::TargetOptions;
 use crate::units::{Percent, format_bytes};
 
@@ -114,6 +117,7 @@ pub fn run(config: &Config, name: &str, job: &Job) -> anyhow::Result<Outcome> {
         bytes_new: 0,
         bytes_stored: 0,
         files: 0,
+        synthetic: None,
         snapshots_forgotten: 0,
         packs_deleted: 0,
         bytes_freed: 0,
@@ -284,6 +288,7 @@ fn steps(
         s.files = done.stats.files;
         s.errors.extend(done.warnings.iter().cloned());
     });
+    let synth_failed = synth_by_policy(job, &repo, &done.id, shared);
     let maintained = maintain(job, &repo)?;
     with(shared, |s| {
         s.snapshots_forgotten = maintained.forgotten;
@@ -322,8 +327,62 @@ fn steps(
     Ok(if problems > 0 {
         Outcome::Damage(problems)
     } else {
-        Outcome::from_warnings(done.warnings.len())
+        Outcome::from_warnings(done.warnings.len() + usize::from(synth_failed))
     })
+}
+
+/// The job's synthetic-full policy (`synth_above`): lays the new snapshot
+/// out again when its spread is above the threshold. The backup is saved
+/// whatever happens here, so a failed synth is a warning, not a failure.
+/// Returns whether it failed.
+fn synth_by_policy(job: &Job, repo: &Repository, id: &Id, shared: &Mutex<RunStatus>) -> bool {
+    let Some(threshold) = job.synth_above else {
+        return false;
+    };
+    stage("synth");
+    let synthesised = repo
+        .load_snapshot(id)
+        .map_err(anyhow::Error::from)
+        .and_then(|snapshot| {
+            synth_if_spread_above(repo, id, &snapshot, threshold, &SynthOptions::default())
+                .map_err(anyhow::Error::from)
+        });
+    match synthesised {
+        // Spread out, but every pack it uses is used well enough.
+        Ok(Some(r)) if r.snapshot == *id => {
+            log_stderr(&format!(
+                "synth: spread {:.2} above {threshold}, but no pack is used little enough to move",
+                r.before.spread
+            ));
+            false
+        }
+        Ok(Some(r)) => {
+            log_stderr(&format!(
+                "synth: spread {:.2} above {threshold}: snapshot {} replaces {}",
+                r.before.spread,
+                r.snapshot.short(8),
+                id.short(8)
+            ));
+            with(shared, |s| {
+                s.snapshot = Some(r.snapshot.to_hex());
+                s.synthetic = Some(r.snapshot.to_hex());
+            });
+            false
+        }
+        Ok(None) => {
+            log_stderr(&format!("synth: spread within {threshold}, not needed"));
+            false
+        }
+        Err(e) => {
+            let message = format!(
+                "synth: the snapshot {} is saved, but laying it out again failed: {e:#}",
+                id.short(8)
+            );
+            log_stderr(&format!("warning: {message}"));
+            with(shared, |s| s.errors.push(message));
+            true
+        }
+    }
 }
 
 /// Step 3 and 4: freeze, snapshot, thaw, back up, remove the snapshot.

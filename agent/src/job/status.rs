@@ -68,6 +68,10 @@ pub struct RunStatus {
     pub bytes_stored: u64,
     /// Files in the snapshot.
     pub files: u64,
+    /// The synthetic snapshot that replaced the new one, when the job's
+    /// synth policy laid it out again (`snapshot` is then this id too).
+    #[serde(default)]
+    pub synthetic: Option<String>,
     /// Snapshots removed by the retention policy.
     pub snapshots_forgotten: u64,
     /// Packs the prune after forget deleted (0 when it did not run).
@@ -266,6 +270,7 @@ mod tests {
             bytes_new: 100,
             bytes_stored: 50,
             files: 3,
+            synthetic: None,
             snapshots_forgotten: 0,
             packs_deleted: 0,
             bytes_freed: 0,

@@ -221,6 +221,7 @@ mod tests {
             bytes_new: 250,
             bytes_stored: 100,
             files: 1,
+            synthetic: None,
             snapshots_forgotten: 0,
             packs_deleted: 0,
             bytes_freed: 0,
