@@ -48,6 +48,10 @@ pub struct MasterKeys {
     gear_seed: Secret32,
     /// Data-encryption keys by epoch, ascending; new data uses the last.
     epochs: Vec<(u32, Secret32)>,
+    /// Epochs kept only to read the config (ascending; never the current
+    /// one): after `key rotate --rewrite`, an object of any other kind
+    /// sealed under them is refused (docs/key-rotation.md).
+    config_only: Vec<u32>,
 }
 
 impl std::fmt::Debug for MasterKeys {
@@ -58,12 +62,16 @@ impl std::fmt::Debug for MasterKeys {
                 "epochs",
                 &self.epochs.iter().map(|e| e.0).collect::<Vec<_>>(),
             )
+            .field("config_only", &self.config_only)
             .finish_non_exhaustive()
     }
 }
 
 /// Version byte of the encoded master key set.
 const MASTER_KEYS_VERSION: u8 = 1;
+/// The encoding with config-only epochs (written only when there are some,
+/// so a set without them encodes exactly as version 1).
+const MASTER_KEYS_VERSION_CONFIG_ONLY: u8 = 2;
 /// The fixed string under [`MasterKeys::ids_fingerprint`].
 const IDS_FINGERPRINT_CONTEXT: &[u8] = b"cairn 2026-12-02 id key and gear seed fingerprint v1";
 /// Most epochs a key set may hold (a bound for parsers).
@@ -77,6 +85,7 @@ impl MasterKeys {
             id_key: Secret32(random_32(rng)?),
             gear_seed: Secret32(random_32(rng)?),
             epochs: vec![(0, Secret32(random_32(rng)?))],
+            config_only: Vec::new(),
         })
     }
 
@@ -91,6 +100,7 @@ impl MasterKeys {
             id_key: source.id_key.clone(),
             gear_seed: source.gear_seed.clone(),
             epochs: vec![(0, Secret32(random_32(rng)?))],
+            config_only: Vec::new(),
         })
     }
 
@@ -157,6 +167,9 @@ impl MasterKeys {
                 }
             }
         }
+        // A restriction is only ever added (at the end of a rewrite), so
+        // the merged set keeps the stricter view.
+        self.restrict_to_config(&other.config_only);
         Ok(())
     }
 
@@ -174,6 +187,23 @@ impl MasterKeys {
             stays
         });
         dropped
+    }
+
+    /// Marks `epochs` (those this set holds, except the current one) as
+    /// opening the config only, from now on.
+    pub fn restrict_to_config(&mut self, epochs: &[u32]) {
+        let current = self.current_epoch();
+        for &e in epochs {
+            if e != current && self.data_key(e).is_some() && !self.config_only.contains(&e) {
+                self.config_only.push(e);
+            }
+        }
+        self.config_only.sort_unstable();
+    }
+
+    /// Whether `epoch` opens the config only (see [`Self::restrict_to_config`]).
+    pub fn opens_config_only(&self, epoch: u32) -> bool {
+        self.config_only.binary_search(&epoch).is_ok()
     }
 
     fn data_key(&self, epoch: u32) -> Option<&Secret32> {
@@ -209,7 +239,11 @@ impl MasterKeys {
     /// The binary encoding held inside key files (docs/format.md §2.3).
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(101 + 36 * self.epochs.len()));
-        out.push(MASTER_KEYS_VERSION);
+        out.push(if self.config_only.is_empty() {
+            MASTER_KEYS_VERSION
+        } else {
+            MASTER_KEYS_VERSION_CONFIG_ONLY
+        });
         out.extend_from_slice(&self.repo_id.0);
         out.extend_from_slice(&self.id_key.0);
         out.extend_from_slice(&self.gear_seed.0);
@@ -217,6 +251,12 @@ impl MasterKeys {
         for (epoch, key) in &self.epochs {
             out.extend_from_slice(&epoch.to_le_bytes());
             out.extend_from_slice(&key.0);
+        }
+        if !self.config_only.is_empty() {
+            out.extend_from_slice(&(self.config_only.len() as u32).to_le_bytes());
+            for epoch in &self.config_only {
+                out.extend_from_slice(&epoch.to_le_bytes());
+            }
         }
         out
     }
@@ -226,11 +266,11 @@ impl MasterKeys {
         let bad = |why: &str| Error::corrupt(object, format!("master key set: {why}"));
         let mut r = crate::wire::Reader::new(bytes);
         let version = r.u8().ok_or_else(|| bad("empty"))?;
-        if version != MASTER_KEYS_VERSION {
+        if version != MASTER_KEYS_VERSION && version != MASTER_KEYS_VERSION_CONFIG_ONLY {
             return Err(Error::UnsupportedVersion {
                 object: object.to_string(),
                 found: version.into(),
-                supported: MASTER_KEYS_VERSION.into(),
+                supported: MASTER_KEYS_VERSION_CONFIG_ONLY.into(),
             });
         }
         let repo_id = r.id().ok_or_else(|| bad("truncated"))?;
@@ -249,6 +289,22 @@ impl MasterKeys {
             }
             epochs.push((epoch, key));
         }
+        let mut config_only: Vec<u32> = Vec::new();
+        if version == MASTER_KEYS_VERSION_CONFIG_ONLY {
+            let m = r.u32().ok_or_else(|| bad("truncated"))?;
+            if m == 0 || m >= n {
+                return Err(bad("config-only epoch count out of range"));
+            }
+            for _ in 0..m {
+                let epoch = r.u32().ok_or_else(|| bad("truncated"))?;
+                let held = epochs.binary_search_by_key(&epoch, |e| e.0).is_ok();
+                let current = epochs.last().map(|e| e.0) == Some(epoch);
+                if !held || current || config_only.last().is_some_and(|&last| last >= epoch) {
+                    return Err(bad("config-only epochs not held, current or not ascending"));
+                }
+                config_only.push(epoch);
+            }
+        }
         if !r.is_empty() {
             return Err(bad("trailing bytes"));
         }
@@ -257,6 +313,7 @@ impl MasterKeys {
             id_key,
             gear_seed,
             epochs,
+            config_only,
         })
     }
 }
@@ -344,6 +401,40 @@ impl ObjectCipher {
 mod tests {
     use super::*;
     use crate::random::SeededRandom;
+
+    #[test]
+    fn config_only_epochs_round_trip_and_leave_version_1_sets_unchanged() {
+        let rng = crate::random::SeededRandom::new(b"config only");
+        let mut keys = MasterKeys::generate(&rng).unwrap();
+        let v1 = keys.encode();
+        assert_eq!(v1[0], 1);
+        keys.add_epoch(&rng).unwrap();
+        keys.add_epoch(&rng).unwrap();
+        keys.retain_epochs(&[0]);
+        keys.restrict_to_config(&[0, 2]);
+        assert!(keys.opens_config_only(0));
+        assert!(
+            !keys.opens_config_only(2),
+            "the current epoch is never restricted"
+        );
+        let v2 = keys.encode();
+        assert_eq!(v2[0], 2);
+        let back = MasterKeys::decode(&v2, "k").unwrap();
+        assert!(back == keys);
+        assert!(back.opens_config_only(0));
+        // A restriction naming the current epoch, or an epoch not held, is
+        // refused.
+        let mut bad = v2.to_vec();
+        let at = bad.len() - 4;
+        bad[at..].copy_from_slice(&2u32.to_le_bytes());
+        assert!(MasterKeys::decode(&bad, "k").is_err());
+        bad[at..].copy_from_slice(&1u32.to_le_bytes());
+        assert!(MasterKeys::decode(&bad, "k").is_err());
+        // Merging keeps the restriction.
+        let mut other = MasterKeys::decode(&v1, "k").unwrap();
+        other.merge(&keys).unwrap();
+        assert!(other.opens_config_only(0));
+    }
 
     #[test]
     fn master_keys_round_trip_and_rotation() {

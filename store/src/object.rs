@@ -96,8 +96,20 @@ impl ObjectHeader {
         Ok(ObjectHeader { kind, epoch, salt })
     }
 
-    /// The cipher of this object.
+    /// The cipher of this object. An object other than the config sealed
+    /// under an epoch kept for the config only is refused: after `key
+    /// rotate --rewrite` nothing else is written under it, so such an
+    /// object was forged by someone holding the retired keys.
     pub fn cipher(&self, keys: &MasterKeys, object: &str) -> Result<ObjectCipher> {
+        if self.kind != ObjectKind::Config && keys.opens_config_only(self.epoch) {
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "sealed under key epoch {}, which since `key rotate --rewrite` opens only the config: this object was not written by cairn after the rewrite (forged with the retired keys, or put back from an old copy); remove it",
+                    self.epoch
+                ),
+            ));
+        }
         keys.object_cipher(self.epoch, &self.salt, object)
     }
 }

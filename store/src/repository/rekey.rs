@@ -65,7 +65,8 @@ impl Repository {
 
     /// Drops every epoch but the current one and `keep` from the key files
     /// `credential` opens (the end of `key rotate --rewrite`, once no
-    /// object uses the dropped epochs). Other key files as in
+    /// object uses the dropped epochs), and restricts `keep` (the config's
+    /// epoch) to opening the config only. Other key files as in
     /// [`Self::rotate_key`]. Callers hold an exclusive lock.
     pub fn drop_old_epochs(
         &mut self,
@@ -75,6 +76,7 @@ impl Repository {
     ) -> Result<KeyRewrap> {
         self.rewrap_keys(credential, remove_others, &mut |keys| {
             keys.retain_epochs(keep);
+            keys.restrict_to_config(keep);
             Ok(())
         })
     }
@@ -280,6 +282,44 @@ mod tests {
         for id in repo.index_file_ids().unwrap() {
             assert!(repo.object_epoch(ObjectKind::Index, &id).unwrap() <= 1);
         }
+    }
+
+    #[test]
+    fn after_the_old_epochs_are_dropped_the_config_epoch_opens_only_the_config() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let mut repo = init(&backend);
+        let retired = repo.keys().clone();
+        repo.rotate_key(&Credential::Password(b"pw"), false)
+            .unwrap();
+        let config_epoch = repo.config_epoch().unwrap();
+        assert_eq!(config_epoch, 0);
+        let done = repo
+            .drop_old_epochs(&Credential::Password(b"pw"), false, &[config_epoch])
+            .unwrap();
+        assert_eq!(done.epochs, vec![0, 1]);
+        drop(repo);
+        // The config still opens (epoch 0 is kept for it) ...
+        let repo = Repository::open(
+            backend.clone(),
+            &Credential::Password(b"pw"),
+            options(b"open"),
+        )
+        .unwrap();
+        assert!(repo.keys().opens_config_only(0));
+        assert!(!repo.keys().opens_config_only(1));
+        // ... but an object forged under it with the retired keys is refused.
+        let payload = br#"{"time":1,"hostname":"h","username":"u","kind":"files","paths":[],"tags":[],"parent":null,"root":"0000000000000000000000000000000000000000000000000000000000000000","program_version":"x","stats":{}}"#;
+        let rng = SeededRandom::new(b"forger");
+        let forged =
+            crate::object::seal_metadata(ObjectKind::Snapshot, payload, &retired, &rng).unwrap();
+        let id = crate::Id::of_object(&forged);
+        backend
+            .write_new(&crate::Handle::new(ObjectKind::Snapshot, &id), &forged)
+            .unwrap();
+        let err = repo.load_snapshot(&id).unwrap_err().to_string();
+        assert!(err.contains("opens only the config"), "{err}");
+        // The same forgery under the current epoch needs the new key.
+        assert_eq!(repo.keys().current_epoch(), 1);
     }
 
     #[test]
