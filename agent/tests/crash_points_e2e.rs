@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Crash points, end to end through the real binary: backup (files and a
-//! disk image), prune, synth and copy are each run once with
+//! disk image), prune, synth, copy and `key rotate --rewrite` are each run once with
 //! `CAIRN_TEST_OP_LOG` to count their mutations of the target (writes and
 //! deletes; docs/reliability.md says why reads are not crash points), then
 //! once per crash point N on a fresh copy of the repository with
@@ -50,6 +50,8 @@ struct Operation<'a> {
     entries: &'a [&'a str],
     /// Its command line; `{env}` stands for the scratch directory.
     args: &'a [&'a str],
+    /// The command line that finishes it after a crash, when not `args`.
+    rerun: Option<&'a [&'a str]>,
     /// What the snapshots before it restore to, by first tag.
     before: BTreeMap<String, Content>,
     /// The snapshots it adds (required after the rerun).
@@ -58,9 +60,13 @@ struct Operation<'a> {
 
 impl Operation<'_> {
     fn args_in(&self, t: &Target) -> Vec<String> {
+        Self::expand(self.args, t)
+    }
+
+    fn expand(args: &[&str], t: &Target) -> Vec<String> {
         let env = t.env.path("");
         let env = env.to_str().unwrap().trim_end_matches('/');
-        self.args.iter().map(|a| a.replace("{env}", env)).collect()
+        args.iter().map(|a| a.replace("{env}", env)).collect()
     }
 
     fn all(&self) -> BTreeMap<String, Content> {
@@ -75,7 +81,7 @@ impl Operation<'_> {
 
     /// Reruns the operation on `t` and checks the repository after it.
     fn rerun_and_verify(&self, t: &Target) {
-        let args = self.args_in(t);
+        let args = Self::expand(self.rerun.unwrap_or(self.args), t);
         t.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         t.check_leftovers();
         let all = self.all();
@@ -163,6 +169,7 @@ fn a_files_backup_crashed_at_any_point() {
             name: "backup (files)",
             entries: &["repo"],
             args: &["backup", "-q", "--tag", "v3", src],
+            rerun: None,
             before,
             adds,
         },
@@ -190,6 +197,7 @@ fn a_disk_backup_crashed_at_any_point() {
                 "day2",
                 image.to_str().unwrap(),
             ],
+            rerun: None,
             before,
             adds,
         },
@@ -216,6 +224,7 @@ fn a_prune_crashed_at_any_point() {
             name: "prune",
             entries: &["repo"],
             args: &["prune", "-q", "--max-unused", "0%"],
+            rerun: None,
             before,
             adds: BTreeMap::new(),
         },
@@ -237,6 +246,7 @@ fn a_synth_crashed_at_any_point() {
             name: "synth",
             entries: &["repo"],
             args: &["synth", "latest", "-q", "--min-pack-use", "1"],
+            rerun: None,
             before,
             adds: BTreeMap::new(),
         },
@@ -274,8 +284,34 @@ fn a_copy_crashed_at_any_point() {
             name: "copy",
             entries: &["repo", "from"],
             args: &["copy", "-q", "--from-repo", "{env}/from"],
+            rerun: None,
             before: [(tree_tag, tree)].into(),
             adds: [(disk_tag, disk)].into(),
+        },
+    );
+}
+
+#[test]
+fn a_key_rotation_with_rewrite_crashed_at_any_point() {
+    let base = Target::local();
+    init(&base);
+    let mut before = BTreeMap::new();
+    for v in 1..=2 {
+        let (tag, content) = backup_tree(&base, v);
+        before.insert(tag, content);
+    }
+    let (tag, content) = backup_disk(&base, 1);
+    before.insert(tag, content);
+    crash_at_every_point(
+        &base,
+        &Operation {
+            name: "key rotate --rewrite",
+            entries: &["repo"],
+            args: &["key", "rotate", "--rewrite", "-q"],
+            // A crash after the new epoch was written: finish that rewrite.
+            rerun: Some(&["key", "rotate", "--rewrite", "--resume", "-q"]),
+            before,
+            adds: BTreeMap::new(),
         },
     );
 }
