@@ -4,7 +4,7 @@
 //! with read-data subsets covering every pack, then finding a flipped byte
 //! in a pack and naming exactly the snapshots it affects (exit 4); `key`
 //! add/list/remove/passwd and their refusals; `unlock` of stale and live
-//! locks.
+//! locks; and the same commands (with `repair`) over SFTP.
 
 mod common;
 
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::target::Target;
 use common::{Env, fill};
 
 fn files_in(dir: &Path) -> BTreeSet<PathBuf> {
@@ -447,4 +448,70 @@ fn a_damaged_manifest_is_named_by_check_left_by_policies_and_removable_by_id() {
     assert_eq!(left, vec![good]);
     let report = env.json(&["check", "--json"]);
     assert_eq!(report["problems_total"], 0, "{report}");
+}
+
+/// The maintenance commands not covered over a remote target elsewhere
+/// (prune_e2e, copy_repair_e2e and key_rotate_e2e run theirs over SFTP):
+/// forget, check with a read subset, key add/list/passwd/remove, unlock,
+/// repair index and repair snapshots, then a restore.
+#[test]
+fn maintenance_commands_work_over_sftp() {
+    let Some(t) = Target::sftp("maintenance") else {
+        return;
+    };
+    let kdf = ["--kdf-memory", "1", "--kdf-iterations", "1"];
+    t.ok(&["init", "-q", kdf[0], kdf[1], kdf[2], kdf[3]]);
+    let src = t.env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for v in 0..3u64 {
+        std::fs::write(src.join("data.bin"), fill(40 + v, 200_000)).unwrap();
+        std::fs::write(src.join("note.txt"), format!("version {v}\n")).unwrap();
+        t.ok(&["backup", "-q", src.to_str().unwrap()]);
+    }
+    t.ok(&["forget", "-q", "--keep-last", "2"]);
+    assert_eq!(
+        t.json(&["snapshots", "--json"]).as_array().unwrap().len(),
+        2
+    );
+    t.ok(&["check", "--read-data-subset", "50%"]);
+
+    // Keys: add a second, change the first's password, remove the second.
+    let pw2 = t.env.path("pw2");
+    std::fs::write(&pw2, "second password over sftp\n").unwrap();
+    let added = t
+        .command(&["key", "add", "--json", kdf[0], kdf[1], kdf[2], kdf[3]])
+        .env("CAIRN_NEW_PASSWORD_FILE", &pw2)
+        .output()
+        .unwrap();
+    let added = common::succeeded(&["key", "add"], added);
+    let second: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
+    let second = second["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        t.json(&["key", "list", "--json"]).as_array().unwrap().len(),
+        2
+    );
+    let pw3 = t.env.path("pw3");
+    std::fs::write(&pw3, "third password over sftp\n").unwrap();
+    let passwd = t
+        .command(&["key", "passwd", kdf[0], kdf[1], kdf[2], kdf[3]])
+        .env("CAIRN_NEW_PASSWORD_FILE", &pw3)
+        .output()
+        .unwrap();
+    common::succeeded(&["key", "passwd"], passwd);
+    std::fs::copy(&pw3, t.env.path("pw")).unwrap();
+    t.ok(&["key", "remove", &second]);
+    assert_eq!(
+        t.json(&["key", "list", "--json"]).as_array().unwrap().len(),
+        1
+    );
+
+    // No stale lock to remove; repairs find nothing to do on a sound
+    // repository and leave it checking clean.
+    t.ok(&["unlock"]);
+    t.ok(&["repair", "index"]);
+    t.ok(&["repair", "snapshots"]);
+    t.check_clean();
+    let out = t.env.path("restored");
+    t.ok(&["restore", "latest", "--target", out.to_str().unwrap(), "-q"]);
+    common::same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
 }
