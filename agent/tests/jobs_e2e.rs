@@ -410,6 +410,104 @@ fn the_freeze_is_always_thawed() {
     assert_eq!(jobs.snapshots().len(), 1);
 }
 
+/// An ext4 image loop-mounted for a test; thawed and unmounted on drop.
+struct LoopMount {
+    dir: PathBuf,
+}
+
+impl LoopMount {
+    /// `None` where this machine cannot (not root, no loop devices).
+    fn new(scratch: &std::path::Path) -> Option<LoopMount> {
+        let image = scratch.join("fs.img");
+        let dir = scratch.join("mnt");
+        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::File::create(&image).ok()?.set_len(32 << 20).ok()?;
+        let ok = |cmd: &mut std::process::Command| cmd.output().is_ok_and(|o| o.status.success());
+        (ok(std::process::Command::new("mkfs.ext4")
+            .arg("-q")
+            .arg(&image))
+            && ok(std::process::Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&dir)))
+        .then_some(LoopMount { dir })
+    }
+
+    /// Whether the file system is frozen now: FIFREEZE of a frozen one
+    /// fails with EBUSY (a probe that freezes and thaws again otherwise).
+    fn is_frozen(&self) -> bool {
+        let froze = std::process::Command::new("fsfreeze")
+            .arg("--freeze")
+            .arg(&self.dir)
+            .status()
+            .unwrap()
+            .success();
+        if froze {
+            std::process::Command::new("fsfreeze")
+                .arg("--unfreeze")
+                .arg(&self.dir)
+                .status()
+                .unwrap();
+        }
+        !froze
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fsfreeze")
+            .arg("--unfreeze")
+            .arg(&self.dir)
+            .output();
+        let _ = std::process::Command::new("umount").arg(&self.dir).output();
+    }
+}
+
+/// The real freezer (FIFREEZE/FITHAW ioctls) on a real ext4 mount: frozen
+/// while the snapshot command runs, thawed after a success and after a
+/// failure. Needs root and loop devices; skipped with a note elsewhere.
+#[test]
+fn the_real_fifreeze_freezes_during_the_view_and_always_thaws() {
+    let jobs = Jobs::new();
+    let Some(mount) = LoopMount::new(&jobs.path("")) else {
+        println!(
+            "note: cannot loop-mount an ext4 image here (needs root); real FIFREEZE not tested"
+        );
+        return;
+    };
+    let mnt = mount.dir.display().to_string();
+    let data = jobs.path("data").display().to_string();
+    let seen = jobs.path("seen").display().to_string();
+    // Inside the view, the probe finds the mount frozen (EBUSY).
+    let probe = format!(
+        "if fsfreeze --freeze {mnt} 2>/dev/null; then fsfreeze --unfreeze {mnt}; echo thawed > {seen}; else echo frozen > {seen}; fi"
+    );
+    jobs.configure(
+        &format!(
+            "freeze = [\"{mnt}\"]\nsnapshot_create = \"{probe}\"\nsnapshot_paths = [\"{data}\"]"
+        ),
+        "",
+    );
+    let out = jobs.run(&["run", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(jobs.file("seen"), "frozen\n");
+    assert!(!mount.is_frozen(), "thawed after the run");
+    std::fs::write(mount.dir.join("written-after"), b"ok").unwrap();
+    assert_eq!(jobs.snapshots().len(), 1);
+
+    // The snapshot command fails while frozen: thawed all the same.
+    jobs.configure(
+        &format!(
+            "freeze = [\"{mnt}\"]\nsnapshot_create = \"exit 3\"\nsnapshot_paths = [\"{data}\"]"
+        ),
+        "",
+    );
+    let out = jobs.run(&["run", "web"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!mount.is_frozen(), "thawed after the failure");
+    assert_eq!(jobs.snapshots().len(), 1);
+}
+
 #[test]
 fn configuration_errors_name_the_file_line_and_key() {
     let jobs = Jobs::new();
