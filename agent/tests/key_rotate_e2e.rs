@@ -18,36 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::data::{disk_image, small_tree};
+use common::same_tree;
 use common::target::Target;
-use common::{fill, same_tree};
-
-/// Version `v` of a small file tree.
-fn tree(root: &Path, v: u64) {
-    std::fs::create_dir_all(root).unwrap();
-    for f in 0..6u64 {
-        let seed = if f % 3 == v % 3 { 100 * v + f } else { f };
-        std::fs::write(
-            root.join(format!("f{f}")),
-            fill(seed, 40_000 + f as usize * 7_000),
-        )
-        .unwrap();
-    }
-}
-
-/// Disk image of `day` (2 MiB): random and compressible halves, one
-/// region rewritten per day.
-fn image(day: u64) -> Vec<u8> {
-    let mut out = fill(1, 1 << 20);
-    out.extend(
-        b"a compressible row of a table\n"
-            .iter()
-            .cycle()
-            .take(1 << 20),
-    );
-    let at = (day as usize * 300_000) % (3 << 19);
-    out[at..at + 200_000].copy_from_slice(&fill(50 + day, 200_000));
-    out
-}
 
 /// What was backed up, to compare restores with.
 struct Fixture {
@@ -66,8 +39,8 @@ impl Fixture {
 
     /// Backs up tree version `v` (tag `f<v>`) and disk day `v` (tag `d<v>`).
     fn backup(&self, t: &Target, v: u64) {
-        tree(&self.src, v);
-        std::fs::write(&self.disk, image(v)).unwrap();
+        small_tree(&self.src, v);
+        std::fs::write(&self.disk, disk_image(v)).unwrap();
         let (files, disk) = (format!("f{v}"), format!("d{v}"));
         t.ok(&["backup", "-q", "--tag", &files, self.src.to_str().unwrap()]);
         t.ok(&[
@@ -96,13 +69,16 @@ impl Fixture {
                 if expected.exists() {
                     std::fs::remove_dir_all(&expected).unwrap();
                 }
-                tree(&expected, v);
+                small_tree(&expected, v);
                 same_tree(&expected, &out.join(self.src.strip_prefix("/").unwrap()));
             } else {
                 std::fs::create_dir_all(&out).unwrap();
                 let file = out.join("disk.img");
                 t.ok(&["restore", &id, "--disk-to", file.to_str().unwrap(), "-q"]);
-                assert!(std::fs::read(&file).unwrap() == image(v), "{tag} differs");
+                assert!(
+                    std::fs::read(&file).unwrap() == disk_image(v),
+                    "{tag} differs"
+                );
             }
         }
     }
