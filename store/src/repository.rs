@@ -11,7 +11,7 @@
 //! threads. Compression runs outside every lock; a short lock per blob type
 //! appends the encrypted blob to the open pack.
 
-use crate::backend::{Backend, Handle, ObjectKind};
+use crate::backend::{Backend, BackendError, Handle, ObjectKind};
 use crate::cache::Cache;
 use crate::config::{ChunkerConfig, Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE};
 use crate::crypto::{MasterKeys, ObjectCipher};
@@ -244,7 +244,7 @@ thread_local! {
 const PROBE_LEVEL: i32 = -5;
 
 /// How many times a content-named object whose bytes do not match its name
-/// is read again before it is reported damaged (see `read_verified`).
+/// is read again before the reads count as unreliable (see `read_verified`).
 const REREADS: usize = 5;
 
 /// Whether `data` is worth compressing: blobs of 8 KiB and more are probed
@@ -526,7 +526,7 @@ impl Repository {
     /// first attempt landed: that counts as success.
     fn write_content_named(&self, kind: ObjectKind, id: &Id, bytes: &[u8]) -> Result<()> {
         match self.backend.write_new(&Handle::new(kind, id), bytes) {
-            Err(crate::BackendError::AlreadyExists { .. }) => Ok(()),
+            Err(BackendError::AlreadyExists { .. }) => Ok(()),
             other => Ok(other?),
         }
     }
@@ -535,24 +535,54 @@ impl Repository {
     ///
     /// Bytes that do not match are read again: a transfer cut short or
     /// garbled on the way (a target can end a reply early without an
-    /// error) comes back different, and a later read may match. Only the
-    /// same wrong bytes twice (or [`REREADS`] mismatches) are damage.
+    /// error) comes back different, and a later read may match. Damage is
+    /// only what is confirmed: the same wrong bytes, as long as the object
+    /// the target lists, twice. Replies shorter than the object, or wrong
+    /// in a different way each time, prove nothing about what is stored:
+    /// after [`REREADS`] more reads they are a transient error of the
+    /// target (the caller may try again later), never damage.
     fn read_verified(&self, handle: &Handle, id: &Id) -> Result<Vec<u8>> {
         let mut previous: Option<Vec<u8>> = None;
+        let mut last_short: Option<(usize, u64)> = None;
         for _ in 0..=REREADS {
             let bytes = self.backend.read(handle)?;
             if Id::of_object(&bytes) == *id {
                 return Ok(bytes);
             }
+            let size = self.backend.stat(handle)?.size;
+            if (bytes.len() as u64) < size {
+                last_short = Some((bytes.len(), size));
+                continue;
+            }
+            last_short = None;
             if previous.as_ref() == Some(&bytes) {
-                break;
+                return Err(Error::corrupt(
+                    handle.to_string(),
+                    "content does not match its name (damaged or replaced)",
+                ));
             }
             previous = Some(bytes);
         }
-        Err(Error::corrupt(
-            handle.to_string(),
-            "content does not match its name (damaged or replaced)",
-        ))
+        let message = match last_short {
+            Some((got, size)) => format!(
+                "the target returned fewer bytes than the object holds on each of {} reads \
+                 (last {got} of {size}); nothing is known about the stored object: run the \
+                 command again",
+                REREADS + 1
+            ),
+            None => format!(
+                "the target returned different bytes on {} reads, none matching the object's \
+                 name; the connection or the target is unreliable and nothing is known about \
+                 the stored object: run the command again",
+                REREADS + 1
+            ),
+        };
+        Err(Error::Backend(BackendError::Service {
+            op: "read",
+            object: handle.to_string(),
+            message,
+            transient: true,
+        }))
     }
 
     /// The dedup set, for reading (a poisoned lock still holds valid data:

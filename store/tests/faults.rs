@@ -450,3 +450,80 @@ fn whole_reads_cut_short_are_read_again_and_damage_stays_damage() {
         Err(Error::Corrupt { .. })
     ));
 }
+
+/// Cuts every whole read of a pack by one byte (after `cut` is set), the way
+/// a broken transfer would, and passes everything else through.
+struct PackCutter {
+    inner: Arc<MemoryBackend>,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+impl Backend for PackCutter {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn list(&self, kind: ObjectKind) -> Result<Vec<cairn_store::ObjectInfo>, BackendError> {
+        self.inner.list(kind)
+    }
+    fn read(&self, h: &cairn_store::Handle) -> Result<Vec<u8>, BackendError> {
+        let mut bytes = self.inner.read(h)?;
+        if h.kind == ObjectKind::Pack && self.cut.load(std::sync::atomic::Ordering::SeqCst) {
+            bytes.pop();
+        }
+        Ok(bytes)
+    }
+    fn read_range(
+        &self,
+        h: &cairn_store::Handle,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        self.inner.read_range(h, offset, len)
+    }
+    fn write_new(&self, h: &cairn_store::Handle, data: &[u8]) -> Result<(), BackendError> {
+        self.inner.write_new(h, data)
+    }
+    fn delete(&self, h: &cairn_store::Handle) -> Result<(), BackendError> {
+        self.inner.delete(h)
+    }
+    fn stat(&self, h: &cairn_store::Handle) -> Result<cairn_store::ObjectInfo, BackendError> {
+        self.inner.stat(h)
+    }
+}
+
+/// A pack that always comes back short (the same short bytes every time)
+/// is not reported damaged: the target says the object is longer, so
+/// nothing is known about what is stored. The error is a transient error of
+/// the target, and once the reads are whole again the pack verifies.
+#[test]
+fn reads_that_stay_short_are_an_error_of_the_target_not_damage() {
+    let memory = Arc::new(MemoryBackend::new());
+    let repo =
+        Repository::init(memory.clone(), &PW, &InitOptions::for_tests(), opts(b"s1")).unwrap();
+    for i in 0..20u32 {
+        repo.save_blob(BlobType::Data, &i.to_le_bytes().repeat(1000))
+            .unwrap();
+    }
+    repo.flush().unwrap();
+    drop(repo);
+    let cutter = Arc::new(PackCutter {
+        inner: memory.clone(),
+        cut: false.into(),
+    });
+    let repo = Repository::open(cutter.clone(), &PW, opts(b"s2")).unwrap();
+    let pack: Id = memory.list(ObjectKind::Pack).unwrap()[0]
+        .handle
+        .name
+        .parse()
+        .unwrap();
+    cutter.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = repo.verify_pack(&pack).unwrap_err();
+    assert!(!e.is_damage(), "{e}");
+    match &e {
+        Error::Backend(b) => assert!(b.is_transient(), "{e}"),
+        other => panic!("not an error of the target: {other}"),
+    }
+    assert!(e.to_string().contains("fewer bytes"), "{e}");
+    cutter.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    repo.verify_pack(&pack).unwrap();
+}

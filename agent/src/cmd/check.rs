@@ -21,7 +21,9 @@ every pack once per cycle; --read-data-subset=N% reads a different random \
 N% on each run.
 
 Exits with 4 when damage is found; the report names the snapshots that \
-cannot be restored in full.")]
+cannot be restored in full. Exits with 1 when the target failed: a pack \
+that could not be read after every retry is listed as not verified (not \
+damaged); run the check again.")]
 pub struct Args {
     #[command(flatten)]
     repo: RepoArgs,
@@ -79,6 +81,21 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 report.packs_condemned, report.plans
             );
         }
+        if !report.is_complete() {
+            out += &format!(
+                "{} pack(s) could not be read and were not verified:\n",
+                report.packs_unverified_total
+            );
+            for p in &report.packs_unverified {
+                out += &format!("  {}: {}\n", p.object, p.reason);
+            }
+            if report.packs_unverified_total > report.packs_unverified.len() {
+                out += &format!(
+                    "  ... and {} more\n",
+                    report.packs_unverified_total - report.packs_unverified.len()
+                );
+            }
+        }
         if report.is_clean() {
             out += "no problems found\n";
         } else {
@@ -112,11 +129,27 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         print(&out)?;
     }
+    let unverified = if report.is_complete() {
+        String::new()
+    } else {
+        format!(
+            "; {} pack(s) could not be read and were not verified",
+            report.packs_unverified_total
+        )
+    };
     if report.is_clean() {
+        if let Some(first) = report.packs_unverified.first() {
+            anyhow::bail!(
+                "{} pack(s) could not be read and were not verified (nothing read was found damaged); the first: {}: {}. Run the check again when the target answers reliably (--read-data-subset can split the work)",
+                report.packs_unverified_total,
+                first.object,
+                first.reason
+            );
+        }
         return Ok(Outcome::Clean);
     }
     eprintln!(
-        "error: the repository is damaged: {} problem(s), {} snapshot(s) affected. Snapshots not listed restore in full. Keep the damaged files for analysis; a new backup stores again only data missing from the index, not data in a damaged pack the index still names",
+        "error: the repository is damaged: {} problem(s), {} snapshot(s) affected{unverified}. Snapshots not listed restore in full. Keep the damaged files for analysis; a new backup stores again only data missing from the index, not data in a damaged pack the index still names",
         report.problems_total,
         report.affected.len()
     );

@@ -295,6 +295,8 @@ fn steps(
         s.packs_deleted = maintained.packs_deleted;
         s.bytes_freed = maintained.bytes_freed;
     });
+    // Packs the check could not read (the target failed): warnings.
+    let mut check_unverified = 0;
     let problems = match job.check {
         Some(CheckSpec::Read(read_data)) => {
             stage("check");
@@ -314,8 +316,15 @@ fn steps(
                         .problems
                         .iter()
                         .map(|p| format!("check: {}: {}", p.object, p.reason)),
-                )
+                );
+                s.errors.extend(
+                    report
+                        .packs_unverified
+                        .iter()
+                        .map(|p| format!("check: {} was not verified: {}", p.object, p.reason)),
+                );
             });
+            check_unverified = report.packs_unverified_total;
             report.problems_total
         }
         Some(CheckSpec::None) | None => 0,
@@ -327,7 +336,7 @@ fn steps(
     Ok(if problems > 0 {
         Outcome::Damage(problems)
     } else {
-        Outcome::from_warnings(done.warnings.len() + usize::from(synth_failed))
+        Outcome::from_warnings(done.warnings.len() + usize::from(synth_failed) + check_unverified)
     })
 }
 
