@@ -125,18 +125,18 @@ fn epoch_not_held(epoch: u32, current: u32) -> Error {
         format!(
             "sealed under key epoch {epoch}, which `cairn key rotate --rewrite` retired after \
              sealing the config again under epoch {current}: this config was put back from an \
-             older copy of the target or forged by someone holding the retired keys, and is \
-             refused. Put back the config written by the rewrite (from a copy of the target made \
-             after it); if the whole target was restored from an older copy, restore its key \
-             files from that same copy"
+             older copy of the target or forged by someone holding the retired keys (or is \
+             another repository's), and is refused. Put back the config written by the \
+             rewrite (from a copy of the target made after it); if the whole target was \
+             restored from an older copy, restore its key files from that same copy"
         )
     } else {
         format!(
             "sealed under key epoch {epoch}, newer than any the key file that opened it holds \
              (its newest is {current}): that key file is older than the config (put back from \
-             an older copy of the target?). Restore the key files from the same copy as the \
-             config, or open with a password or key whose key file was rewritten by the latest \
-             `cairn key rotate`"
+             an older copy of the target?), or the config is another repository's. Restore \
+             the key files from the same copy as the config, or open with a password or key \
+             whose key file was rewritten by the latest `cairn key rotate`"
         )
     };
     Error::corrupt("config", reason)
