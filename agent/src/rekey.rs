@@ -25,19 +25,25 @@
 //! 4. the old packs are deleted, then the prune plans under old epochs
 //!    (every pack they condemn was an old pack, deleted now) and stale
 //!    locks;
-//! 5. every object is checked to be under the current epoch (the config
-//!    aside: it is written once at `init`), and only then are the old epochs
-//!    dropped from the key files.
+//! 5. every object but the config is checked to be under the current
+//!    epoch; then the config is sealed again under it and replaced on the
+//!    target (`Backend::replace`, atomic: the target holds the old config
+//!    or the new one, both readable with the key set in the key files);
+//!    only then are the old epochs dropped from the key files, and the
+//!    store refuses to drop one the config on the target still needs. A
+//!    target that cannot replace atomically (an SFTP server without
+//!    `posix-rename@openssh.com`) keeps the config's epoch, for the config
+//!    only, and the rewrite ends with a warning.
 //!
 //! For tests, `CAIRN_TEST_CRASH_AFTER=<step>` aborts after a step (see
 //! [`crate::prune::crash_point`]): `rotate-keys`, `rewrite-pack-one`,
 //! `rewrite-packs`, `rewrite-index`, `rewrite-snapshots`,
 //! `rewrite-snapshot-delete-one`, `rewrite-snapshot-delete`,
-//! `rewrite-pack-delete-one`, `rewrite-pack-delete`.
+//! `rewrite-pack-delete-one`, `rewrite-pack-delete`, `rewrite-config`.
 
 use std::collections::{HashMap, HashSet};
 
-use cairn_store::{Credential, Id, KeyRewrap, ObjectKind, Repository, Snapshot};
+use cairn_store::{ConfigReseal, Credential, Id, KeyRewrap, ObjectKind, Repository, Snapshot};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -95,6 +101,12 @@ pub struct RewriteReport {
     pub plans_deleted: usize,
     /// Stale locks removed.
     pub locks_removed: usize,
+    /// The config sealed again under the current epoch (absent when the
+    /// target cannot replace it; see `config_not_replaced`).
+    pub config: Option<ConfigReseal>,
+    /// Why the config stayed under its old epoch, which the key files then
+    /// keep for the config only (a target without an atomic replace).
+    pub config_not_replaced: Option<String>,
     /// Epochs dropped from the key files.
     pub epochs_dropped: Vec<u32>,
     /// The key files rewritten without them.
@@ -171,9 +183,18 @@ pub fn rewrite(
             left.len()
         )));
     }
-    let config_epoch = repo.config_epoch()?;
+
+    say("sealing the config under the new key");
+    match repo.reseal_config() {
+        Ok(done) => report.config = Some(done),
+        Err(cairn_store::Error::Backend(e)) if e.is_unsupported() => {
+            report.config_not_replaced = Some(e.to_string());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    crash_point("rewrite-config");
     let before: Vec<u32> = repo.keys().epochs().collect();
-    let keys = repo.drop_old_epochs(credential, remove_other_keys, &[config_epoch])?;
+    let keys = repo.drop_old_epochs(credential, remove_other_keys)?;
     report.epochs_dropped = before
         .into_iter()
         .filter(|e| !keys.epochs.contains(e))
@@ -362,7 +383,8 @@ fn content(s: &Snapshot) -> Result<String, RewriteError> {
         .map_err(|e| RewriteError::Unsafe(format!("a snapshot cannot be encoded ({e})")))
 }
 
-/// Every object (but the config) not under `epoch`, as `kind/id`.
+/// Every object (but the config, which is sealed again after this check)
+/// not under `epoch`, as `kind/id`.
 fn objects_under_old_epochs(repo: &Repository, epoch: u32) -> Result<Vec<String>, RewriteError> {
     let mut left = Vec::new();
     for kind in [

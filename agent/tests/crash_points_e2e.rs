@@ -15,7 +15,9 @@
 //!   snapshot, the operation's own included, restores.
 //!
 //! Every crash point is tried up to [`EVERY_POINT_UP_TO`]; above that an
-//! even sample of that many, first and last included. Each test prints how
+//! even sample of that many, first and last included, plus the final
+//! mutations an operation names (`Operation::last`: for the rewrite, the
+//! config's replacement and the key files after it). Each test prints how
 //! many points it tried (`cargo test --test crash_points_e2e --
 //! --nocapture`).
 
@@ -52,6 +54,10 @@ struct Operation<'a> {
     args: &'a [&'a str],
     /// The command line that finishes it after a crash, when not `args`.
     rerun: Option<&'a [&'a str]>,
+    /// Its last mutations, which are always tried whatever the sample (the
+    /// final steps, where the order matters most): how each logged line
+    /// starts after its number, such as `replace config`.
+    last: &'a [&'a str],
     /// What the snapshots before it restore to, by first tag.
     before: BTreeMap<String, Content>,
     /// The snapshots it adds (required after the rerun).
@@ -108,7 +114,25 @@ fn crash_at_every_point(base: &Target, op: &Operation<'_>) -> (u64, usize, usize
     t.check_leftovers();
     t.restores(&op.all(), &Operation::tags(&op.all()));
 
-    let points = crash_points(total);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let mutations: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.starts_with('M'))
+        .filter_map(|l| l.split_once(' ').map(|(_, op)| op))
+        .collect();
+    let tail = &mutations[mutations.len().saturating_sub(op.last.len())..];
+    assert_eq!(tail.len(), op.last.len(), "{}: {logged}", op.name);
+    for (got, want) in tail.iter().zip(op.last) {
+        assert!(
+            got.starts_with(want),
+            "{}: last mutations {tail:?}",
+            op.name
+        );
+    }
+    let mut points = crash_points(total);
+    points.extend(total + 1 - op.last.len() as u64..=total);
+    points.sort_unstable();
+    points.dedup();
     let mut crashed = 0;
     let mut leftovers = Leftovers::default();
     for &n in &points {
@@ -170,6 +194,7 @@ fn a_files_backup_crashed_at_any_point() {
             entries: &["repo"],
             args: &["backup", "-q", "--tag", "v3", src],
             rerun: None,
+            last: &[],
             before,
             adds,
         },
@@ -198,6 +223,7 @@ fn a_disk_backup_crashed_at_any_point() {
                 image.to_str().unwrap(),
             ],
             rerun: None,
+            last: &[],
             before,
             adds,
         },
@@ -225,6 +251,7 @@ fn a_prune_crashed_at_any_point() {
             entries: &["repo"],
             args: &["prune", "-q", "--max-unused", "0%"],
             rerun: None,
+            last: &[],
             before,
             adds: BTreeMap::new(),
         },
@@ -247,6 +274,7 @@ fn a_synth_crashed_at_any_point() {
             entries: &["repo"],
             args: &["synth", "latest", "-q", "--min-pack-use", "1"],
             rerun: None,
+            last: &[],
             before,
             adds: BTreeMap::new(),
         },
@@ -285,6 +313,7 @@ fn a_copy_crashed_at_any_point() {
             entries: &["repo", "from"],
             args: &["copy", "-q", "--from-repo", "{env}/from"],
             rerun: None,
+            last: &[],
             before: [(tree_tag, tree)].into(),
             adds: [(disk_tag, disk)].into(),
         },
@@ -310,6 +339,15 @@ fn a_key_rotation_with_rewrite_crashed_at_any_point() {
             args: &["key", "rotate", "--rewrite", "-q"],
             // A crash after the new epoch was written: finish that rewrite.
             rerun: Some(&["key", "rotate", "--rewrite", "--resume", "-q"]),
+            // The config replaced, the new key file written, the old one
+            // deleted (the order that retires the config's epoch), then
+            // the lock released.
+            last: &[
+                "replace config",
+                "write key file",
+                "delete key file",
+                "delete lock",
+            ],
             before,
             adds: BTreeMap::new(),
         },

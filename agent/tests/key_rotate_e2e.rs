@@ -6,9 +6,12 @@
 //!   restores byte for byte, check is clean;
 //! - a key file the rotating password cannot open: refused with nothing
 //!   changed, then removed with `--remove-other-keys`;
-//! - `--rewrite`: no object but the config is left under an old epoch,
-//!   check --read-data is clean, every snapshot restores, parent links
-//!   follow the printed old-to-new mapping; locally and over SFTP;
+//! - `--rewrite`: no object, the config included, is left under an old
+//!   epoch and the key set holds the current epoch alone, check
+//!   --read-data is clean, every snapshot restores, parent links follow
+//!   the printed old-to-new mapping; locally and over SFTP;
+//! - after `--rewrite`, the old config put back (a replay) and configs
+//!   forged with the retired key set are refused, naming why;
 //! - `--rewrite` killed after each of its steps: check is clean, every
 //!   snapshot restores, and `--rewrite --resume` finishes the job.
 
@@ -118,12 +121,12 @@ fn key_files(repo: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// Fails unless every object but the config is under `epoch`.
+/// Fails unless every object, the config included, is under `epoch`.
 fn all_under(repo: &Path, epoch: u32) {
-    for (path, e) in epochs_on_target(repo) {
-        if path != "config" {
-            assert_eq!(e, epoch, "{path} is under epoch {e}");
-        }
+    let epochs = epochs_on_target(repo);
+    assert!(epochs.contains_key("config"));
+    for (path, e) in epochs {
+        assert_eq!(e, epoch, "{path} is under epoch {e}");
     }
 }
 
@@ -242,16 +245,28 @@ fn rewrite_everything(t: &Target, fx: &Fixture) -> serde_json::Value {
     let report = t.json(&["key", "rotate", "--rewrite", "--json"]);
     let rewrite = &report["rewrite"];
     assert_eq!(rewrite["epoch"], 2, "{report}");
+    // The config was sealed again under the new epoch, so every old one
+    // went, the config's (0, from init) included.
     assert_eq!(
         rewrite["epochs_dropped"],
-        serde_json::json!([1]),
+        serde_json::json!([0, 1]),
         "{report}"
     );
-    // The config keeps the epoch it was written under at init.
     assert_eq!(
         rewrite["keys"]["epochs"],
-        serde_json::json!([0, 2]),
+        serde_json::json!([2]),
         "{report}"
+    );
+    assert_eq!(
+        rewrite["config"],
+        serde_json::json!({"from_epoch": 0, "epoch": 2, "replaced": true}),
+        "{report}"
+    );
+    assert!(rewrite["config_not_replaced"].is_null(), "{report}");
+    let listing = String::from_utf8(t.ok(&["key", "list"]).stdout).unwrap();
+    assert!(
+        listing.contains("1 data-key epoch(s), new data under epoch 2"),
+        "{listing}"
     );
     // Every snapshot was rewritten; parents follow the mapping.
     let map: BTreeMap<&str, &str> = rewrite["snapshots"]
@@ -308,6 +323,79 @@ fn rewrite_over_sftp() {
     }
 }
 
+/// The key set the key file `bytes` wraps, opened with `t`'s password
+/// (the first line of its password file).
+fn unwrap_key_file(t: &Target, bytes: &[u8]) -> cairn_store::MasterKeys {
+    let text = std::fs::read_to_string(t.env.path("pw")).unwrap();
+    let password = text.lines().next().unwrap().as_bytes();
+    let file = cairn_store::keyfile::KeyFile::parse(bytes, "key file").unwrap();
+    file.unlock(&cairn_store::Credential::Password(password), "key file")
+        .unwrap()
+        .expect("the test password opens the key file")
+}
+
+/// The key set of the one key file on the local target `t`.
+fn key_set(t: &Target) -> cairn_store::MasterKeys {
+    let repo = t.env.path("repo");
+    let mut names = key_files(&repo);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = names.pop_first().unwrap();
+    unwrap_key_file(t, &std::fs::read(repo.join("keys").join(name)).unwrap())
+}
+
+/// Runs `cairn snapshots` and returns its exit code and standard error.
+fn refused(t: &Target) -> (Option<i32>, String) {
+    let out = t.command(&["snapshots"]).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn after_a_rewrite_the_old_config_and_configs_forged_with_the_retired_keys_are_refused() {
+    let t = Target::local();
+    let repo = t.env.path("repo");
+    let fx = Fixture::new(&t);
+    // What someone holding the retired keys kept: the config as it was,
+    // and a key file with its password (the key set it wraps).
+    let old_config = std::fs::read(repo.join("config")).unwrap();
+    let retired = key_set(&t);
+    rewrite_everything(&t, &fx);
+    let new_config = std::fs::read(repo.join("config")).unwrap();
+    assert_ne!(new_config, old_config);
+
+    // The replay.
+    std::fs::write(repo.join("config"), &old_config).unwrap();
+    let (code, stderr) = refused(&t);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("key epoch 0") && stderr.contains("retired"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("put back from an older copy"), "{stderr}");
+
+    // Forgeries: the real settings but worse compression, sealed with the
+    // retired keys; its header says epoch 0 (retired), or claims the
+    // current epoch 2 (whose key the forger lacks).
+    let mut forged = cairn_store::Config::open(&new_config, &key_set(&t)).unwrap();
+    assert_ne!(forged.compression_level, -7);
+    forged.compression_level = -7;
+    for (epoch, why) in [(0u32, "retired"), (2, "authentication failed")] {
+        let mut bytes = forged.seal(&retired, &cairn_store::OsRandom).unwrap();
+        bytes[8..12].copy_from_slice(&epoch.to_le_bytes());
+        std::fs::write(repo.join("config"), &bytes).unwrap();
+        let (code, stderr) = refused(&t);
+        assert_eq!(code, Some(1), "epoch {epoch}: {stderr}");
+        assert!(stderr.contains(why), "epoch {epoch}: {stderr}");
+    }
+
+    // The config the rewrite wrote opens again.
+    std::fs::write(repo.join("config"), &new_config).unwrap();
+    t.check_clean();
+    fx.restore_all(&t);
+}
+
 #[test]
 fn a_rewrite_killed_after_any_step_stays_restorable_and_resumes() {
     let base = Target::local();
@@ -325,6 +413,7 @@ fn a_rewrite_killed_after_any_step_stays_restorable_and_resumes() {
         "rewrite-snapshot-delete",
         "rewrite-pack-delete-one",
         "rewrite-pack-delete",
+        "rewrite-config",
     ] {
         // A copy of the repository per step (same source paths).
         let t = Target::local();
@@ -350,9 +439,18 @@ fn a_rewrite_killed_after_any_step_stays_restorable_and_resumes() {
         parents_exist(&t);
         fx.restore_all(&t);
 
+        if step == "rewrite-config" {
+            // The config is replaced, the key files not yet rewritten.
+            assert_eq!(epochs_on_target(&t.env.path("repo"))["config"], 2);
+        }
         let rerun = t.json(&["key", "rotate", "--rewrite", "--resume", "--json"]);
         assert!(rerun["rotated"].is_null(), "{rerun}");
         assert_eq!(rerun["rewrite"]["epoch"], 2, "after {step}: {rerun}");
+        assert_eq!(
+            rerun["rewrite"]["keys"]["epochs"],
+            serde_json::json!([2]),
+            "after {step}: {rerun}"
+        );
         all_under(&t.env.path("repo"), 2);
         let check = t.json(&["check", "--read-data", "--json", "-q"]);
         assert_eq!(check["problems_total"], 0, "after {step}: {check}");

@@ -42,6 +42,9 @@ impl Backend for DiscardPacks {
             _ => self.inner.write_new(h, data),
         }
     }
+    fn replace(&self, h: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        self.inner.replace(h, data)
+    }
     fn delete(&self, h: &Handle) -> Result<(), BackendError> {
         self.inner.delete(h)
     }

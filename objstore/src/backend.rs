@@ -11,6 +11,10 @@
 //!   because a pack is named by the hash of its bytes: two racing writers of
 //!   one pack write the same bytes. Every other kind (config, keys, locks,
 //!   indexes, snapshots) always takes the conditional single PUT.
+//! - `replace` (the config only, at the end of `key rotate --rewrite`) is
+//!   a HEAD (a missing object is NotFound) then an unconditional single
+//!   PUT, whatever the size: a PUT replaces the whole object atomically on
+//!   both services, so readers see the old bytes or the new ones.
 //! - `delete` of a missing object must say NotFound, but S3 answers 204 to
 //!   any DELETE, so a HEAD comes first.
 //! - `read_range` asks for exactly the range; a server that returns less
@@ -622,6 +626,23 @@ impl Backend for ObjectBackend {
             .block_on(self.store.put_opts(&key, payload, opts))
             .map(|_| ())
             .map_err(|e| self.map_err("write", h.to_string(), e))
+    }
+
+    /// A HEAD (a missing object is NotFound, not created), then one
+    /// unconditional single PUT: both services swap the whole object at
+    /// once, so a reader gets the old bytes or the new ones.
+    fn replace(&self, h: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        let key = self.key(h)?;
+        self.head(h, &key)?;
+        let opts = PutOptions {
+            mode: PutMode::Overwrite,
+            ..Default::default()
+        };
+        let payload = PutPayload::from(data.to_vec());
+        self.runtime
+            .block_on(self.store.put_opts(&key, payload, opts))
+            .map(|_| ())
+            .map_err(|e| self.map_err("replace", h.to_string(), e))
     }
 
     fn delete(&self, h: &Handle) -> Result<(), BackendError> {

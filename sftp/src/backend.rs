@@ -19,6 +19,15 @@
 //! name is the server filesystem's (journaled filesystems commit it
 //! within seconds).
 //!
+//! **Replacing the config.** [`Backend::replace`] uploads a temp file the
+//! same way, then renames it over the object with the
+//! `posix-rename@openssh.com` extension (`rename(2)` on the server: a
+//! reader opens the old file or the new one, never neither), spoken on a
+//! channel of its own ([`crate::posix_rename`]). A server without the
+//! extension gets [`BackendError::Unsupported`] and the temp file is
+//! removed: there is no fallback that deletes the old object first, since
+//! the target would hold no config in between.
+//!
 //! **Concurrency.** A libssh2 session serves one call at a time, so the
 //! backend keeps a pool of up to [`SftpOptions::connections`] connections,
 //! opened on demand; a caller takes one, uses it, and gives it back. A
@@ -31,6 +40,7 @@
 use crate::connect::{self, Conn};
 use crate::location::SftpLocation;
 use crate::options::SftpOptions;
+use crate::posix_rename::{self, RenameError};
 use cairn_store::{Backend, BackendError, Handle, ObjectInfo, ObjectKind};
 use ssh2::{ErrorCode, FileStat, OpenFlags, OpenType, RenameFlags};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -415,6 +425,62 @@ impl SftpBackend {
         }
     }
 
+    /// Renames the uploaded temp file over the object with
+    /// `posix-rename@openssh.com`, on a new channel of `conn`'s session.
+    /// After a refusal the temp file is removed; after a broken
+    /// connection it is left for the caller to resolve.
+    fn rename_over(&self, conn: &Conn, handle: &Handle, tmp: &str, dest: &str) -> Result<(), Fail> {
+        let mut channel = conn.session.channel_session()?;
+        channel.subsystem("sftp")?;
+        let renamed = posix_rename::posix_rename(&mut channel, tmp, dest);
+        // Best effort: the server's sftp-server exits once the channel
+        // closes; a failure here changes nothing about the rename.
+        let _ = channel.close();
+        let _ = channel.wait_close();
+        drop(channel);
+        let refused = match renamed {
+            Ok(()) => return Ok(()),
+            Err(RenameError::Io(e)) => return Err(io_fail(conn, e)),
+            Err(RenameError::Unsupported) => Fail::Done(BackendError::Unsupported {
+                op: "replace",
+                object: handle.to_string(),
+                message: format!(
+                    "the SFTP server at {} does not offer the {} extension, the only \
+                     way to replace a file atomically over SFTP (OpenSSH's sftp-server has \
+                     it; so do most servers built on it); nothing was changed",
+                    connect::host_port(&self.loc),
+                    posix_rename::EXTENSION
+                ),
+            }),
+            Err(RenameError::Status { code, message }) => {
+                let e = ssh2::Error::from_errno(ErrorCode::SFTP(code as i32));
+                match self.map_status("replace", handle.to_string(), &e) {
+                    BackendError::Service {
+                        op,
+                        object,
+                        message: mapped,
+                        transient,
+                    } => Fail::Done(BackendError::Service {
+                        op,
+                        object,
+                        message: format!("{mapped} ({message})"),
+                        transient,
+                    }),
+                    other => Fail::Done(other),
+                }
+            }
+            Err(e @ RenameError::Protocol(_)) => Fail::Done(BackendError::Service {
+                op: "replace",
+                object: handle.to_string(),
+                message: e.to_string(),
+                transient: false,
+            }),
+        };
+        // Best effort; a leftover is removed by remove_stale_temp_files.
+        let _ = conn.sftp.unlink(Path::new(tmp));
+        Err(refused)
+    }
+
     /// Runs `f` on a pooled connection, mapping its errors for `op` on
     /// `object`. A broken connection is discarded; with [`Retry::Safe`] the
     /// call is repeated once on a fresh one.
@@ -745,6 +811,40 @@ impl Backend for SftpBackend {
                     Ok(_) => Ok(()),
                     Err(e) => Err(e.into()),
                 },
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Uploads to a temp file and renames it over the object (see the
+    /// module docs). A missing object is NotFound before anything is
+    /// uploaded. If the connection breaks around the rename, a fresh one
+    /// looks at the temp name: gone means the rename happened (`rename(2)`
+    /// moves it), still there means it did not, and it is renamed again.
+    fn replace(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        handle.validate()?;
+        let dest = self.path_of(handle);
+        let object = handle.to_string();
+        let tmp = self.run("replace", &object, Retry::Safe, |conn| {
+            let stat = conn.sftp.stat(Path::new(&dest))?;
+            if !stat.is_file() {
+                return Err(Fail::Done(BackendError::NotFound {
+                    object: object.clone(),
+                }));
+            }
+            self.upload_temp(conn, &dest, data)
+        })?;
+        let first = self.run("replace", &object, Retry::No, |conn| {
+            self.rename_over(conn, handle, &tmp, &dest)
+        });
+        match first {
+            Err(e) if e.is_transient() => {}
+            other => return other,
+        }
+        self.run("replace", &object, Retry::No, |conn| {
+            match conn.sftp.lstat(Path::new(&tmp)) {
+                Ok(_) => self.rename_over(conn, handle, &tmp, &dest),
+                Err(e) if is_not_found(&e) => Ok(()),
                 Err(e) => Err(e.into()),
             }
         })

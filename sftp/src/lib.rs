@@ -20,6 +20,7 @@ mod backend;
 mod connect;
 mod location;
 mod options;
+mod posix_rename;
 
 pub use backend::SftpBackend;
 pub use location::{InvalidLocation, SftpLocation};

@@ -9,7 +9,7 @@ use crate::backend::ObjectKind;
 use crate::crypto::MasterKeys;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::object::{open_metadata, seal_metadata};
+use crate::object::{ObjectHeader, open_metadata, seal_metadata};
 use crate::random::RandomSource;
 use serde::{Deserialize, Serialize};
 
@@ -90,8 +90,14 @@ impl Config {
         seal_metadata(ObjectKind::Config, &json, keys, rng)
     }
 
-    /// Opens and validates the stored config.
+    /// Opens and validates the stored config. A config sealed under an
+    /// epoch the key set does not hold is refused with what that means
+    /// (see [`epoch_not_held`]).
     pub fn open(bytes: &[u8], keys: &MasterKeys) -> Result<Config> {
+        let header = ObjectHeader::decode(bytes, ObjectKind::Config, "config")?;
+        if !keys.holds_epoch(header.epoch) {
+            return Err(epoch_not_held(header.epoch, keys.current_epoch()));
+        }
         let json = open_metadata(ObjectKind::Config, bytes, keys, "config")?;
         let config: Config = serde_json::from_slice(&json)
             .map_err(|e| Error::corrupt("config", format!("invalid JSON: {e}")))?;
@@ -103,5 +109,87 @@ impl Config {
             ));
         }
         Ok(config)
+    }
+}
+
+/// The refusal of a config sealed under `epoch`, which a key set whose
+/// current epoch is `current` does not hold.
+///
+/// Below the current epoch, it is a retired one: `key rotate --rewrite`
+/// seals the config again under the new epoch before it drops the old ones
+/// from the key files, so a config under a dropped epoch was put back from
+/// an older copy of the target (a replay) or forged by someone holding the
+/// retired keys. Above it, the key file is older than the config.
+fn epoch_not_held(epoch: u32, current: u32) -> Error {
+    let reason = if epoch < current {
+        format!(
+            "sealed under key epoch {epoch}, which `cairn key rotate --rewrite` retired after \
+             sealing the config again under epoch {current}: this config was put back from an \
+             older copy of the target or forged by someone holding the retired keys (or is \
+             another repository's), and is refused. Put back the config written by the \
+             rewrite (from a copy of the target made after it); if the whole target was \
+             restored from an older copy, restore its key files from that same copy"
+        )
+    } else {
+        format!(
+            "sealed under key epoch {epoch}, newer than any the key file that opened it holds \
+             (its newest is {current}): that key file is older than the config (put back from \
+             an older copy of the target?), or the config is another repository's. Restore \
+             the key files from the same copy as the config, or open with a password or key \
+             whose key file was rewritten by the latest `cairn key rotate`"
+        )
+    };
+    Error::corrupt("config", reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    fn config(keys: &MasterKeys) -> Config {
+        let sizes = ChunkSizes {
+            min: 1024,
+            avg: 4096,
+            max: 16384,
+            normalization: 1,
+        };
+        Config {
+            version: 1,
+            repo_id: keys.repo_id,
+            created: 1,
+            chunker: ChunkerConfig {
+                format: 1,
+                disk: sizes,
+                files: sizes,
+            },
+            pack_size: DEFAULT_PACK_SIZE,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+        }
+    }
+
+    #[test]
+    fn a_config_under_a_retired_or_unknown_epoch_is_refused_by_name() {
+        let rng = SeededRandom::new(b"config epochs");
+        let mut keys = MasterKeys::generate(&rng).unwrap();
+        let old = config(&keys).seal(&keys, &rng).unwrap();
+        let before_rotation = keys.clone();
+        keys.add_epoch(&rng).unwrap();
+        let resealed = config(&keys).seal(&keys, &rng).unwrap();
+        assert_eq!(Config::open(&old, &keys).unwrap(), config(&keys));
+        assert_eq!(Config::open(&resealed, &keys).unwrap(), config(&keys));
+        keys.retain_epochs(&[]);
+        // The old config put back: a replay, refused with what to do.
+        let e = Config::open(&old, &keys).unwrap_err().to_string();
+        assert!(e.contains("key epoch 0") && e.contains("retired"), "{e}");
+        assert!(e.contains("put back from an older copy"), "{e}");
+        // The new config with a key file from before the rotation.
+        let e = Config::open(&resealed, &before_rotation)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key epoch 1") && e.contains("key file is older"),
+            "{e}"
+        );
     }
 }

@@ -174,8 +174,8 @@ impl MasterKeys {
     }
 
     /// Drops every epoch but the current one and those in `keep` (after
-    /// every object under the dropped ones has been re-encrypted). Returns
-    /// the epochs dropped.
+    /// every object under the dropped ones has been re-encrypted), and the
+    /// config-only marks of the epochs dropped. Returns the epochs dropped.
     pub fn retain_epochs(&mut self, keep: &[u32]) -> Vec<u32> {
         let current = self.current_epoch();
         let mut dropped = Vec::new();
@@ -186,11 +186,19 @@ impl MasterKeys {
             }
             stays
         });
+        self.config_only.retain(|e| !dropped.contains(e));
         dropped
     }
 
+    /// Whether this set holds the key of `epoch`.
+    pub fn holds_epoch(&self, epoch: u32) -> bool {
+        self.data_key(epoch).is_some()
+    }
+
     /// Marks `epochs` (those this set holds, except the current one) as
-    /// opening the config only, from now on.
+    /// opening the config only, from now on. Used only when the target
+    /// cannot replace the config (docs/key-rotation.md); key sets made by
+    /// earlier versions' rewrites carry such marks too.
     pub fn restrict_to_config(&mut self, epochs: &[u32]) {
         let current = self.current_epoch();
         for &e in epochs {
@@ -434,6 +442,23 @@ mod tests {
         let mut other = MasterKeys::decode(&v1, "k").unwrap();
         other.merge(&keys).unwrap();
         assert!(other.opens_config_only(0));
+    }
+
+    #[test]
+    fn dropping_a_config_only_epoch_drops_its_mark_and_leaves_a_version_1_set() {
+        let rng = SeededRandom::new(b"drop config only");
+        let mut keys = MasterKeys::generate(&rng).unwrap();
+        keys.add_epoch(&rng).unwrap();
+        keys.retain_epochs(&[0]);
+        keys.restrict_to_config(&[0]);
+        assert!(keys.opens_config_only(0));
+        // The config was re-sealed under epoch 1: epoch 0 goes, mark and all.
+        assert_eq!(keys.retain_epochs(&[]), vec![0]);
+        assert!(!keys.opens_config_only(0) && !keys.holds_epoch(0));
+        assert!(keys.holds_epoch(1));
+        let encoded = keys.encode();
+        assert_eq!(encoded[0], 1);
+        assert_eq!(MasterKeys::decode(&encoded, "k").unwrap(), keys);
     }
 
     #[test]

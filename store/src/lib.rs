@@ -38,7 +38,7 @@ pub use keyfile::{Credential, KdfParams, KeyFileInfo, KeyListing};
 pub use plan::{LockHolder, PrunePlan};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use repository::{
-    IndexRebuild, InitOptions, KeyRewrap, OpenOptions, PackDamage, PatchBase, Repository,
-    SnapshotListing, StoredBlob,
+    ConfigReseal, IndexRebuild, InitOptions, KeyRewrap, OpenOptions, PackDamage, PatchBase,
+    Repository, SnapshotListing, StoredBlob,
 };
 pub use snapshot::{Snapshot, SnapshotKind, SnapshotStats};

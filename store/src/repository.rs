@@ -40,7 +40,7 @@ mod rekey;
 mod transfer;
 
 pub use rebuild::{IndexRebuild, PackDamage};
-pub use rekey::KeyRewrap;
+pub use rekey::{ConfigReseal, KeyRewrap};
 pub use transfer::StoredBlob;
 
 /// Settings chosen at `init`.

@@ -80,12 +80,26 @@ pub fn run(r: &RepoArgs, args: &RotateArgs) -> anyhow::Result<Outcome> {
         report.rewrite = Some(done);
     }
     drop(lock);
+    let mut warnings = 0;
+    if let Some(why) = report
+        .rewrite
+        .as_ref()
+        .and_then(|w| w.config_not_replaced.as_ref())
+    {
+        eprintln!(
+            "warning: the config could not be sealed under the new key ({why}); its old key \
+             epoch stays in the key files for the config alone, so whoever holds the retired \
+             keys can still forge the config (not data). Run `cairn key rotate --rewrite \
+             --resume` against a target that can replace a file atomically to finish"
+        );
+        warnings += 1;
+    }
     if r.json {
         print_json(&report)?;
     } else if !r.quiet {
         print(&summary(&report))?;
     }
-    Ok(Outcome::Clean)
+    Ok(Outcome::from_warnings(warnings))
 }
 
 fn summary(report: &Report) -> String {
@@ -112,6 +126,12 @@ fn summary(report: &Report) -> String {
         );
         for m in &w.snapshots {
             out += &format!("snapshot {} is now {}\n", m.old.short(8), m.new.short(8));
+        }
+        if let Some(c) = w.config.filter(|c| c.replaced) {
+            out += &format!(
+                "config sealed again under epoch {} (was epoch {})\n",
+                c.epoch, c.from_epoch
+            );
         }
         let dropped: Vec<String> = w.epochs_dropped.iter().map(u32::to_string).collect();
         out += &format!(

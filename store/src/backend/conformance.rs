@@ -34,9 +34,11 @@ pub fn run_all(backend: &dyn Backend) {
     check_stat(backend);
     check_list(backend);
     check_delete(backend);
+    check_replace(backend);
     check_invalid_names(backend);
     check_concurrent_same_handle(backend);
     check_concurrent_different_handles(backend);
+    check_concurrent_replace(backend);
     check_empty(
         backend,
         "at the end of the suite (a check left objects behind)",
@@ -309,6 +311,114 @@ pub fn check_delete(backend: &dyn Backend) {
     );
 }
 
+/// `replace` of a missing object is NotFound and creates nothing; of an
+/// existing one (the config, and an object in a kind directory), it leaves
+/// exactly the new bytes, larger, smaller or empty, and the object can
+/// still be deleted.
+pub fn check_replace(backend: &dyn Backend) {
+    for kind in [ObjectKind::Config, ObjectKind::Index] {
+        let h = handle(kind, "replace");
+        let r = backend.replace(&h, &payload("replace missing", 100));
+        expect_err(
+            backend,
+            &format!("replace of a missing {h}"),
+            r,
+            Kind::NotFound,
+        );
+        let r = backend.stat(&h);
+        expect_err(
+            backend,
+            &format!("stat of {h} after a refused replace"),
+            r,
+            Kind::NotFound,
+        );
+        write(backend, &h, &payload("replace original", 1000));
+        for (n, size) in [65_537, 10, 0, 1000].into_iter().enumerate() {
+            let data = payload(&format!("replace {n}"), size);
+            must(
+                backend,
+                format!("replace of {h} with {size} bytes"),
+                backend.replace(&h, &data),
+            );
+            expect_content(backend, &h, &data, "read after replace");
+        }
+        remove(backend, &h);
+    }
+}
+
+/// [`THREADS`] - 1 threads replace one object (each with different bytes)
+/// at once while another reads it over and over: every replace succeeds,
+/// every read returns one whole version (the original or one of the
+/// replacements; never a mix, never NotFound), and the object ends up
+/// holding one of the replacements.
+pub fn check_concurrent_replace(backend: &dyn Backend) {
+    let h = handle(ObjectKind::Config, "concurrent replace");
+    let original = payload("concurrent replace original", 65_536);
+    write(backend, &h, &original);
+    let versions: Vec<Vec<u8>> = (1..THREADS)
+        .map(|t| payload(&format!("concurrent replace {t}"), 65_536 + t))
+        .collect();
+    let whole = |bytes: &[u8]| bytes == original || versions.iter().any(|v| v == bytes);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let barrier = Barrier::new(THREADS);
+    let (results, reads) = std::thread::scope(|s| {
+        let writers: Vec<_> = versions
+            .iter()
+            .map(|data| {
+                let (h, barrier) = (&h, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    backend.replace(h, data)
+                })
+            })
+            .collect();
+        let reader = s.spawn(|| {
+            barrier.wait();
+            let mut reads = 0;
+            loop {
+                // One more read after the writers have finished.
+                let last = done.load(std::sync::atomic::Ordering::SeqCst);
+                reads += 1;
+                match backend.read(&h) {
+                    Ok(bytes) if whole(&bytes) => {}
+                    Ok(bytes) => {
+                        let n = bytes.len();
+                        return Err(format!("returned {n} bytes that are no version of it"));
+                    }
+                    Err(e) => return Err(format!("failed: {e} ({e:?})")),
+                }
+                if last {
+                    return Ok(reads);
+                }
+            }
+        });
+        let results: Vec<_> = writers.into_iter().map(|w| join(backend, w)).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (results, join(backend, reader))
+    });
+    for (t, r) in results.into_iter().enumerate() {
+        must(backend, format!("racing replace of {h}: thread {t}"), r);
+    }
+    if let Err(why) = reads {
+        fail(
+            backend,
+            format!("a read of {h} during racing replaces {why}"),
+        );
+    }
+    let last = must(
+        backend,
+        format!("read {h} after replaces"),
+        backend.read(&h),
+    );
+    if last == original || !whole(&last) {
+        fail(
+            backend,
+            format!("after racing replaces {h} does not hold one of the replacements"),
+        );
+    }
+    remove(backend, &h);
+}
+
 /// Every method refuses handles whose names could escape their directory or
 /// that a repository cannot hold, with InvalidName, and stores nothing.
 pub fn check_invalid_names(backend: &dyn Backend) {
@@ -349,6 +459,8 @@ pub fn check_invalid_names(backend: &dyn Backend) {
             backend.delete(h),
             Kind::InvalidName,
         );
+        let r = backend.replace(h, b"x");
+        expect_err(backend, &what("replace"), r, Kind::InvalidName);
     }
     check_empty(backend, "after writes with invalid names");
 }

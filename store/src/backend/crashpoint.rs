@@ -3,7 +3,7 @@
 //!
 //! The write order of docs/format.md §2.9 promises that a crash at any
 //! point leaves a valid repository. The only points that matter are the
-//! calls that change the target (`write_new` and `delete`): between two of
+//! calls that change the target (`write_new`, `replace` and `delete`): between two of
 //! them the target does not change, so stopping after a read leaves the
 //! same target as stopping after the mutation before it. [`OpRecorder`]
 //! therefore numbers the *successful mutations* of a whole process (every
@@ -189,6 +189,10 @@ impl<B: Backend + ?Sized> Backend for CrashingBackend<B> {
         self.mutation("write", handle, || self.inner.write_new(handle, data))
     }
 
+    fn replace(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        self.mutation("replace", handle, || self.inner.replace(handle, data))
+    }
+
     fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
         self.mutation("delete", handle, || self.inner.delete(handle))
     }
@@ -248,16 +252,22 @@ mod tests {
         assert!(a.stat(&pack(9)).is_err());
         a.delete(&pack(1)).unwrap();
         b.list(ObjectKind::Pack).unwrap();
+        b.write_new(&Handle::config(), b"old").unwrap();
+        b.replace(&Handle::config(), b"new").unwrap();
+        // A refused replace changes nothing: not logged.
+        assert!(a.replace(&Handle::config(), b"x").is_err());
         let text = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
         assert_eq!(lines[0], format!("M1 write {}", pack(1)));
         assert_eq!(lines[1], format!("M2 write {}", pack(2)));
         assert_eq!(lines[2], format!("R read {}", pack(1)));
         assert_eq!(lines[3], format!("M3 delete {}", pack(1)));
         assert_eq!(lines[4], "R list data/");
-        assert_eq!(OpRecorder::mutations_in_log(&text), 3);
-        assert_eq!(recorder.mutations(), 3);
+        assert_eq!(lines[5], "M4 write config");
+        assert_eq!(lines[6], "M5 replace config");
+        assert_eq!(OpRecorder::mutations_in_log(&text), 5);
+        assert_eq!(recorder.mutations(), 5);
     }
 
     #[test]

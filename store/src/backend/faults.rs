@@ -8,7 +8,7 @@
 //! backend and, following a [`FaultPlan`]:
 //!
 //! - fails a share of calls, per operation, with a transient error
-//!   (a reset connection). For `write_new` and `delete` a share of those
+//!   (a reset connection). For `write_new`, `replace` and `delete` a share of those
 //!   failures happens *after* the call reached the target ("landed"): the
 //!   object is written or deleted, only the reply is lost;
 //! - delays a share of calls (on the injected [`Clock`]);
@@ -48,17 +48,20 @@ pub enum Op {
     Delete,
     /// `stat`.
     Stat,
+    /// `replace`.
+    Replace,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 6] = [
+    pub const ALL: [Op; OPS] = [
         Op::List,
         Op::Read,
         Op::ReadRange,
         Op::WriteNew,
         Op::Delete,
         Op::Stat,
+        Op::Replace,
     ];
 
     /// The operation's name in error messages.
@@ -69,6 +72,7 @@ impl Op {
             Op::WriteNew => "write",
             Op::Delete => "delete",
             Op::Stat => "stat",
+            Op::Replace => "replace",
         }
     }
 
@@ -76,6 +80,9 @@ impl Op {
         self as usize
     }
 }
+
+/// How many operations [`Op`] has.
+pub const OPS: usize = 7;
 
 /// What to inject. Rates are probabilities in `[0, 1]`; everything is off
 /// in [`FaultPlan::new`].
@@ -85,15 +92,15 @@ pub struct FaultPlan {
     pub seed: u64,
     /// Share of calls failing transiently, per [`Op`] (indexed by
     /// `Op as usize`).
-    pub fail: [f64; 6],
-    /// Share of injected `write_new`/`delete` failures that happen after
-    /// the call took effect on the target.
+    pub fail: [f64; OPS],
+    /// Share of injected `write_new`/`delete`/`replace` failures that
+    /// happen after the call took effect on the target.
     pub landed: f64,
     /// Share of calls delayed, and by how long.
     pub delay: (f64, Duration),
     /// Share of successful reads truncated, per [`Op`] (only `Read` and
     /// `ReadRange` are used).
-    pub truncate: [f64; 6],
+    pub truncate: [f64; OPS],
     /// After this many successful calls, the target goes away.
     pub gone_after: Option<u64>,
 }
@@ -104,17 +111,17 @@ impl FaultPlan {
     pub fn new(seed: u64) -> Self {
         FaultPlan {
             seed,
-            fail: [0.0; 6],
+            fail: [0.0; OPS],
             landed: 0.5,
             delay: (0.0, Duration::ZERO),
-            truncate: [0.0; 6],
+            truncate: [0.0; OPS],
             gone_after: None,
         }
     }
 
     /// Fails `rate` of the calls of every operation.
     pub fn fail(mut self, rate: f64) -> Self {
-        self.fail = [rate; 6];
+        self.fail = [rate; OPS];
         self
     }
 
@@ -404,7 +411,7 @@ impl<B: Backend + ?Sized> FaultyBackend<B> {
         }
         if self.happens(op, object, nth, Draw::Fail, self.plan.fail[op.index()]) {
             self.counters.failures.fetch_add(1, Ordering::Relaxed);
-            let mutates = matches!(op, Op::WriteNew | Op::Delete);
+            let mutates = matches!(op, Op::WriteNew | Op::Delete | Op::Replace);
             if mutates && self.happens(op, object, nth, Draw::Landed, self.plan.landed) {
                 // The call takes effect; only its reply is lost. A call the
                 // target refused reports that refusal as it would.
@@ -480,6 +487,11 @@ impl<B: Backend + ?Sized> Backend for FaultyBackend<B> {
     fn write_new(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
         let object = handle.to_string();
         self.call(Op::WriteNew, &object, || self.inner.write_new(handle, data))
+    }
+
+    fn replace(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        let object = handle.to_string();
+        self.call(Op::Replace, &object, || self.inner.replace(handle, data))
     }
 
     fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
@@ -563,6 +575,22 @@ mod tests {
         let b = faulty(FaultPlan::new(3).fail(1.0).landed(0.0));
         assert!(b.write_new(&h, b"lost").unwrap_err().is_transient());
         assert!(b.inner().stat(&h).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn replaces_fail_before_or_after_landing_like_writes() {
+        let config = Handle::config();
+        let b = faulty(FaultPlan::new(4).fail_op(Op::Replace, 1.0).landed(1.0));
+        b.inner().write_new(&config, b"old").unwrap();
+        assert!(b.replace(&config, b"landed").unwrap_err().is_transient());
+        assert_eq!(b.inner().read(&config).unwrap(), b"landed");
+        assert_eq!(b.injected().landed, 1);
+        let b = faulty(FaultPlan::new(4).fail_op(Op::Replace, 1.0).landed(0.0));
+        b.inner().write_new(&config, b"old").unwrap();
+        assert!(b.replace(&config, b"lost").unwrap_err().is_transient());
+        assert_eq!(b.inner().read(&config).unwrap(), b"old");
+        // Other operations are untouched by a replace-only plan.
+        b.write_new(&pack(5), b"x").unwrap();
     }
 
     #[test]

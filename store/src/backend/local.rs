@@ -11,6 +11,10 @@
 //! temp file behind, never a partial object; listings ignore temp files and
 //! [`LocalBackend::remove_stale_temp_files`] deletes old ones.
 //!
+//! [`Backend::replace`] (the config only) takes the same temp file and
+//! `rename(2)`s it over the object, which replaces it atomically, then
+//! fsyncs the directory.
+//!
 //! cairn runs as root on guests, so files are created mode 0600 and
 //! directories 0700: repository objects are never world-readable.
 
@@ -262,6 +266,32 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(already_exists(handle)),
             Err(e) => Err(io_err("write", handle, e)),
         }
+    }
+
+    /// Writes a temp file in the object's directory (fsynced), renames it
+    /// over the object (`rename(2)` replaces atomically: a reader opens
+    /// the old file or the new one) and fsyncs the directory.
+    fn replace(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        handle.validate()?;
+        let dest = self.path_of(handle);
+        match fs::metadata(&dest) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(BackendError::NotFound {
+                    object: handle.to_string(),
+                });
+            }
+            Err(e) => return Err(classify("replace", handle, e)),
+        }
+        let dir = parent_of(&dest)?;
+        let (tmp, file) = self.write_temp(dir, data)?;
+        drop(file);
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            // Best effort, as in write_temp.
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("replace", handle, e));
+        }
+        sync_dir(dir)
     }
 
     fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
@@ -528,6 +558,31 @@ mod tests {
         ));
         assert!(temp_files(backend.root()).is_empty());
         assert_eq!(backend.read(&h).unwrap(), b"first");
+    }
+
+    #[test]
+    fn replace_swaps_the_bytes_keeps_the_mode_and_leaves_no_temp_file() {
+        let (_dir, backend) = fresh();
+        let config = Handle::config();
+        assert!(
+            backend.replace(&config, b"new").unwrap_err().is_not_found(),
+            "a missing object is not created"
+        );
+        assert!(backend.stat(&config).unwrap_err().is_not_found());
+        backend.write_new(&config, b"old config").unwrap();
+        backend.replace(&config, b"new").unwrap();
+        assert_eq!(backend.read(&config).unwrap(), b"new");
+        let path = backend.root().join("config");
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(temp_files(backend.root()).is_empty());
+        // A directory where the object should be is not an object.
+        fs::create_dir(backend.root().join("snapshots/ab")).unwrap();
+        let dir = Handle {
+            kind: ObjectKind::Snapshot,
+            name: "ab".into(),
+        };
+        assert!(backend.replace(&dir, b"x").unwrap_err().is_not_found());
     }
 
     #[test]

@@ -125,6 +125,18 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn replace(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        handle.validate()?;
+        let data = Arc::new(data.to_vec());
+        match self.lock().get_mut(handle) {
+            Some(stored) => {
+                *stored = data;
+                Ok(())
+            }
+            None => Err(not_found(handle)),
+        }
+    }
+
     fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
         handle.validate()?;
         match self.lock().remove(handle) {
@@ -176,6 +188,18 @@ mod tests {
         assert!(!backend.corrupt(&h, 2, 0x01));
         assert!(!backend.corrupt(&pack(b"missing"), 0, 0x01));
         assert_eq!(backend.read(&h).unwrap(), [0x0f, 0xf1]);
+    }
+
+    #[test]
+    fn replace_swaps_existing_objects_only() {
+        let backend = MemoryBackend::new();
+        let config = Handle::config();
+        assert!(backend.replace(&config, b"x").unwrap_err().is_not_found());
+        assert_eq!(backend.object_count(), 0);
+        backend.write_new(&config, b"old").unwrap();
+        backend.replace(&config, b"newer").unwrap();
+        assert_eq!(backend.read(&config).unwrap(), b"newer");
+        assert_eq!(backend.object_count(), 1);
     }
 
     #[test]

@@ -227,6 +227,18 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// The target cannot do what was asked (such as an atomic replace on an
+    /// SFTP server without the `posix-rename@openssh.com` extension);
+    /// nothing was changed.
+    #[error("{op} {object}: the target cannot do this: {message}")]
+    Unsupported {
+        /// What was being done.
+        op: &'static str,
+        /// The object.
+        object: String,
+        /// What is missing and what to do about it.
+        message: String,
+    },
     /// Any other failure reported by a target's service.
     #[error("{op} {object}: {message}")]
     Service {
@@ -261,6 +273,11 @@ impl BackendError {
     /// Whether the error says the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
+    }
+
+    /// Whether the error says the target cannot do what was asked.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, BackendError::Unsupported { .. })
     }
 }
 
@@ -305,6 +322,22 @@ pub trait Backend: Send + Sync {
     /// all, and it is durable when this returns. Fails with
     /// [`BackendError::AlreadyExists`] if the object exists.
     fn write_new(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError>;
+
+    /// Replaces an **existing** object atomically: readers see the old bytes
+    /// or the new ones, never a mix and never nothing, and the new bytes are
+    /// durable when this returns. Replacing a missing object is
+    /// [`BackendError::NotFound`] (checked before anything is written; a
+    /// delete racing the replace may let it create the object). A target
+    /// that cannot replace atomically fails with
+    /// [`BackendError::Unsupported`] and changes nothing: it never deletes
+    /// and writes again, which would leave a window with no object.
+    ///
+    /// Used only for the `config` (the one object not named by its hash),
+    /// when `key rotate --rewrite` seals it again under the new key epoch
+    /// (docs/key-rotation.md). Every other object is immutable: write it
+    /// with [`Backend::write_new`]. Replacing is idempotent, so a retry of
+    /// one whose outcome is unknown is safe.
+    fn replace(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError>;
 
     /// Deletes an object; deleting a missing object is
     /// [`BackendError::NotFound`].

@@ -40,7 +40,11 @@
 //! relies on which of two identical writers won: every non-content-named or
 //! mutually exclusive object (config, locks) carries fresh random salts.
 //!
-//! `delete` is handled the same way: a probe first (a missing object is
+//! `replace` (the config only) needs none of this: it never removes the
+//! object, so repeating one that landed replaces it with the same bytes
+//! again.
+//!
+//! `delete` is handled the same way as `write_new`: a probe first (a missing object is
 //! NotFound, as the target would say), and after a transient failure a
 //! NotFound means the object is gone, which is what was asked: success.
 //!
@@ -399,6 +403,12 @@ impl<B: Backend + ?Sized> Backend for RetryBackend<B> {
         })
     }
 
+    /// A replace is idempotent (it never removes the object), so an
+    /// attempt whose outcome is unknown is simply made again.
+    fn replace(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        self.run("replace", handle, || self.inner.replace(handle, data))
+    }
+
     fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
         self.run("stat", handle, || self.inner.stat(handle))?;
         let mut interrupted = false;
@@ -539,6 +549,9 @@ mod tests {
         }
         fn write_new(&self, h: &Handle, data: &[u8]) -> Result<(), BackendError> {
             self.step("write_new", Some(h), || self.store.write_new(h, data))
+        }
+        fn replace(&self, h: &Handle, data: &[u8]) -> Result<(), BackendError> {
+            self.step("replace", Some(h), || self.store.replace(h, data))
         }
         fn delete(&self, h: &Handle) -> Result<(), BackendError> {
             self.step("delete", Some(h), || self.store.delete(h))
@@ -713,6 +726,24 @@ mod tests {
         assert_eq!(b.stats().ambiguous_resolved(), 1);
         // A missing object is NotFound, as the target says.
         assert!(b.delete(&h).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn replaces_are_retried_even_when_they_landed() {
+        let config = Handle::config();
+        let inner = Scripted::new(&[Step::LandThenFail, Step::FailBefore]);
+        inner.store.write_new(&config, b"old").unwrap();
+        let (b, _) = wrap(&inner);
+        b.replace(&config, b"new").unwrap();
+        assert_eq!(inner.calls(), ["replace"; 3]);
+        assert_eq!(inner.store.read(&config).unwrap(), b"new");
+        assert_eq!(b.retries(), 2);
+        // A missing object is NotFound at once, and is not created.
+        let inner = Scripted::new(&[]);
+        let (b, _) = wrap(&inner);
+        assert!(b.replace(&config, b"new").unwrap_err().is_not_found());
+        assert_eq!(inner.calls(), ["replace"]);
+        assert!(inner.store.stat(&config).unwrap_err().is_not_found());
     }
 
     #[test]

@@ -253,6 +253,13 @@ impl<B: Backend + ?Sized> Backend for ThrottledBackend<B> {
         self.inner.write_new(handle, data)
     }
 
+    fn replace(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        if let Some(limit) = &self.upload {
+            limit.take(data.len() as u64);
+        }
+        self.inner.replace(handle, data)
+    }
+
     fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
         self.inner.delete(handle)
     }
@@ -392,8 +399,10 @@ mod tests {
         // limit and is refunded.
         assert!(b.read_range(&h, 0, u64::MAX).is_err());
         assert_eq!(down.taken(), 320);
+        b.replace(&h, &[8; 50]).unwrap();
+        assert_eq!((up.taken(), down.taken()), (350, 320));
         b.delete(&h).unwrap();
-        assert_eq!(up.taken(), 300);
+        assert_eq!(up.taken(), 350);
     }
 
     #[test]

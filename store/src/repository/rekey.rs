@@ -16,6 +16,7 @@
 
 use super::Repository;
 use crate::backend::{Handle, ObjectKind};
+use crate::config::Config;
 use crate::crypto::MasterKeys;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -30,6 +31,17 @@ struct OpenedKeyFile {
     params: KdfParams,
     info: KeyFileInfo,
     keys: MasterKeys,
+}
+
+/// What [`Repository::reseal_config`] did.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ConfigReseal {
+    /// The epoch the config was under.
+    pub from_epoch: u32,
+    /// The epoch it is under now (the current one).
+    pub epoch: u32,
+    /// Whether it was replaced (false: it already was under `epoch`).
+    pub replaced: bool,
 }
 
 /// What rewriting the key files did.
@@ -63,21 +75,78 @@ impl Repository {
         })
     }
 
-    /// Drops every epoch but the current one and `keep` from the key files
+    /// Drops every epoch but the current one from the key files
     /// `credential` opens (the end of `key rotate --rewrite`, once no
-    /// object uses the dropped epochs), and restricts `keep` (the config's
-    /// epoch) to opening the config only. Other key files as in
+    /// object but the config uses the dropped epochs, and the config was
+    /// sealed again with [`Self::reseal_config`]). Other key files as in
     /// [`Self::rotate_key`]. Callers hold an exclusive lock.
+    ///
+    /// The config on the target decides what may go: if it is still under
+    /// an old epoch (a target that cannot replace it), that epoch is kept,
+    /// restricted to opening the config only (key set version 2,
+    /// docs/format.md §2.2). And the new set must open the config on the
+    /// target before any key file is written, so the key files never lose
+    /// the config's epoch, whatever order a caller gets wrong.
     pub fn drop_old_epochs(
         &mut self,
         credential: &Credential<'_>,
         remove_others: bool,
-        keep: &[u32],
     ) -> Result<KeyRewrap> {
+        let config = Repository::read_config_bytes(self.backend.as_ref())?;
+        let config_epoch = ObjectHeader::decode(&config, ObjectKind::Config, "config")?.epoch;
+        let keep: Vec<u32> = if config_epoch == self.keys.current_epoch() {
+            Vec::new()
+        } else {
+            vec![config_epoch]
+        };
         self.rewrap_keys(credential, remove_others, &mut |keys| {
-            keys.retain_epochs(keep);
-            keys.restrict_to_config(keep);
-            Ok(())
+            keys.retain_epochs(&keep);
+            keys.restrict_to_config(&keep);
+            Config::open(&config, keys).map(|_| ()).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "the key set without its old epochs would not open the config on the \
+                     target ({e}); nothing was changed"
+                ))
+            })
+        })
+    }
+
+    /// Seals the config again under the current epoch and replaces it on
+    /// the target ([`crate::Backend::replace`], atomic): the step of `key
+    /// rotate --rewrite` that lets [`Self::drop_old_epochs`] drop the
+    /// config's old epoch too. Nothing is written when the config already
+    /// is under the current epoch (a rerun after a crash). The content is
+    /// the config on the target, which must be the one this repository
+    /// was opened with. Callers hold an exclusive lock.
+    ///
+    /// A target that cannot replace atomically fails with
+    /// [`crate::BackendError::Unsupported`], having changed nothing.
+    pub fn reseal_config(&mut self) -> Result<ConfigReseal> {
+        let bytes = Repository::read_config_bytes(self.backend.as_ref())?;
+        let from_epoch = ObjectHeader::decode(&bytes, ObjectKind::Config, "config")?.epoch;
+        let epoch = self.keys.current_epoch();
+        if from_epoch == epoch {
+            return Ok(ConfigReseal {
+                from_epoch,
+                epoch,
+                replaced: false,
+            });
+        }
+        let config = Config::open(&bytes, &self.keys)?;
+        if config != self.config {
+            return Err(Error::InvalidInput(
+                "the config on the target changed since the repository was opened (it is \
+                 written only by `cairn init`); nothing was changed: run `cairn check`, then \
+                 the command again"
+                    .into(),
+            ));
+        }
+        let sealed = config.seal(&self.keys, self.rng.as_ref())?;
+        self.backend.replace(&Handle::config(), &sealed)?;
+        Ok(ConfigReseal {
+            from_epoch,
+            epoch,
+            replaced: true,
         })
     }
 
@@ -189,8 +258,8 @@ impl Repository {
         self.header_epoch(&Handle::new(kind, id), kind)
     }
 
-    /// The data-key epoch of the repository's config (written once, at
-    /// `init`).
+    /// The data-key epoch of the repository's config (written at `init`,
+    /// and again by `key rotate --rewrite`).
     pub fn config_epoch(&self) -> Result<u32> {
         self.header_epoch(&Handle::config(), ObjectKind::Config)
     }
@@ -284,34 +353,232 @@ mod tests {
         }
     }
 
+    /// A memory backend that cannot replace (as an SFTP server without
+    /// posix-rename): a test double for the fallback.
+    struct NoReplace(MemoryBackend);
+
+    impl Backend for NoReplace {
+        fn location(&self) -> String {
+            "no-replace".into()
+        }
+        fn list(&self, kind: ObjectKind) -> Result<Vec<crate::ObjectInfo>, crate::BackendError> {
+            self.0.list(kind)
+        }
+        fn read(&self, h: &crate::Handle) -> Result<Vec<u8>, crate::BackendError> {
+            self.0.read(h)
+        }
+        fn read_range(
+            &self,
+            h: &crate::Handle,
+            offset: u64,
+            len: u64,
+        ) -> Result<Vec<u8>, crate::BackendError> {
+            self.0.read_range(h, offset, len)
+        }
+        fn write_new(&self, h: &crate::Handle, data: &[u8]) -> Result<(), crate::BackendError> {
+            self.0.write_new(h, data)
+        }
+        fn replace(&self, h: &crate::Handle, _: &[u8]) -> Result<(), crate::BackendError> {
+            Err(crate::BackendError::Unsupported {
+                op: "replace",
+                object: h.to_string(),
+                message: "no atomic replace here".into(),
+            })
+        }
+        fn delete(&self, h: &crate::Handle) -> Result<(), crate::BackendError> {
+            self.0.delete(h)
+        }
+        fn stat(&self, h: &crate::Handle) -> Result<crate::ObjectInfo, crate::BackendError> {
+            self.0.stat(h)
+        }
+    }
+
+    /// A snapshot manifest's JSON, for forgeries.
+    const SNAPSHOT: &[u8] = br#"{"time":1,"hostname":"h","username":"u","kind":"files","paths":[],"tags":[],"parent":null,"root":"0000000000000000000000000000000000000000000000000000000000000000","program_version":"x","stats":{}}"#;
+
+    fn open(backend: &Arc<dyn Backend>) -> crate::error::Result<Repository> {
+        Repository::open(
+            backend.clone(),
+            &Credential::Password(b"pw"),
+            options(b"open"),
+        )
+    }
+
     #[test]
-    fn after_the_old_epochs_are_dropped_the_config_epoch_opens_only_the_config() {
+    fn a_resealed_config_lets_every_old_epoch_go_and_its_old_bytes_are_refused() {
+        let memory = Arc::new(MemoryBackend::new());
+        let backend: Arc<dyn Backend> = memory.clone();
+        let mut repo = init(&backend);
+        let retired = repo.keys().clone();
+        let old_config = backend.read(&crate::Handle::config()).unwrap();
+        repo.rotate_key(&Credential::Password(b"pw"), false)
+            .unwrap();
+        let done = repo.reseal_config().unwrap();
+        assert_eq!((done.from_epoch, done.epoch, done.replaced), (0, 1, true));
+        assert_eq!(repo.config_epoch().unwrap(), 1);
+        // A crash here leaves every epoch in the key files: it opens, and
+        // the rerun finds nothing to replace.
+        assert_eq!(
+            open(&backend).unwrap().keys().epochs().collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        let again = repo.reseal_config().unwrap();
+        assert!(!again.replaced);
+        let keys = repo
+            .drop_old_epochs(&Credential::Password(b"pw"), false)
+            .unwrap();
+        assert_eq!(keys.epochs, vec![1]);
+        drop(repo);
+        let repo = open(&backend).unwrap();
+        assert_eq!(repo.keys().epochs().collect::<Vec<_>>(), vec![1]);
+        let json = serde_json::to_vec(repo.config()).unwrap();
+        drop(repo);
+
+        // The old config put back (a replay) is refused, naming why.
+        let new_config = backend.read(&crate::Handle::config()).unwrap();
+        memory.raw_put(&crate::Handle::config(), &old_config);
+        let Err(e) = open(&backend) else {
+            panic!("the old config was accepted")
+        };
+        let e = e.to_string();
+        assert!(e.contains("key epoch 0") && e.contains("retired"), "{e}");
+        // So is a config forged with the retired keys, whatever epoch its
+        // header claims: 0 is no longer held, and 1's key is not theirs.
+        for epoch in [0u32, 1] {
+            let mut forged =
+                crate::object::seal_metadata(ObjectKind::Config, &json, &retired, &rng(b"f"))
+                    .unwrap();
+            forged[8..12].copy_from_slice(&epoch.to_le_bytes());
+            memory.raw_put(&crate::Handle::config(), &forged);
+            let Err(e) = open(&backend) else {
+                panic!("a forged config under epoch {epoch} was accepted")
+            };
+            let e = e.to_string();
+            let why = if epoch == 0 {
+                "retired"
+            } else {
+                "authentication failed"
+            };
+            assert!(e.contains(why), "{epoch}: {e}");
+        }
+        memory.raw_put(&crate::Handle::config(), &new_config);
+        open(&backend).unwrap();
+    }
+
+    fn rng(seed: &[u8]) -> SeededRandom {
+        SeededRandom::new(seed)
+    }
+
+    #[test]
+    fn a_repository_left_with_a_config_only_epoch_retires_it_on_the_next_rewrite() {
+        // What earlier versions' rewrites (and targets without an atomic
+        // replace) leave: the config under epoch 0, kept for it alone.
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let mut repo = init(&backend);
+        repo.rotate_key(&Credential::Password(b"pw"), false)
+            .unwrap();
+        let keys = repo
+            .drop_old_epochs(&Credential::Password(b"pw"), false)
+            .unwrap();
+        assert_eq!(keys.epochs, vec![0, 1]);
+        drop(repo);
+        let mut repo = open(&backend).unwrap();
+        assert!(repo.keys().opens_config_only(0));
+        assert!(repo.reseal_config().unwrap().replaced);
+        let keys = repo
+            .drop_old_epochs(&Credential::Password(b"pw"), false)
+            .unwrap();
+        assert_eq!(keys.epochs, vec![1]);
+        let repo = open(&backend).unwrap();
+        assert!(!repo.keys().opens_config_only(0));
+        assert_eq!(repo.keys().encode()[0], 1, "a version 1 key set again");
+    }
+
+    #[test]
+    fn a_target_without_replace_keeps_the_config_epoch_for_the_config_only() {
+        let backend: Arc<dyn Backend> = Arc::new(NoReplace(MemoryBackend::new()));
+        let mut repo = init(&backend);
+        repo.rotate_key(&Credential::Password(b"pw"), false)
+            .unwrap();
+        let e = repo.reseal_config().unwrap_err();
+        assert!(
+            matches!(&e, Error::Backend(b) if b.is_unsupported()),
+            "{e:?}"
+        );
+        assert_eq!(repo.config_epoch().unwrap(), 0, "nothing changed");
+        let keys = repo
+            .drop_old_epochs(&Credential::Password(b"pw"), false)
+            .unwrap();
+        assert_eq!(keys.epochs, vec![0, 1]);
+        assert!(open(&backend).unwrap().keys().opens_config_only(0));
+    }
+
+    #[test]
+    fn epochs_are_not_dropped_when_the_new_set_would_not_open_the_config() {
+        let memory = Arc::new(MemoryBackend::new());
+        let backend: Arc<dyn Backend> = memory.clone();
+        let mut repo = init(&backend);
+        repo.rotate_key(&Credential::Password(b"pw"), false)
+            .unwrap();
+        repo.reseal_config().unwrap();
+        // The config on the target is damaged after its header.
+        let config = crate::Handle::config();
+        let good = backend.read(&config).unwrap();
+        assert!(memory.corrupt(&config, 50, 1));
+        let keys_before = backend.list(ObjectKind::Key).unwrap();
+        let e = repo
+            .drop_old_epochs(&Credential::Password(b"pw"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("would not open the config"), "{e}");
+        assert_eq!(backend.list(ObjectKind::Key).unwrap(), keys_before);
+        memory.raw_put(&config, &good);
+        assert_eq!(
+            open(&backend).unwrap().keys().epochs().collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+    }
+
+    #[test]
+    fn a_config_changed_since_opening_is_not_resealed() {
+        let memory = Arc::new(MemoryBackend::new());
+        let backend: Arc<dyn Backend> = memory.clone();
+        let mut repo = init(&backend);
+        let before_rotation = repo.keys().clone();
+        repo.rotate_key(&Credential::Password(b"pw"), false)
+            .unwrap();
+        // Another config under epoch 0, as someone holding the old keys
+        // could write before the rewrite: other settings.
+        let mut other = repo.config().clone();
+        other.compression_level = 19;
+        let sealed = other.seal(&before_rotation, &rng(b"other")).unwrap();
+        memory.raw_put(&crate::Handle::config(), &sealed);
+        let e = repo.reseal_config().unwrap_err().to_string();
+        assert!(e.contains("changed since the repository was opened"), "{e}");
+        assert_eq!(backend.read(&crate::Handle::config()).unwrap(), sealed);
+    }
+
+    #[test]
+    fn without_a_resealed_config_its_epoch_opens_only_the_config() {
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         let mut repo = init(&backend);
         let retired = repo.keys().clone();
         repo.rotate_key(&Credential::Password(b"pw"), false)
             .unwrap();
-        let config_epoch = repo.config_epoch().unwrap();
-        assert_eq!(config_epoch, 0);
+        assert_eq!(repo.config_epoch().unwrap(), 0);
         let done = repo
-            .drop_old_epochs(&Credential::Password(b"pw"), false, &[config_epoch])
+            .drop_old_epochs(&Credential::Password(b"pw"), false)
             .unwrap();
         assert_eq!(done.epochs, vec![0, 1]);
         drop(repo);
         // The config still opens (epoch 0 is kept for it) ...
-        let repo = Repository::open(
-            backend.clone(),
-            &Credential::Password(b"pw"),
-            options(b"open"),
-        )
-        .unwrap();
+        let repo = open(&backend).unwrap();
         assert!(repo.keys().opens_config_only(0));
         assert!(!repo.keys().opens_config_only(1));
         // ... but an object forged under it with the retired keys is refused.
-        let payload = br#"{"time":1,"hostname":"h","username":"u","kind":"files","paths":[],"tags":[],"parent":null,"root":"0000000000000000000000000000000000000000000000000000000000000000","program_version":"x","stats":{}}"#;
-        let rng = SeededRandom::new(b"forger");
         let forged =
-            crate::object::seal_metadata(ObjectKind::Snapshot, payload, &retired, &rng).unwrap();
+            crate::object::seal_metadata(ObjectKind::Snapshot, SNAPSHOT, &retired, &rng(b"forger"))
+                .unwrap();
         let id = crate::Id::of_object(&forged);
         backend
             .write_new(&crate::Handle::new(ObjectKind::Snapshot, &id), &forged)
@@ -397,9 +664,10 @@ mod tests {
         assert_eq!(backend.list(ObjectKind::Key).unwrap().len(), 2);
         assert_eq!(reopen().keys().epochs().collect::<Vec<_>>(), vec![0, 1, 2]);
 
-        // Dropping old epochs keeps the current one and the ones asked for.
+        // Dropping old epochs keeps the current one and the config's (not
+        // sealed again here).
         let done = repo
-            .drop_old_epochs(&Credential::Password(b"pw"), false, &[0])
+            .drop_old_epochs(&Credential::Password(b"pw"), false)
             .unwrap();
         assert_eq!(done.epochs, vec![0, 2]);
         assert_eq!(reopen().keys().epochs().collect::<Vec<_>>(), vec![0, 2]);
