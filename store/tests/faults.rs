@@ -486,6 +486,9 @@ impl Backend for PackCutter {
     fn delete(&self, h: &cairn_store::Handle) -> Result<(), BackendError> {
         self.inner.delete(h)
     }
+    fn replace(&self, h: &cairn_store::Handle, data: &[u8]) -> Result<(), BackendError> {
+        self.inner.replace(h, data)
+    }
     fn stat(&self, h: &cairn_store::Handle) -> Result<cairn_store::ObjectInfo, BackendError> {
         self.inner.stat(h)
     }
