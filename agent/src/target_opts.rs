@@ -53,7 +53,13 @@ impl Default for TargetOptions {
 /// ([`crate::test_hooks`]). Without caps, hooks and retries, `inner` comes
 /// back as it was.
 pub fn wrap_backend(inner: Arc<dyn Backend>, opts: &TargetOptions) -> Arc<dyn Backend> {
-    let hooked = crate::test_hooks::wrap(inner);
+    wrap_hooked(crate::test_hooks::wrap(inner), opts)
+}
+
+/// [`wrap_backend`] of a target that already has its test hooks
+/// ([`crate::test_hooks::wrap`]): for callers that also need the target
+/// as calls reach it, such as the probe of `cairn init`.
+pub fn wrap_hooked(hooked: Arc<dyn Backend>, opts: &TargetOptions) -> Arc<dyn Backend> {
     wrap_backend_on(hooked, opts, Arc::new(SystemClock::new()))
 }
 

@@ -13,6 +13,9 @@
 //!   many crash points an operation has.
 //! - `CAIRN_TEST_FAULTS=seed=S,fail=R,truncate=R,delay=R:50ms,landed=S`:
 //!   inject faults (the store's `FaultPlan`) into every call to the target.
+//! - `CAIRN_TEST_IGNORE_CREATE_ONLY=1`: the target overwrites an existing
+//!   object instead of refusing a create-only write, as some S3-compatible
+//!   servers do (the store's `OverwritingBackend`; docs/targets.md).
 //!
 //! They are read once, when the binary starts ([`install_from_env`]); a
 //! value that does not parse is an error, never silently ignored. The
@@ -24,7 +27,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use cairn_store::Backend;
-use cairn_store::backend::{CrashingBackend, FaultPlan, FaultSpecError, FaultyBackend, OpRecorder};
+use cairn_store::backend::{
+    CrashingBackend, FaultPlan, FaultSpecError, FaultyBackend, OpRecorder, OverwritingBackend,
+};
 
 /// Abort after the N-th successful mutation of the target.
 pub const CRASH_AT_OP_ENV: &str = "CAIRN_TEST_CRASH_AT_OP";
@@ -32,6 +37,8 @@ pub const CRASH_AT_OP_ENV: &str = "CAIRN_TEST_CRASH_AT_OP";
 pub const OP_LOG_ENV: &str = "CAIRN_TEST_OP_LOG";
 /// Inject these faults into every target call.
 pub const FAULTS_ENV: &str = "CAIRN_TEST_FAULTS";
+/// Make the target overwrite instead of refusing a create-only write.
+pub const IGNORE_CREATE_ONLY_ENV: &str = "CAIRN_TEST_IGNORE_CREATE_ONLY";
 
 /// A test hook set to a value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +62,9 @@ pub enum TestHookError {
     /// The fault plan does not parse.
     #[error("{FAULTS_ENV} (a test hook, docs/reliability.md): {0}; fix it or unset it")]
     Faults(#[from] FaultSpecError),
+    /// The overwrite switch is neither 1 nor 0.
+    #[error("{IGNORE_CREATE_ONLY_ENV}={0:?} is not 1 or 0 (a test hook): fix it or unset it")]
+    IgnoreCreateOnly(String),
 }
 
 /// The hooks in force in this process.
@@ -62,6 +72,7 @@ pub enum TestHookError {
 pub struct TestHooks {
     recorder: Option<Arc<OpRecorder>>,
     faults: Option<FaultPlan>,
+    ignore_create_only: bool,
 }
 
 static HOOKS: OnceLock<TestHooks> = OnceLock::new();
@@ -92,17 +103,34 @@ impl TestHooks {
             None
         };
         let faults = var(FAULTS_ENV).map(|v| v.parse()).transpose()?;
-        Ok(TestHooks { recorder, faults })
+        let ignore_create_only = match var(IGNORE_CREATE_ONLY_ENV) {
+            None => false,
+            Some(v) => match v.trim() {
+                "1" => true,
+                "0" => false,
+                _ => return Err(TestHookError::IgnoreCreateOnly(v)),
+            },
+        };
+        Ok(TestHooks {
+            recorder,
+            faults,
+            ignore_create_only,
+        })
     }
 
     /// Whether no hook is set.
     pub fn is_empty(&self) -> bool {
-        self.recorder.is_none() && self.faults.is_none()
+        self.recorder.is_none() && self.faults.is_none() && !self.ignore_create_only
     }
 
-    /// `inner` with the hooks around it: the recorder innermost, the faults
-    /// above it.
+    /// `inner` with the hooks around it: the overwriting target innermost,
+    /// then the recorder, the faults above them.
     pub fn wrap(&self, inner: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        let inner: Arc<dyn Backend> = if self.ignore_create_only {
+            Arc::new(OverwritingBackend::new(inner))
+        } else {
+            inner
+        };
         let counted: Arc<dyn Backend> = match &self.recorder {
             Some(r) => Arc::new(CrashingBackend::new(inner, r.clone())),
             None => inner,
@@ -169,6 +197,10 @@ mod tests {
             e.contains(FAULTS_ENV) && e.contains("rate from 0 to 1"),
             "{e}"
         );
+        let e = hooks(&[(IGNORE_CREATE_ONLY_ENV, "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(IGNORE_CREATE_ONLY_ENV), "{e}");
         let e = hooks(&[(OP_LOG_ENV, "/nonexistent/dir/log")])
             .unwrap_err()
             .to_string();
@@ -192,5 +224,17 @@ mod tests {
         assert!(b.write_new(&pack, b"data").unwrap_err().is_transient());
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(OpRecorder::mutations_in_log(&text), 1, "{text}");
+    }
+
+    #[test]
+    fn the_overwriting_target_accepts_a_second_write() {
+        let h = hooks(&[(IGNORE_CREATE_ONLY_ENV, "1")]).unwrap();
+        assert!(!h.is_empty());
+        let b = h.wrap(Arc::new(MemoryBackend::new()));
+        let lock = Handle::new(ObjectKind::Lock, &Id::of_object(b"l"));
+        b.write_new(&lock, b"one").unwrap();
+        b.write_new(&lock, b"two").unwrap();
+        assert_eq!(b.read(&lock).unwrap(), b"two");
+        assert!(hooks(&[(IGNORE_CREATE_ONLY_ENV, "0")]).unwrap().is_empty());
     }
 }

@@ -332,9 +332,25 @@ impl Repository {
             .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let key_file = seal_key_file(&keys, credential, &init.kdf, &init.key_info, rng.as_ref())?;
         let key_id = Id::of_object(&key_file);
-        backend.write_new(&Handle::new(ObjectKind::Key, &key_id), &key_file)?;
+        let key_handle = Handle::new(ObjectKind::Key, &key_id);
+        backend.write_new(&key_handle, &key_file)?;
         // The config goes last: a target with a config is a usable repository.
-        backend.write_new(&Handle::config(), &config.seal(&keys, rng.as_ref())?)?;
+        let sealed = config.seal(&keys, rng.as_ref())?;
+        let raced = match backend.write_new(&Handle::config(), &sealed) {
+            Err(crate::BackendError::AlreadyExists { .. }) => true,
+            Err(e) => return Err(e.into()),
+            // Read back: on a target that ignores create-only writes
+            // (docs/targets.md) a racing init may have replaced it.
+            Ok(()) => backend.read(&Handle::config())? != sealed,
+        };
+        if raced {
+            // Best effort: a key file for a config that is not there opens
+            // nothing, but it would be tried (and fail) at every open.
+            let _ = backend.delete(&key_handle);
+            return Err(Error::InitRaced {
+                location: backend.location(),
+            });
+        }
         Repository::assemble(backend, keys, key_id, config, open, true)
     }
 

@@ -42,8 +42,10 @@ pub struct RepoArgs {
     #[arg(long, env = "CAIRN_LIMIT_DOWNLOAD", value_name = "RATE")]
     pub limit_download: Option<RateLimit>,
     /// Retry a call to the target that failed transiently (a reset
-    /// connection, a timeout) up to N times, with exponential backoff and
-    /// jitter; 0 to never retry.
+    /// connection, a timeout, a 5xx answer) up to N times: N + 1 attempts
+    /// in all, for every kind of target, with random waits of up to 0.2 s,
+    /// 0.4 s, 0.8 s ... (at most 10 s each; 6.2 s in all for 5) between
+    /// them; 0 to never retry.
     #[arg(long, env = "CAIRN_RETRIES", value_name = "N", default_value_t = DEFAULT_RETRIES)]
     pub retries: u32,
     /// The retry counters of the target these options open (shared with

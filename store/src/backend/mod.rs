@@ -11,6 +11,8 @@ pub mod crashpoint;
 pub mod faults;
 pub mod local;
 pub mod memory;
+pub mod overwriting;
+pub mod probe;
 pub mod retry;
 pub mod throttle;
 
@@ -18,6 +20,8 @@ pub use crashpoint::{CrashingBackend, OpRecorder};
 pub use faults::{FaultPlan, FaultSpecError, FaultyBackend};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use overwriting::OverwritingBackend;
+pub use probe::{CreateOnly, ProbeError, probe_create_only};
 pub use retry::{RetryBackend, RetryPolicy, RetryStats};
 pub use throttle::{RateLimiter, ThrottledBackend};
 
