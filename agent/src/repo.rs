@@ -159,6 +159,13 @@ impl RepoSpec {
         }
     }
 
+    /// How many calls may run against the target at once: `--transfers`,
+    /// else the default for its kind (remote or a directory).
+    pub fn transfers(&self) -> usize {
+        let remote = !matches!(self.parsed_location(), Ok(Location::Local(_)));
+        self.target.transfers_for(remote)
+    }
+
     /// The parsed location.
     pub fn parsed_location(&self) -> Result<Location, RepoError> {
         match Location::parse(&self.location) {
@@ -191,14 +198,14 @@ impl RepoSpec {
             Location::Sftp(_) => Arc::new(self.open_sftp(false)?),
             other => {
                 let remote = Arc::new(open_remote(&other)?);
-                let wrapped = wrap_backend(remote.clone(), &self.target);
+                let wrapped = wrap_backend(remote.clone(), &self.target, self.transfers());
                 // Through the retries: a transient failure of this first
                 // request is retried like any other call.
                 remote.check_reachable(wrapped.as_ref())?;
                 return Ok(wrapped);
             }
         };
-        Ok(wrap_backend(inner, &self.target))
+        Ok(wrap_backend(inner, &self.target, self.transfers()))
     }
 
     /// Connects to an SFTP location (`create`: make the repository's
@@ -210,7 +217,12 @@ impl RepoSpec {
             message,
         };
         let loc = cairn_sftp::SftpLocation::parse(location).map_err(|e| err(e.to_string()))?;
-        let opts = cairn_sftp::SftpOptions::from_env().map_err(|e| err(e.to_string()))?;
+        let mut opts = cairn_sftp::SftpOptions::from_env().map_err(|e| err(e.to_string()))?;
+        // One connection serves one call: as many as transfers, unless
+        // CAIRN_SFTP_CONNECTIONS says otherwise.
+        if std::env::var_os(cairn_sftp::ENV_CONNECTIONS).is_none_or(|v| v.is_empty()) {
+            opts.connections = self.transfers().min(cairn_sftp::MAX_CONNECTIONS);
+        }
         let connected = if create {
             cairn_sftp::SftpBackend::create(&loc, &opts)
         } else {
@@ -234,7 +246,7 @@ impl RepoSpec {
     pub fn create_target(&self) -> Result<NewTarget, RepoError> {
         let target = |inner: Arc<dyn Backend>| {
             let direct = crate::test_hooks::wrap(inner);
-            let wrapped = wrap_hooked(direct.clone(), &self.target);
+            let wrapped = wrap_hooked(direct.clone(), &self.target, self.transfers());
             NewTarget { direct, wrapped }
         };
         match self.parsed_location()? {
@@ -268,7 +280,8 @@ impl RepoSpec {
         }
     }
 
-    /// Open options: the cache directory and OS randomness.
+    /// Open options: the cache directory, OS randomness, and as many
+    /// background pack uploads as transfers.
     pub fn open_options(&self) -> OpenOptions {
         let dir = if self.no_cache {
             None
@@ -277,7 +290,9 @@ impl RepoSpec {
                 .clone()
                 .or_else(cairn_store::Cache::default_dir)
         };
-        OpenOptions::new(dir)
+        let mut options = OpenOptions::new(dir);
+        options.transfers = self.transfers();
+        options
     }
 }
 

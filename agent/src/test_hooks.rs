@@ -16,6 +16,10 @@
 //! - `CAIRN_TEST_IGNORE_CREATE_ONLY=1`: the target overwrites an existing
 //!   object instead of refusing a create-only write, as some S3-compatible
 //!   servers do (the store's `OverwritingBackend`; docs/targets.md).
+//! - `CAIRN_TEST_MAX_IN_FLIGHT=FILE`: write to FILE the most calls seen
+//!   running against the target at once (rewritten at every new maximum;
+//!   the store's `InFlightCounter`), counted above the injected faults so
+//!   that an injected delay counts as a call in flight.
 //!
 //! They are read once, when the binary starts ([`install_from_env`]); a
 //! value that does not parse is an error, never silently ignored. The
@@ -28,7 +32,8 @@ use std::sync::{Arc, OnceLock};
 
 use cairn_store::Backend;
 use cairn_store::backend::{
-    CrashingBackend, FaultPlan, FaultSpecError, FaultyBackend, OpRecorder, OverwritingBackend,
+    CrashingBackend, FaultPlan, FaultSpecError, FaultyBackend, InFlightCounter, OpRecorder,
+    OverwritingBackend,
 };
 
 /// Abort after the N-th successful mutation of the target.
@@ -39,6 +44,8 @@ pub const OP_LOG_ENV: &str = "CAIRN_TEST_OP_LOG";
 pub const FAULTS_ENV: &str = "CAIRN_TEST_FAULTS";
 /// Make the target overwrite instead of refusing a create-only write.
 pub const IGNORE_CREATE_ONLY_ENV: &str = "CAIRN_TEST_IGNORE_CREATE_ONLY";
+/// Write the most calls in flight at once to this file.
+pub const MAX_IN_FLIGHT_ENV: &str = "CAIRN_TEST_MAX_IN_FLIGHT";
 
 /// A test hook set to a value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +80,7 @@ pub struct TestHooks {
     recorder: Option<Arc<OpRecorder>>,
     faults: Option<FaultPlan>,
     ignore_create_only: bool,
+    max_in_flight: Option<PathBuf>,
 }
 
 static HOOKS: OnceLock<TestHooks> = OnceLock::new();
@@ -115,16 +123,20 @@ impl TestHooks {
             recorder,
             faults,
             ignore_create_only,
+            max_in_flight: var(MAX_IN_FLIGHT_ENV).map(PathBuf::from),
         })
     }
 
     /// Whether no hook is set.
     pub fn is_empty(&self) -> bool {
-        self.recorder.is_none() && self.faults.is_none() && !self.ignore_create_only
+        self.recorder.is_none()
+            && self.faults.is_none()
+            && !self.ignore_create_only
+            && self.max_in_flight.is_none()
     }
 
     /// `inner` with the hooks around it: the overwriting target innermost,
-    /// then the recorder, the faults above them.
+    /// then the recorder, the faults, and the in-flight counter above them.
     pub fn wrap(&self, inner: Arc<dyn Backend>) -> Arc<dyn Backend> {
         let inner: Arc<dyn Backend> = if self.ignore_create_only {
             Arc::new(OverwritingBackend::new(inner))
@@ -135,9 +147,19 @@ impl TestHooks {
             Some(r) => Arc::new(CrashingBackend::new(inner, r.clone())),
             None => inner,
         };
-        match &self.faults {
+        let faulty: Arc<dyn Backend> = match &self.faults {
             Some(plan) => Arc::new(FaultyBackend::new(counted, plan.clone())),
             None => counted,
+        };
+        match &self.max_in_flight {
+            Some(path) => {
+                let path = path.clone();
+                Arc::new(InFlightCounter::new(faulty).on_new_max(move |n| {
+                    // A test hook: a failed write shows as a missing figure.
+                    let _ = std::fs::write(&path, n.to_string());
+                }))
+            }
+            None => faulty,
         }
     }
 }

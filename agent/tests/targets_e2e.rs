@@ -271,3 +271,88 @@ fn the_old_client_retry_variable_is_refused_with_advice() {
         "{stderr}"
     );
 }
+
+/// Runs `cairn args --transfers N` with every target call delayed 5 ms (as
+/// on a distant target, so that calls overlap) and returns the most calls
+/// that ran against the target at once.
+fn max_in_flight(t: &Target, transfers: usize, args: &[&str]) -> usize {
+    let file = t.env.path("max-in-flight");
+    let _ = std::fs::remove_file(&file);
+    let n = transfers.to_string();
+    let mut all = args.to_vec();
+    all.extend(["--transfers", n.as_str()]);
+    let out = t
+        .command(&all)
+        .env("CAIRN_TEST_MAX_IN_FLIGHT", &file)
+        .env("CAIRN_TEST_FAULTS", "seed=1,delay=1:5ms")
+        .output()
+        .unwrap();
+    common::succeeded(&all, out);
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn transfers_caps_the_calls_in_flight_of_backup_restore_copy_and_check() {
+    let t = Target::local();
+    t.ok(&["init", "--kdf-memory", "8", "--pack-size", "1", "-q"]);
+    let src = t.env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..12u64 {
+        std::fs::write(src.join(format!("f{i}")), fill(i, 1 << 20)).unwrap();
+    }
+    let s = src.to_str().unwrap();
+    let mut seen = Vec::new();
+
+    // One transfer: never two calls at once, whatever runs in parallel.
+    let one = max_in_flight(&t, 1, &["backup", "-q", "--tag", "a", s]);
+    assert_eq!(one, 1);
+    std::fs::write(src.join("f0"), fill(100, 1 << 20)).unwrap();
+    let backup = max_in_flight(&t, 3, &["backup", "-q", "--tag", "b", s]);
+    seen.push(("backup", 3, backup));
+
+    let out = t.env.path("restored");
+    let out = out.to_str().unwrap();
+    let restore = max_in_flight(&t, 2, &["restore", "latest", "--target", out, "-q"]);
+    seen.push(("restore", 2, restore));
+    same_tree(
+        &src,
+        &std::path::Path::new(out).join(src.strip_prefix("/").unwrap()),
+    );
+
+    let check = max_in_flight(&t, 3, &["check", "-q", "--read-data"]);
+    seen.push(("check --read-data", 3, check));
+
+    let dest = t.env.path("copy");
+    let dest = dest.to_str().unwrap();
+    let repo = t.repo.clone();
+    t.ok(&[
+        "init",
+        "--repo",
+        dest,
+        "--kdf-memory",
+        "8",
+        "-q",
+        "--copy-chunker-params-from",
+        &repo,
+    ]);
+    let copy = max_in_flight(
+        &t,
+        2,
+        &["copy", "-q", "--to-repo", dest, "--from-repo", &repo],
+    );
+    seen.push(("copy", 2, copy));
+
+    eprintln!("most calls in flight (command, --transfers, seen): {seen:?}");
+    for (what, limit, max) in &seen {
+        assert!(
+            (1..=*limit).contains(max),
+            "{what}: {max} calls at once, limit {limit}"
+        );
+    }
+    // Reading packs for check, 3 at once with 5 ms per call, overlaps.
+    assert!(check >= 2, "{seen:?}");
+}

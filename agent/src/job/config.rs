@@ -114,6 +114,9 @@ pub struct Job {
     /// Retries of transient target errors.
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Calls at once against the target, as `--transfers` takes it.
+    #[serde(default)]
+    pub transfers: Option<u16>,
     /// Retention applied after each backup (forget).
     #[serde(default)]
     pub retention: Option<Retention>,
@@ -593,6 +596,15 @@ impl Job {
             (true, true) => return Err("nothing to back up: set paths (files) or disks (block devices)".into()),
             (false, false) => return Err("set either paths or disks, not both: a snapshot holds files or disks; make two jobs".into()),
             _ => {}
+        }
+        if self
+            .transfers
+            .is_some_and(|n| n == 0 || usize::from(n) > crate::target_opts::MAX_TRANSFERS)
+        {
+            return Err(format!(
+                "transfers must be from 1 to {} (calls at once against the target)",
+                crate::target_opts::MAX_TRANSFERS
+            ));
         }
         if self.synth_above.is_some_and(|t| !t.is_finite() || t < 0.0) {
             return Err("synth_above must be a spread of 0 or more (1.0 is a snapshot read in one pass; 1.5 is a common threshold)".into());

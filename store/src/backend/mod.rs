@@ -9,6 +9,7 @@ pub mod clock;
 pub mod conformance;
 pub mod crashpoint;
 pub mod faults;
+pub mod limit;
 pub mod local;
 pub mod memory;
 pub mod overwriting;
@@ -18,6 +19,7 @@ pub mod throttle;
 
 pub use crashpoint::{CrashingBackend, OpRecorder};
 pub use faults::{FaultPlan, FaultSpecError, FaultyBackend};
+pub use limit::{InFlightCounter, LimitedBackend, TransferLimit};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 pub use overwriting::OverwritingBackend;
