@@ -796,6 +796,22 @@ timeout = 90
     }
 
     #[test]
+    fn transfers_parse_and_go_to_the_target_options() {
+        let c = parse(&GOOD.replace("schedule = \"daily\"", "transfers = 3")).unwrap();
+        let job = c.job("web", Path::new("x")).unwrap();
+        assert_eq!(job.transfers, Some(3));
+        let spec = crate::job::run::repo_spec(&c, job);
+        assert_eq!(spec.transfers(), 3);
+        for bad in ["transfers = 0", "transfers = 257"] {
+            let e = parse(&GOOD.replace("schedule = \"daily\"", bad)).unwrap_err();
+            assert!(
+                e.to_string().contains("transfers must be from 1 to 256"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn the_synth_policy_parses_and_refuses_a_negative_spread() {
         let c = parse(&GOOD.replace("schedule = \"daily\"", "synth_above = 1.5")).unwrap();
         assert_eq!(c.job("web", Path::new("x")).unwrap().synth_above, Some(1.5));
