@@ -27,13 +27,16 @@
 //! N% of the packs on each run.
 
 use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use cairn_store::pack::expected_pack_len;
 use cairn_store::{BlobEntry, Id, ObjectKind, Repository, Snapshot};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::parallel::on_threads;
 use crate::reach::{Visit, WalkError, Walker, is_damage};
 
 /// Most problems listed in a report; the rest are only counted.
@@ -114,6 +117,8 @@ pub struct CheckOptions {
     pub read_data: ReadData,
     /// Salt of the random share of [`ReadData::Percent`] (fresh per run).
     pub salt: [u8; 32],
+    /// Packs read at once when reading data (the target's transfers).
+    pub readers: usize,
 }
 
 /// A per-run salt for the random subset: the time and the process id.
@@ -365,11 +370,27 @@ pub fn check(
 
     if opts.read_data != ReadData::Nothing {
         say("reading and verifying pack data");
-        for pack in packs.keys() {
-            if damaged_packs.contains(pack) || !opts.read_data.selects(pack, &opts.salt) {
-                continue;
-            }
-            match repo.verify_pack(pack) {
+        let selected: Vec<Id> = packs
+            .keys()
+            .filter(|p| !damaged_packs.contains(p) && opts.read_data.selects(p, &opts.salt))
+            .copied()
+            .collect();
+        // Several packs at once (each is a download, then CPU work);
+        // reported in pack order whatever order they finish in.
+        let verified = Mutex::new(Vec::with_capacity(selected.len()));
+        on_threads(opts.readers, selected, |pack| {
+            let result = repo.verify_pack(&pack);
+            verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((pack, result));
+            Ok::<(), Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {});
+        let mut verified = verified.into_inner().unwrap_or_else(|e| e.into_inner());
+        verified.sort_by_key(|(pack, _)| *pack);
+        for (pack, result) in verified {
+            match result {
                 Ok(_) => report.packs_read += 1,
                 // A patch in this pack whose base, in another pack, fails:
                 // that pack is at fault, not this one (the walk attributes
@@ -384,13 +405,13 @@ pub fn check(
                 Err(e) if is_damage(&e) => {
                     report.packs_read += 1;
                     report.problem(format!("pack {pack}"), e.to_string());
-                    damaged_packs.insert(*pack);
+                    damaged_packs.insert(pack);
                 }
                 // The target failed on this pack after every retry: it is
                 // not verified, and nothing is known against it. The rest
                 // are still read; the command says to run the check again.
                 Err(cairn_store::Error::Backend(e)) => {
-                    report.unverified(pack, &cairn_store::Error::Backend(e));
+                    report.unverified(&pack, &cairn_store::Error::Backend(e));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -543,6 +564,7 @@ mod tests {
             &CheckOptions {
                 read_data,
                 salt: [0; 32],
+                readers: 3,
             },
             &mut |_| {},
         )
@@ -700,6 +722,7 @@ mod tests {
             let opts = CheckOptions {
                 read_data: ReadData::All,
                 salt: [0; 32],
+                readers: 2,
             };
             match check(&r, &opts, &mut |_| {}) {
                 Ok(report) => {

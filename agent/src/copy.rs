@@ -16,7 +16,10 @@
 //! no recompression, a patch stays a patch. A patch is sent after the walk
 //! of its snapshot, when its bases are in the destination (the walker
 //! reports a patch before its bases, and the destination verifies a patch
-//! by applying it). The manifest gets an `original` field naming the source
+//! by applying it). Blobs are read from the source by `transfers` threads
+//! at once, in batches as the walk finds them (each blob is a ranged read,
+//! so one at a time would wait on a round trip per blob); the destination
+//! uploads its packs in the background. The manifest gets an `original` field naming the source
 //! snapshot; a rerun skips every snapshot whose copy is there, so copying
 //! is incremental twice over: by snapshot and by blob.
 //!
@@ -33,6 +36,7 @@ use cairn_store::{Compression, Id, Repository, Snapshot};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::parallel::on_threads;
 use crate::reach::{Visit, WalkError, Walker};
 
 /// Why a copy failed.
@@ -124,12 +128,14 @@ fn copies_in(dest: &Repository) -> Result<HashMap<Id, Id>, CopyError> {
 }
 
 /// Copies `snapshots` (from `source`, oldest first) into `dest`, skipping
-/// those `dest` has a copy of. Checks compatibility first. Callers hold a
-/// shared lock on each repository.
+/// those `dest` has a copy of, reading `transfers` blobs from the source at
+/// once. Checks compatibility first. Callers hold a shared lock on each
+/// repository.
 pub fn copy_snapshots(
     source: &Repository,
     dest: &Repository,
     snapshots: &[(Id, Snapshot)],
+    transfers: usize,
 ) -> Result<CopyReport, CopyError> {
     check_compatible(source, dest)?;
     let mut copies = copies_in(dest)?;
@@ -142,7 +148,14 @@ pub fn copy_snapshots(
             report.skipped += 1;
             continue;
         }
-        send_blobs(source, dest, &mut walker, id, snapshot, &mut report)?;
+        let mut sender = Sender {
+            source,
+            dest,
+            transfers,
+            batch: Vec::new(),
+            report: &mut report,
+        };
+        send_blobs(&mut sender, &mut walker, id, snapshot)?;
         let mut copy = snapshot.clone();
         copy.original = Some(snapshot.original.unwrap_or(*id));
         copy.parent = snapshot.parent.and_then(|p| copies.get(&p).copied());
@@ -157,14 +170,55 @@ pub fn copy_snapshots(
     Ok(report)
 }
 
-/// Sends every blob `snapshot` reaches that `dest` lacks; patches last.
+/// Blobs this many at most wait to be sent together.
+const BATCH: usize = 256;
+
+/// Sends blobs from the source to the destination, several at once.
+struct Sender<'a> {
+    source: &'a Repository,
+    dest: &'a Repository,
+    transfers: usize,
+    batch: Vec<Id>,
+    report: &'a mut CopyReport,
+}
+
+impl Sender<'_> {
+    /// Queues a blob; a full batch is sent.
+    fn push(&mut self, id: Id) -> Result<(), CopyError> {
+        self.batch.push(id);
+        if self.batch.len() >= BATCH {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the queued blobs, `transfers` at once.
+    fn send_batch(&mut self) -> Result<(), CopyError> {
+        let batch = std::mem::take(&mut self.batch);
+        let report = std::sync::Mutex::new(&mut *self.report);
+        on_threads(self.transfers, batch, |id| {
+            let sent = send(self.source, self.dest, &id)?;
+            let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
+            match sent {
+                Some((raw, stored)) => {
+                    report.blobs_sent += 1;
+                    report.bytes_sent += raw;
+                    report.bytes_stored += stored;
+                }
+                None => report.blobs_present += 1,
+            }
+            Ok::<(), CopyError>(())
+        })
+    }
+}
+
+/// Sends every blob `snapshot` reaches that the destination lacks; patches
+/// last.
 fn send_blobs(
-    source: &Repository,
-    dest: &Repository,
+    sender: &mut Sender<'_>,
     walker: &mut Walker<'_>,
     id: &Id,
     snapshot: &Snapshot,
-    report: &mut CopyReport,
 ) -> Result<(), CopyError> {
     let mut patches = Vec::new();
     let damaged = |what: String| CopyError::Damaged {
@@ -182,37 +236,30 @@ fn send_blobs(
             let Some((_, entry)) = r.location else {
                 return Err(damaged(format!("{} {} is missing", r.kind.label(), r.id)));
             };
-            if dest.has_blob(&r.id) {
-                report.blobs_present += 1;
+            if sender.dest.has_blob(&r.id) {
+                sender.report.blobs_present += 1;
             } else if entry.compression == Compression::Patch {
                 patches.push(r.id);
             } else {
-                send(source, dest, &r.id, report)?;
+                sender.push(r.id)?;
             }
             Ok(())
         }
     })?;
+    // Every base is sent (or queued) before the first patch is.
+    sender.send_batch()?;
     for patch in patches {
-        send(source, dest, &patch, report)?;
+        sender.push(patch)?;
     }
-    Ok(())
+    sender.send_batch()
 }
 
-/// Moves one blob in its stored form.
-fn send(
-    source: &Repository,
-    dest: &Repository,
-    id: &Id,
-    report: &mut CopyReport,
-) -> Result<(), CopyError> {
+/// Moves one blob in its stored form; its plaintext and stored sizes if
+/// the destination lacked it, `None` if it had it.
+fn send(source: &Repository, dest: &Repository, id: &Id) -> Result<Option<(u64, u64)>, CopyError> {
     let stored = source.load_stored_blob(id)?;
     let saved = dest.save_stored_blob(&stored)?;
-    if saved.new {
-        report.blobs_sent += 1;
-        report.bytes_sent += u64::from(stored.raw_len);
-        report.bytes_stored += saved.stored_len;
-    } else {
-        report.blobs_present += 1;
-    }
-    Ok(())
+    Ok(saved
+        .new
+        .then(|| (u64::from(stored.raw_len), saved.stored_len)))
 }

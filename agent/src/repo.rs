@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use cairn_objstore::{AzureConfig, Location, ObjectBackend, Options, S3Config};
 
-use crate::target_opts::{TargetOptions, wrap_backend};
+use crate::target_opts::{TargetOptions, wrap_backend, wrap_hooked};
 use cairn_store::backend::LocalBackend;
 use cairn_store::keyfile::parse_raw_key;
 use cairn_store::{Backend, Credential, OpenOptions, Repository};
@@ -49,6 +49,16 @@ pub struct RepoSpec {
     /// Whether this is the source repository of a copy: its secret comes
     /// from the `CAIRN_FROM_*` variables, and prompts and messages say so.
     pub source: bool,
+}
+
+/// The target of a repository being created, two ways.
+#[derive(Clone)]
+pub struct NewTarget {
+    /// The target as calls reach it: no retries, no bandwidth caps. For
+    /// probing what the target itself does (`cairn init`).
+    pub direct: Arc<dyn Backend>,
+    /// The target with the retries and bandwidth caps: for everything else.
+    pub wrapped: Arc<dyn Backend>,
 }
 
 /// Problems with what the user gave, before the repository is reached.
@@ -149,6 +159,13 @@ impl RepoSpec {
         }
     }
 
+    /// How many calls may run against the target at once: `--transfers`,
+    /// else the default for its kind (remote or a directory).
+    pub fn transfers(&self) -> usize {
+        let remote = !matches!(self.parsed_location(), Ok(Location::Local(_)));
+        self.target.transfers_for(remote)
+    }
+
     /// The parsed location.
     pub fn parsed_location(&self) -> Result<Location, RepoError> {
         match Location::parse(&self.location) {
@@ -179,9 +196,16 @@ impl RepoSpec {
                 Arc::new(b)
             }
             Location::Sftp(_) => Arc::new(self.open_sftp(false)?),
-            other => Arc::new(open_remote(&other)?),
+            other => {
+                let remote = Arc::new(open_remote(&other)?);
+                let wrapped = wrap_backend(remote.clone(), &self.target, self.transfers());
+                // Through the retries: a transient failure of this first
+                // request is retried like any other call.
+                remote.check_reachable(wrapped.as_ref())?;
+                return Ok(wrapped);
+            }
         };
-        Ok(wrap_backend(inner, &self.target))
+        Ok(wrap_backend(inner, &self.target, self.transfers()))
     }
 
     /// Connects to an SFTP location (`create`: make the repository's
@@ -193,7 +217,12 @@ impl RepoSpec {
             message,
         };
         let loc = cairn_sftp::SftpLocation::parse(location).map_err(|e| err(e.to_string()))?;
-        let opts = cairn_sftp::SftpOptions::from_env().map_err(|e| err(e.to_string()))?;
+        let mut opts = cairn_sftp::SftpOptions::from_env().map_err(|e| err(e.to_string()))?;
+        // One connection serves one call: as many as transfers, unless
+        // CAIRN_SFTP_CONNECTIONS says otherwise.
+        if std::env::var_os(cairn_sftp::ENV_CONNECTIONS).is_none_or(|v| v.is_empty()) {
+            opts.connections = self.transfers().min(cairn_sftp::MAX_CONNECTIONS);
+        }
         let connected = if create {
             cairn_sftp::SftpBackend::create(&loc, &opts)
         } else {
@@ -209,35 +238,50 @@ impl RepoSpec {
     /// one; an object store has no directory to create, so there this
     /// refuses a location that already holds a `config`.
     pub fn create_backend(&self) -> Result<Arc<dyn Backend>, RepoError> {
-        let inner = self.create_unwrapped()?;
-        Ok(wrap_backend(inner, &self.target))
+        Ok(self.create_target()?.wrapped)
     }
 
-    fn create_unwrapped(&self) -> Result<Arc<dyn Backend>, RepoError> {
+    /// [`RepoSpec::create_backend`], and the same target without the
+    /// retries and bandwidth caps (the test hooks, if any, included).
+    pub fn create_target(&self) -> Result<NewTarget, RepoError> {
+        let target = |inner: Arc<dyn Backend>| {
+            let direct = crate::test_hooks::wrap(inner);
+            let wrapped = wrap_hooked(direct.clone(), &self.target, self.transfers());
+            NewTarget { direct, wrapped }
+        };
         match self.parsed_location()? {
             Location::Local(path) => {
                 let b = LocalBackend::create(&path).map_err(|source| RepoError::Backend {
                     location: path.display().to_string(),
                     source,
                 })?;
-                Ok(Arc::new(b))
+                Ok(target(Arc::new(b)))
             }
-            Location::Sftp(_) => Ok(Arc::new(self.open_sftp(true)?)),
+            Location::Sftp(_) => Ok(target(Arc::new(self.open_sftp(true)?))),
             other => {
-                let b = open_remote(&other)?;
-                let exists = b.has_config().map_err(|source| RepoError::Backend {
-                    location: other.to_string(),
-                    source,
-                })?;
+                let remote = Arc::new(open_remote(&other)?);
+                let new = target(remote.clone() as Arc<dyn Backend>);
+                remote.check_reachable(new.wrapped.as_ref())?;
+                let exists = match new.wrapped.stat(&cairn_store::Handle::config()) {
+                    Ok(_) => true,
+                    Err(e) if e.is_not_found() => false,
+                    Err(source) => {
+                        return Err(RepoError::Backend {
+                            location: other.to_string(),
+                            source,
+                        });
+                    }
+                };
                 if exists {
                     return Err(RepoError::AlreadyARepository(other.to_string()));
                 }
-                Ok(Arc::new(b))
+                Ok(new)
             }
         }
     }
 
-    /// Open options: the cache directory and OS randomness.
+    /// Open options: the cache directory, OS randomness, and as many
+    /// background pack uploads as transfers.
     pub fn open_options(&self) -> OpenOptions {
         let dir = if self.no_cache {
             None
@@ -246,7 +290,9 @@ impl RepoSpec {
                 .clone()
                 .or_else(cairn_store::Cache::default_dir)
         };
-        OpenOptions::new(dir)
+        let mut options = OpenOptions::new(dir);
+        options.transfers = self.transfers();
+        options
     }
 }
 
@@ -256,8 +302,9 @@ fn env_prefix(source: bool) -> &'static str {
     if source { "CAIRN_FROM_" } else { "CAIRN_" }
 }
 
-/// Opens a remote target with the endpoint, credentials and timeouts of the
-/// environment.
+/// Sets up a remote target with the endpoint, credentials and timeouts of
+/// the environment; the caller checks that it is reachable
+/// ([`ObjectBackend::check_reachable`]) through the retries.
 fn open_remote(location: &Location) -> Result<ObjectBackend, RepoError> {
     let config_err = |error| cairn_objstore::OpenError::Config {
         location: location.to_string(),
@@ -267,11 +314,11 @@ fn open_remote(location: &Location) -> Result<ObjectBackend, RepoError> {
     match location {
         Location::S3(loc) => {
             let config = S3Config::from_env().map_err(config_err)?;
-            Ok(ObjectBackend::s3(loc, &config, &options)?)
+            Ok(ObjectBackend::s3_unchecked(loc, &config, &options)?)
         }
         Location::Azure(loc) => {
             let config = AzureConfig::from_env().map_err(config_err)?;
-            Ok(ObjectBackend::azure(loc, &config, &options)?)
+            Ok(ObjectBackend::azure_unchecked(loc, &config, &options)?)
         }
         Location::Sftp(_) | Location::Local(_) => {
             Err(RepoError::UnsupportedLocation(location.to_string()))

@@ -1,12 +1,14 @@
 //! Options that apply to every storage target whatever its kind: bandwidth
-//! caps and retries, and the function that wraps a backend with them.
+//! caps, retries and the number of transfers at once, and the function that
+//! wraps a backend with them.
 //!
 //! They are kept apart from opening the target (`repo.rs`) because they are
 //! behaviour added around any backend (see the store's `backend::retry` and
 //! `backend::throttle`): a directory, SFTP or object storage get the same
 //! wrappers. The command line gives them as `--limit-upload`,
-//! `--limit-download` and `--retries` (or `CAIRN_LIMIT_UPLOAD`,
-//! `CAIRN_LIMIT_DOWNLOAD`, `CAIRN_RETRIES`).
+//! `--limit-download`, `--retries` and `--transfers` (or
+//! `CAIRN_LIMIT_UPLOAD`, `CAIRN_LIMIT_DOWNLOAD`, `CAIRN_RETRIES`,
+//! `CAIRN_TRANSFERS`).
 
 use std::fmt;
 use std::num::NonZeroU64;
@@ -15,10 +17,33 @@ use std::sync::Arc;
 use cairn_store::Backend;
 use cairn_store::backend::clock::{Clock, SystemClock};
 use cairn_store::backend::retry::{RetryEvent, RetryStats};
-use cairn_store::backend::{RateLimiter, RetryBackend, RetryPolicy, ThrottledBackend};
+use cairn_store::backend::{
+    LimitedBackend, RateLimiter, RetryBackend, RetryPolicy, ThrottledBackend,
+};
 
 /// Retries after a first failed attempt, unless the user says otherwise.
 pub const DEFAULT_RETRIES: u32 = 5;
+
+/// Transfers at once to a remote target (S3, Azure, SFTP) unless the user
+/// says otherwise: such targets are latency-bound, so more transfers than
+/// cores keep the link busy; 8 of 16 MiB packs is 128 MiB of uploads in
+/// flight at most.
+pub const DEFAULT_REMOTE_TRANSFERS: usize = 8;
+
+/// The most transfers `--transfers` accepts.
+pub const MAX_TRANSFERS: usize = 256;
+
+/// Transfers at once to a target, unless `--transfers` says otherwise: 8
+/// for a remote one, one per core (2 to 8) for a directory, whose calls
+/// are file I/O bound by the disk (or a mounted share) rather than by
+/// round trips.
+pub fn default_transfers(remote: bool) -> usize {
+    if remote {
+        DEFAULT_REMOTE_TRANSFERS
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+    }
+}
 
 /// The wrappers a target gets.
 #[derive(Debug, Clone)]
@@ -29,6 +54,8 @@ pub struct TargetOptions {
     pub limit_download: Option<NonZeroU64>,
     /// Retries of a call that failed transiently (0: none).
     pub retries: u32,
+    /// Calls at once against the target (`None`: [`default_transfers`]).
+    pub transfers: Option<usize>,
     /// Print a warning on standard error before each retry.
     pub warn_on_retry: bool,
     /// Counters of the retry wrapper, shared with whoever reports them.
@@ -41,26 +68,52 @@ impl Default for TargetOptions {
             limit_upload: None,
             limit_download: None,
             retries: DEFAULT_RETRIES,
+            transfers: None,
             warn_on_retry: true,
             retry_stats: Arc::default(),
         }
     }
 }
 
-/// Wraps a freshly opened target with the options: retries outside, the
-/// bandwidth caps inside (so a retried upload is paid for again, as its
-/// bytes are sent again), and innermost the test hooks, if a test set any
-/// ([`crate::test_hooks`]). Without caps, hooks and retries, `inner` comes
-/// back as it was.
-pub fn wrap_backend(inner: Arc<dyn Backend>, opts: &TargetOptions) -> Arc<dyn Backend> {
-    let hooked = crate::test_hooks::wrap(inner);
-    wrap_backend_on(hooked, opts, Arc::new(SystemClock::new()))
+impl TargetOptions {
+    /// The transfers at once for a target, remote or not.
+    pub fn transfers_for(&self, remote: bool) -> usize {
+        self.transfers
+            .unwrap_or_else(|| default_transfers(remote))
+            .clamp(1, MAX_TRANSFERS)
+    }
+}
+
+/// Wraps a freshly opened target with the options: retries outside, then
+/// the cap on calls at once (a call waiting out its backoff holds no slot),
+/// the bandwidth caps inside (so a retried upload is paid for again, as
+/// its bytes are sent again), and innermost the test hooks, if a test set
+/// any ([`crate::test_hooks`]). `transfers` is the cap on calls at once
+/// ([`TargetOptions::transfers_for`]).
+pub fn wrap_backend(
+    inner: Arc<dyn Backend>,
+    opts: &TargetOptions,
+    transfers: usize,
+) -> Arc<dyn Backend> {
+    wrap_hooked(crate::test_hooks::wrap(inner), opts, transfers)
+}
+
+/// [`wrap_backend`] of a target that already has its test hooks
+/// ([`crate::test_hooks::wrap`]): for callers that also need the target
+/// as calls reach it, such as the probe of `cairn init`.
+pub fn wrap_hooked(
+    hooked: Arc<dyn Backend>,
+    opts: &TargetOptions,
+    transfers: usize,
+) -> Arc<dyn Backend> {
+    wrap_backend_on(hooked, opts, transfers, Arc::new(SystemClock::new()))
 }
 
 /// [`wrap_backend`] on a given clock (virtual time in tests).
 fn wrap_backend_on(
     inner: Arc<dyn Backend>,
     opts: &TargetOptions,
+    transfers: usize,
     clock: Arc<dyn Clock>,
 ) -> Arc<dyn Backend> {
     let limiter = |rate: Option<NonZeroU64>| {
@@ -72,10 +125,11 @@ fn wrap_backend_on(
     } else {
         inner
     };
+    let limited: Arc<dyn Backend> = Arc::new(LimitedBackend::new(throttled, transfers));
     if opts.retries == 0 {
-        return throttled;
+        return limited;
     }
-    let mut retry = RetryBackend::new(throttled, RetryPolicy::with_retries(opts.retries))
+    let mut retry = RetryBackend::new(limited, RetryPolicy::with_retries(opts.retries))
         .with_clock(clock)
         .with_stats(opts.retry_stats.clone());
     if opts.warn_on_retry {
@@ -263,7 +317,7 @@ mod tests {
             ..TargetOptions::default()
         };
         let clock = Arc::new(ManualClock::new());
-        let b = wrap_backend_on(faulty.clone(), &opts, clock.clone());
+        let b = wrap_backend_on(faulty.clone(), &opts, 2, clock.clone());
         let e = b.write_new(&pack(b"x"), b"data").unwrap_err();
         assert!(e.is_transient());
         assert_eq!(opts.retry_stats.retries(), 3);
@@ -275,12 +329,57 @@ mod tests {
             retries: 0,
             ..TargetOptions::default()
         };
-        let b = wrap_backend_on(faulty, &opts, clock);
+        let b = wrap_backend_on(faulty, &opts, 2, clock);
         assert!(matches!(
             b.list(ObjectKind::Pack),
             Err(BackendError::Io { .. })
         ));
         assert_eq!(opts.retry_stats.retries(), 0);
+    }
+
+    #[test]
+    fn wrapped_targets_run_at_most_transfers_calls_at_once() {
+        use cairn_store::backend::InFlightCounter;
+        let counter = Arc::new(InFlightCounter::new(Arc::new(MemoryBackend::new())));
+        let b = wrap_backend_on(
+            counter.clone(),
+            &TargetOptions::default(),
+            2,
+            Arc::new(ManualClock::new()),
+        );
+        std::thread::scope(|s| {
+            for t in 0..6u8 {
+                let b = &b;
+                s.spawn(move || {
+                    for i in 0..100u8 {
+                        let h = pack(&[t, i]);
+                        b.write_new(&h, b"data").unwrap();
+                        b.read(&h).unwrap();
+                    }
+                });
+            }
+        });
+        assert!((1..=2).contains(&counter.max_in_flight()));
+    }
+
+    #[test]
+    fn transfers_default_by_kind_of_target_and_are_bounded() {
+        let opts = TargetOptions::default();
+        assert_eq!(opts.transfers_for(true), DEFAULT_REMOTE_TRANSFERS);
+        assert!((2..=8).contains(&opts.transfers_for(false)));
+        let opts = TargetOptions {
+            transfers: Some(3),
+            ..TargetOptions::default()
+        };
+        assert_eq!(
+            (opts.transfers_for(true), opts.transfers_for(false)),
+            (3, 3)
+        );
+        let opts = TargetOptions {
+            transfers: Some(0),
+            ..TargetOptions::default()
+        };
+        assert_eq!(opts.transfers_for(true), 1);
     }
 
     #[test]
@@ -291,7 +390,7 @@ mod tests {
             ..TargetOptions::default()
         };
         let clock = Arc::new(ManualClock::new());
-        let b = wrap_backend_on(Arc::new(MemoryBackend::new()), &opts, clock.clone());
+        let b = wrap_backend_on(Arc::new(MemoryBackend::new()), &opts, 2, clock.clone());
         let h = pack(b"capped");
         // 100 bytes of burst, then 1000 bytes at 1000 B/s: one second.
         b.write_new(&h, &[0; 1100]).unwrap();

@@ -13,6 +13,13 @@
 //!   many crash points an operation has.
 //! - `CAIRN_TEST_FAULTS=seed=S,fail=R,truncate=R,delay=R:50ms,landed=S`:
 //!   inject faults (the store's `FaultPlan`) into every call to the target.
+//! - `CAIRN_TEST_IGNORE_CREATE_ONLY=1`: the target overwrites an existing
+//!   object instead of refusing a create-only write, as some S3-compatible
+//!   servers do (the store's `OverwritingBackend`; docs/targets.md).
+//! - `CAIRN_TEST_MAX_IN_FLIGHT=FILE`: write to FILE the most calls seen
+//!   running against the target at once (rewritten at every new maximum;
+//!   the store's `InFlightCounter`), counted above the injected faults so
+//!   that an injected delay counts as a call in flight.
 //!
 //! They are read once, when the binary starts ([`install_from_env`]); a
 //! value that does not parse is an error, never silently ignored. The
@@ -24,7 +31,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use cairn_store::Backend;
-use cairn_store::backend::{CrashingBackend, FaultPlan, FaultSpecError, FaultyBackend, OpRecorder};
+use cairn_store::backend::{
+    CrashingBackend, FaultPlan, FaultSpecError, FaultyBackend, InFlightCounter, OpRecorder,
+    OverwritingBackend,
+};
 
 /// Abort after the N-th successful mutation of the target.
 pub const CRASH_AT_OP_ENV: &str = "CAIRN_TEST_CRASH_AT_OP";
@@ -32,6 +42,10 @@ pub const CRASH_AT_OP_ENV: &str = "CAIRN_TEST_CRASH_AT_OP";
 pub const OP_LOG_ENV: &str = "CAIRN_TEST_OP_LOG";
 /// Inject these faults into every target call.
 pub const FAULTS_ENV: &str = "CAIRN_TEST_FAULTS";
+/// Make the target overwrite instead of refusing a create-only write.
+pub const IGNORE_CREATE_ONLY_ENV: &str = "CAIRN_TEST_IGNORE_CREATE_ONLY";
+/// Write the most calls in flight at once to this file.
+pub const MAX_IN_FLIGHT_ENV: &str = "CAIRN_TEST_MAX_IN_FLIGHT";
 
 /// A test hook set to a value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +69,9 @@ pub enum TestHookError {
     /// The fault plan does not parse.
     #[error("{FAULTS_ENV} (a test hook, docs/reliability.md): {0}; fix it or unset it")]
     Faults(#[from] FaultSpecError),
+    /// The overwrite switch is neither 1 nor 0.
+    #[error("{IGNORE_CREATE_ONLY_ENV}={0:?} is not 1 or 0 (a test hook): fix it or unset it")]
+    IgnoreCreateOnly(String),
 }
 
 /// The hooks in force in this process.
@@ -62,6 +79,8 @@ pub enum TestHookError {
 pub struct TestHooks {
     recorder: Option<Arc<OpRecorder>>,
     faults: Option<FaultPlan>,
+    ignore_create_only: bool,
+    max_in_flight: Option<PathBuf>,
 }
 
 static HOOKS: OnceLock<TestHooks> = OnceLock::new();
@@ -92,24 +111,55 @@ impl TestHooks {
             None
         };
         let faults = var(FAULTS_ENV).map(|v| v.parse()).transpose()?;
-        Ok(TestHooks { recorder, faults })
+        let ignore_create_only = match var(IGNORE_CREATE_ONLY_ENV) {
+            None => false,
+            Some(v) => match v.trim() {
+                "1" => true,
+                "0" => false,
+                _ => return Err(TestHookError::IgnoreCreateOnly(v)),
+            },
+        };
+        Ok(TestHooks {
+            recorder,
+            faults,
+            ignore_create_only,
+            max_in_flight: var(MAX_IN_FLIGHT_ENV).map(PathBuf::from),
+        })
     }
 
     /// Whether no hook is set.
     pub fn is_empty(&self) -> bool {
-        self.recorder.is_none() && self.faults.is_none()
+        self.recorder.is_none()
+            && self.faults.is_none()
+            && !self.ignore_create_only
+            && self.max_in_flight.is_none()
     }
 
-    /// `inner` with the hooks around it: the recorder innermost, the faults
-    /// above it.
+    /// `inner` with the hooks around it: the overwriting target innermost,
+    /// then the recorder, the faults, and the in-flight counter above them.
     pub fn wrap(&self, inner: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        let inner: Arc<dyn Backend> = if self.ignore_create_only {
+            Arc::new(OverwritingBackend::new(inner))
+        } else {
+            inner
+        };
         let counted: Arc<dyn Backend> = match &self.recorder {
             Some(r) => Arc::new(CrashingBackend::new(inner, r.clone())),
             None => inner,
         };
-        match &self.faults {
+        let faulty: Arc<dyn Backend> = match &self.faults {
             Some(plan) => Arc::new(FaultyBackend::new(counted, plan.clone())),
             None => counted,
+        };
+        match &self.max_in_flight {
+            Some(path) => {
+                let path = path.clone();
+                Arc::new(InFlightCounter::new(faulty).on_new_max(move |n| {
+                    // A test hook: a failed write shows as a missing figure.
+                    let _ = std::fs::write(&path, n.to_string());
+                }))
+            }
+            None => faulty,
         }
     }
 }
@@ -169,6 +219,10 @@ mod tests {
             e.contains(FAULTS_ENV) && e.contains("rate from 0 to 1"),
             "{e}"
         );
+        let e = hooks(&[(IGNORE_CREATE_ONLY_ENV, "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(IGNORE_CREATE_ONLY_ENV), "{e}");
         let e = hooks(&[(OP_LOG_ENV, "/nonexistent/dir/log")])
             .unwrap_err()
             .to_string();
@@ -192,5 +246,17 @@ mod tests {
         assert!(b.write_new(&pack, b"data").unwrap_err().is_transient());
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(OpRecorder::mutations_in_log(&text), 1, "{text}");
+    }
+
+    #[test]
+    fn the_overwriting_target_accepts_a_second_write() {
+        let h = hooks(&[(IGNORE_CREATE_ONLY_ENV, "1")]).unwrap();
+        assert!(!h.is_empty());
+        let b = h.wrap(Arc::new(MemoryBackend::new()));
+        let lock = Handle::new(ObjectKind::Lock, &Id::of_object(b"l"));
+        b.write_new(&lock, b"one").unwrap();
+        b.write_new(&lock, b"two").unwrap();
+        assert_eq!(b.read(&lock).unwrap(), b"two");
+        assert!(hooks(&[(IGNORE_CREATE_ONLY_ENV, "0")]).unwrap().is_empty());
     }
 }

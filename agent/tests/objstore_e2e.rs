@@ -255,7 +255,7 @@ fn missing_container_and_unreachable(target: &TestTarget, endpoint_var: &str, de
         &target.url("p"),
         &[
             (endpoint_var, &dead),
-            ("CAIRN_TARGET_RETRIES", "1"),
+            ("CAIRN_RETRIES", "1"),
             ("CAIRN_TARGET_TIMEOUT", "5"),
         ],
         &["snapshots"],

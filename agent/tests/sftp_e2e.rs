@@ -56,7 +56,11 @@ fn files_and_disks_round_trip_over_sftp() {
     );
     let repo = format!("{}/{unique}", base.trim_end_matches('/'));
     let c = |args: &[&str]| ok(&env, &repo, &key, &known, args);
-    c(&["init", "--kdf-memory", "8", "-q"]);
+    let init: serde_json::Value =
+        serde_json::from_slice(&c(&["init", "--kdf-memory", "8", "--json"]).stdout).unwrap();
+    // OpenSSH's plain RENAME is link + unlink: the probe's second write is
+    // refused.
+    assert_eq!(init["create_only_writes"].as_bool(), Some(true), "{init}");
     let again = cairn(
         &env,
         &repo,

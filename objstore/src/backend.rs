@@ -22,9 +22,15 @@
 //!   with the object's true size.
 //! - Errors: 404 is NotFound (but a missing bucket or container is its own
 //!   message), 409/412 on a create is AlreadyExists, 5xx, 429, timeouts and
-//!   connection failures are transient (after `object_store`'s own retries
-//!   with exponential backoff and jitter), everything else is permanent and
+//!   connection failures are transient, everything else is permanent and
 //!   carries the service's code and message and the object's name.
+//! - Retries: none inside the client ([`retry_config`]). Every call is
+//!   attempted once here and retried by the store's retry wrapper, which the
+//!   agent puts around every target: one layer, so `--retries N` means N + 1
+//!   attempts of a failing call, and a create-only PUT whose reply was lost
+//!   is resolved by the wrapper (it reads the object back) rather than
+//!   retried by the client into a 412 that would look like another writer's
+//!   object.
 //!
 //! The trait is synchronous; each backend owns a small multi-threaded tokio
 //! runtime and blocks on it, so any number of worker threads may call it at
@@ -94,22 +100,36 @@ fn client_options(endpoint: Option<&str>, o: &Options) -> ClientOptions {
         .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")))
 }
 
-fn retry_config(o: &Options) -> RetryConfig {
+/// The client's own retries: none (see the module documentation). With
+/// its default of 10 retries, or any number N of its own, a failing call
+/// would be attempted (N + 1) × (the wrapper's retries + 1) times under two
+/// nested backoffs, and a multipart part would be retried alone while the
+/// wrapper retries the whole pack anyway.
+fn retry_config() -> RetryConfig {
     RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: std::time::Duration::from_millis(100),
-            max_backoff: std::time::Duration::from_secs(10),
-            base: 2.0,
-        },
-        max_retries: o.retries,
-        retry_timeout: (o.timeout * 2).min(std::time::Duration::from_secs(240)),
+        backoff: BackoffConfig::default(),
+        max_retries: 0,
+        retry_timeout: std::time::Duration::ZERO,
     }
 }
 
 impl ObjectBackend {
     /// Opens the S3 bucket (and prefix) `loc` names with `config`, and checks
-    /// that the bucket exists and the credentials are accepted.
+    /// that the bucket exists and the credentials are accepted (one
+    /// attempt: see [`ObjectBackend::check_reachable`] to retry it).
     pub fn s3(
+        loc: &ObjectLocation,
+        config: &S3Config,
+        options: &Options,
+    ) -> Result<Self, OpenError> {
+        let backend = Self::s3_unchecked(loc, config, options)?;
+        backend.check_reachable(&backend)?;
+        Ok(backend)
+    }
+
+    /// Sets up the client for the S3 bucket (and prefix) `loc` names,
+    /// without a request: call [`ObjectBackend::check_reachable`] next.
+    pub fn s3_unchecked(
         loc: &ObjectLocation,
         config: &S3Config,
         options: &Options,
@@ -119,7 +139,7 @@ impl ObjectBackend {
             .with_bucket_name(&loc.container)
             .with_region(config.region.as_deref().unwrap_or("us-east-1"))
             .with_client_options(client_options(config.endpoint.as_deref(), options))
-            .with_retry(retry_config(options));
+            .with_retry(retry_config());
         if let Some(id) = &config.access_key_id {
             b = b.with_access_key_id(id);
         }
@@ -149,8 +169,21 @@ impl ObjectBackend {
     }
 
     /// Opens the Azure container (and prefix) `loc` names with `config`, and
-    /// checks that the container exists and the credentials are accepted.
+    /// checks that the container exists and the credentials are accepted
+    /// (one attempt: see [`ObjectBackend::check_reachable`] to retry it).
     pub fn azure(
+        loc: &ObjectLocation,
+        config: &AzureConfig,
+        options: &Options,
+    ) -> Result<Self, OpenError> {
+        let backend = Self::azure_unchecked(loc, config, options)?;
+        backend.check_reachable(&backend)?;
+        Ok(backend)
+    }
+
+    /// Sets up the client for the Azure container (and prefix) `loc` names,
+    /// without a request: call [`ObjectBackend::check_reachable`] next.
+    pub fn azure_unchecked(
         loc: &ObjectLocation,
         config: &AzureConfig,
         options: &Options,
@@ -163,7 +196,7 @@ impl ObjectBackend {
         let mut b = MicrosoftAzureBuilder::new()
             .with_container_name(&loc.container)
             .with_client_options(client_options(config.endpoint.as_deref(), options))
-            .with_retry(retry_config(options));
+            .with_retry(retry_config());
         if let Some(a) = &config.account {
             b = b.with_account(a);
         }
@@ -207,7 +240,7 @@ impl ObjectBackend {
                 location: location.clone(),
                 message: format!("cannot start the I/O runtime: {e}"),
             })?;
-        let backend = ObjectBackend {
+        Ok(ObjectBackend {
             store,
             runtime,
             service,
@@ -216,41 +249,30 @@ impl ObjectBackend {
             prefix: loc.prefix.clone(),
             location,
             options: options.clone(),
-        };
-        backend.probe()?;
-        Ok(backend)
+        })
     }
 
-    /// One listing request under the prefix: it fails if the bucket or
-    /// container is missing, the endpoint unreachable or the credentials
-    /// refused, so that shows at once with a clear message.
-    fn probe(&self) -> Result<(), OpenError> {
-        let prefix = self.key_of(ObjectKind::Key.dir());
-        let r = self
-            .runtime
-            .block_on(self.store.list_with_delimiter(Some(&prefix)));
-        match r {
+    /// Lists the key files through `via` (this backend, or this backend
+    /// wrapped with retries): it fails if the bucket or container is
+    /// missing, the endpoint unreachable or the credentials refused, so that
+    /// shows at once, when a repository is opened, with a clear message.
+    pub fn check_reachable(&self, via: &dyn Backend) -> Result<(), OpenError> {
+        match via.list(ObjectKind::Key) {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let err = self.map_err("list", prefix.to_string(), e);
-                if is_missing_container(&err) {
-                    Err(OpenError::MissingContainer {
-                        location: self.location.clone(),
-                        what: self.service.container_word(),
-                        name: self.container.clone(),
-                        at: self
-                            .endpoint
-                            .as_ref()
-                            .map(|e| format!(" at {e}"))
-                            .unwrap_or_default(),
-                    })
-                } else {
-                    Err(OpenError::Target {
-                        location: self.location.clone(),
-                        error: err,
-                    })
-                }
-            }
+            Err(err) if is_missing_container(&err) => Err(OpenError::MissingContainer {
+                location: self.location.clone(),
+                what: self.service.container_word(),
+                name: self.container.clone(),
+                at: self
+                    .endpoint
+                    .as_ref()
+                    .map(|e| format!(" at {e}"))
+                    .unwrap_or_default(),
+            }),
+            Err(error) => Err(OpenError::Target {
+                location: self.location.clone(),
+                error,
+            }),
         }
     }
 
@@ -322,22 +344,6 @@ impl ObjectBackend {
             }
             w.finish().await.map(|_| ()).map_err(err)
         })
-    }
-}
-
-/// Whether `backend` refuses to create an object that exists, as the
-/// repository assumes (some S3-compatible servers ignore `If-None-Match`).
-///
-/// It rewrites the repository's `config` with its own bytes, so the target
-/// is unchanged whichever way it answers. Call it on a repository that has
-/// a config (right after `init`).
-pub fn honours_create_only(backend: &dyn Backend) -> Result<bool, BackendError> {
-    let config = Handle::config();
-    let bytes = backend.read(&config)?;
-    match backend.write_new(&config, &bytes) {
-        Err(BackendError::AlreadyExists { .. }) => Ok(true),
-        Ok(()) => Ok(false),
-        Err(e) => Err(e),
     }
 }
 

@@ -23,8 +23,11 @@
 //! `CAIRN_AZURE_ENDPOINT`, and `AZURE_STORAGE_USE_EMULATOR=true` for Azurite
 //! at `AZURITE_BLOB_STORAGE_URL` (default `http://127.0.0.1:10000`).
 //!
-//! Both: `CAIRN_TARGET_TIMEOUT` (seconds per request, default 300) and
-//! `CAIRN_TARGET_RETRIES` (retries of a failed request, default 3).
+//! Both: `CAIRN_TARGET_TIMEOUT` (seconds per request, default 300).
+//! Retries are not set here: the client makes none of its own, and the
+//! agent's retry wrapper retries every call `--retries` times
+//! (docs/targets.md, "Retries"); `CAIRN_TARGET_RETRIES`, which set the
+//! client's own, is refused with that advice.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -93,10 +96,6 @@ pub struct Options {
     pub timeout: Duration,
     /// The time a connection may take to establish.
     pub connect_timeout: Duration,
-    /// How often a request failing transiently (5xx, timeouts, connection
-    /// errors) is retried, with exponential backoff and jitter, inside one
-    /// call.
-    pub retries: usize,
     /// Packs larger than this are uploaded in parts.
     pub multipart_threshold: usize,
     /// The size of one part (S3 needs at least 5 MiB but for the last).
@@ -117,7 +116,6 @@ impl Default for Options {
         Options {
             timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
-            retries: 3,
             multipart_threshold: 8 << 20,
             part_size: 8 << 20,
             part_concurrency: 4,
@@ -126,8 +124,8 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The defaults with `CAIRN_TARGET_TIMEOUT` and `CAIRN_TARGET_RETRIES`
-    /// applied.
+    /// The defaults with `CAIRN_TARGET_TIMEOUT` applied; a set
+    /// `CAIRN_TARGET_RETRIES` is refused (see the module documentation).
     pub fn from_lookup(env: Lookup<'_>) -> Result<Options, ConfigError> {
         let mut o = Options::default();
         if let Some(v) = env("CAIRN_TARGET_TIMEOUT") {
@@ -145,13 +143,15 @@ impl Options {
             o.timeout = Duration::from_secs(secs);
             o.connect_timeout = o.connect_timeout.min(o.timeout);
         }
-        if let Some(v) = env("CAIRN_TARGET_RETRIES") {
-            o.retries = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| *n <= 100)
-                .ok_or_else(|| bad("CAIRN_TARGET_RETRIES", "a number from 0 to 100"))?;
+        if env("CAIRN_TARGET_RETRIES").is_some() {
+            return Err(ConfigError::Invalid {
+                what: "CAIRN_TARGET_RETRIES".into(),
+                message: "is no longer read: the retries of every target are set by --retries \
+                          or CAIRN_RETRIES (default 5) and counted once, not multiplied by the \
+                          HTTP client's own (docs/targets.md, \"Retries\"); unset it, and set \
+                          CAIRN_RETRIES instead if you need another number"
+                    .into(),
+            });
         }
         Ok(o)
     }
@@ -535,6 +535,7 @@ mod tests {
         assert_eq!(o.timeout, Duration::from_secs(5));
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
         assert!(Options::from_lookup(&vars(&[("CAIRN_TARGET_TIMEOUT", "0")])).is_err());
-        assert!(Options::from_lookup(&vars(&[("CAIRN_TARGET_RETRIES", "x")])).is_err());
+        let e = Options::from_lookup(&vars(&[("CAIRN_TARGET_RETRIES", "3")])).unwrap_err();
+        assert!(e.to_string().contains("CAIRN_RETRIES"), "{e}");
     }
 }

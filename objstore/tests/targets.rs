@@ -138,7 +138,8 @@ fn azure_missing_container() {
 }
 
 /// An endpoint where nothing listens: a clear, transient error, quickly
-/// (after the client's few retries), not a hang or a panic.
+/// (one attempt: the client makes no retries of its own), not a hang or a
+/// panic.
 fn unreachable(mut target: TestTarget, var: &str, value: String) {
     for (k, v) in &mut target.env {
         if k == var {
@@ -147,7 +148,6 @@ fn unreachable(mut target: TestTarget, var: &str, value: String) {
     }
     let options = Options {
         timeout: Duration::from_secs(5),
-        retries: 2,
         ..Options::default()
     };
     let started = Instant::now();
@@ -218,4 +218,35 @@ fn wrong_credentials_are_refused_on_azure() {
 #[allow(dead_code)]
 fn assert_send_sync(b: ObjectBackend) -> Box<dyn Backend> {
     Box::new(b)
+}
+
+/// The create-only probe of `cairn init` (store's `backend::probe`) on the
+/// real service, and on the same service behind a wrapper that overwrites
+/// as Garage or s3rver do: told apart, and the probe object is removed.
+fn create_only_probe(target: &TestTarget) {
+    use cairn_store::backend::{CreateOnly, OverwritingBackend, probe_create_only};
+    let prefix = unique_prefix("probe");
+    let backend = std::sync::Arc::new(target.open_with(&prefix, &Options::default()).unwrap());
+    let rng = cairn_store::OsRandom;
+    assert_eq!(
+        probe_create_only(backend.as_ref(), &rng).unwrap(),
+        CreateOnly::Honoured
+    );
+    let lax = OverwritingBackend::new(backend.clone());
+    assert_eq!(probe_create_only(&lax, &rng).unwrap(), CreateOnly::Ignored);
+    assert!(backend.list(ObjectKind::Lock).unwrap().is_empty());
+}
+
+#[test]
+fn s3_create_only_probe() {
+    if let Some(t) = testing::s3() {
+        create_only_probe(&t);
+    }
+}
+
+#[test]
+fn azure_create_only_probe() {
+    if let Some(t) = testing::azure() {
+        create_only_probe(&t);
+    }
 }

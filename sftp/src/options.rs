@@ -12,7 +12,7 @@
 //! | `CAIRN_SFTP_NO_AGENT=1` | do not use ssh-agent even if it is running | |
 //! | `CAIRN_SFTP_KNOWN_HOSTS` | known_hosts file to check the server's host key against | `~/.ssh/known_hosts` |
 //! | `CAIRN_SFTP_ACCEPT_NEW_HOST_KEY=1` | trust an unknown host key on first use and add it to the known_hosts file (a changed key is still refused) | off |
-//! | `CAIRN_SFTP_CONNECTIONS` | SSH connections opened in parallel (1-64) | 4 |
+//! | `CAIRN_SFTP_CONNECTIONS` | SSH connections opened in parallel (1-64) | 4 (the agent: its `--transfers`) |
 //! | `CAIRN_SFTP_TIMEOUT_SECS` | longest wait for the server in any one call | 60 |
 
 use std::ffi::OsString;

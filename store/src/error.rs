@@ -70,6 +70,15 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
+    /// Another `init` of the same location finished its config first, or
+    /// (on a target that ignores create-only writes) replaced this one's.
+    #[error(
+        "another cairn init created a repository at {location} at the same time as this one, and its config is the one stored; this init removed its key file and created nothing. Use that repository with its own password, or choose another location"
+    )]
+    InitRaced {
+        /// The target's location.
+        location: String,
+    },
     /// An operation that needs the repository alone finds it locked by another.
     #[error("repository is locked {0}")]
     Locked(String),

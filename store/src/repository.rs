@@ -38,6 +38,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 mod rebuild;
 mod rekey;
 mod transfer;
+mod uploads;
+
+use uploads::{Finished, Uploads};
 
 pub use rebuild::{IndexRebuild, PackDamage};
 pub use rekey::{ConfigReseal, KeyRewrap};
@@ -109,18 +112,28 @@ pub struct OpenOptions {
     pub rng: Arc<dyn RandomSource>,
     /// Write an index checkpoint after this many packs are uploaded.
     pub checkpoint_packs: usize,
+    /// How many finished packs may upload at once in the background
+    /// (memory: about this many packs). The agent sets it from
+    /// `--transfers`.
+    pub transfers: usize,
 }
 
 impl OpenOptions {
-    /// The cache in `cache_dir`, OS randomness, checkpoints every 32 packs.
+    /// The cache in `cache_dir`, OS randomness, checkpoints every 32 packs,
+    /// up to [`DEFAULT_TRANSFERS`] pack uploads at once.
     pub fn new(cache_dir: Option<PathBuf>) -> Self {
         OpenOptions {
             cache_dir,
             rng: Arc::new(crate::random::OsRandom),
             checkpoint_packs: 32,
+            transfers: DEFAULT_TRANSFERS,
         }
     }
 }
+
+/// Pack uploads in flight at once unless [`OpenOptions::transfers`] says
+/// otherwise.
+pub const DEFAULT_TRANSFERS: usize = 4;
 
 /// What [`Repository::save_blob`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +198,8 @@ enum Dedup {
 enum Pending {
     /// In an open pack of this type, not uploaded yet.
     InPacker(BlobType),
+    /// In `pack`, finished and being uploaded (its bytes in `uploads`).
+    Uploading(Id, BlobEntry),
     /// Uploaded in `pack`, not yet in a stored index file.
     Packed(Id, BlobEntry),
 }
@@ -219,6 +234,16 @@ pub struct Repository {
     packers: [Mutex<Option<PackWriter>>; 2],
     pack_ciphers: Mutex<HashMap<Id, Arc<ObjectCipher>>>,
     counters: Counters,
+    uploads: Arc<Uploads>,
+}
+
+impl Drop for Repository {
+    /// Lets the uploads in flight finish (unrecorded: without a flush they
+    /// are packs no index names, as after a crash), so that nothing is
+    /// written to the target for this repository after it is gone.
+    fn drop(&mut self) {
+        self.uploads.wait_all();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -332,9 +357,25 @@ impl Repository {
             .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let key_file = seal_key_file(&keys, credential, &init.kdf, &init.key_info, rng.as_ref())?;
         let key_id = Id::of_object(&key_file);
-        backend.write_new(&Handle::new(ObjectKind::Key, &key_id), &key_file)?;
+        let key_handle = Handle::new(ObjectKind::Key, &key_id);
+        backend.write_new(&key_handle, &key_file)?;
         // The config goes last: a target with a config is a usable repository.
-        backend.write_new(&Handle::config(), &config.seal(&keys, rng.as_ref())?)?;
+        let sealed = config.seal(&keys, rng.as_ref())?;
+        let raced = match backend.write_new(&Handle::config(), &sealed) {
+            Err(crate::BackendError::AlreadyExists { .. }) => true,
+            Err(e) => return Err(e.into()),
+            // Read back: on a target that ignores create-only writes
+            // (docs/targets.md) a racing init may have replaced it.
+            Ok(()) => backend.read(&Handle::config())? != sealed,
+        };
+        if raced {
+            // Best effort: a key file for a config that is not there opens
+            // nothing, but it would be tried (and fail) at every open.
+            let _ = backend.delete(&key_handle);
+            return Err(Error::InitRaced {
+                location: backend.location(),
+            });
+        }
         Repository::assemble(backend, keys, key_id, config, open, true)
     }
 
@@ -460,6 +501,7 @@ impl Repository {
             packers: [Mutex::new(None), Mutex::new(None)],
             pack_ciphers: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            uploads: Uploads::new(open.transfers),
         };
         if load_index {
             repo.refresh_index()?;
@@ -720,8 +762,8 @@ impl Repository {
         let raw_len = u32::try_from(data.len()).map_err(|_| too_long("blob"))?;
         let mut named = Vec::with_capacity(bases.len());
         for base in bases {
-            match self.locate_blob(&base.id)? {
-                Some((_, entry)) if entry.compression != Compression::Patch => {}
+            match self.finished_entry(&base.id)? {
+                Some(entry) if entry.compression != Compression::Patch => {}
                 _ => return self.save_blob_with_id(BlobType::Data, id, data),
             }
             let len = u32::try_from(base.data.len()).map_err(|_| too_long("patch base"))?;
@@ -793,7 +835,7 @@ impl Repository {
             let mut slot = lock(&self.packers[packer_slot(blob_type)]);
             let mut finished_early = None;
             if slot.as_ref().is_some_and(|p| !p.fits(stored.len())) {
-                finished_early = slot.take().map(PackWriter::finish);
+                finished_early = slot.take().map(|p| self.hand_over(p));
             }
             let packer = match slot.as_mut() {
                 Some(p) => p,
@@ -812,7 +854,7 @@ impl Repository {
             };
             let entry = packer.add(id, compression, raw_len, stored);
             let full = if packer.len() >= self.config.pack_size as usize {
-                slot.take().map(PackWriter::finish)
+                slot.take().map(|p| self.hand_over(p))
             } else {
                 None
             };
@@ -838,35 +880,82 @@ impl Repository {
         })
     }
 
-    /// Uploads a finished pack and records its blobs; writes an index
-    /// checkpoint when enough packs are waiting for one.
-    fn upload_pack(&self, pack: FinishedPack) -> Result<()> {
-        if let Err(e) = self.write_content_named(ObjectKind::Pack, &pack.id, &pack.bytes) {
-            // Its blobs are not stored: forget them so a retry stores them.
-            let mut session = lock(&self.session);
-            for e in &pack.entries {
-                session.pending.remove(&e.id);
-            }
-            return Err(e);
+    /// Finishes an open pack and makes its blobs readable from the uploads
+    /// while it goes up. Called with the pack's slot locked, so a blob that
+    /// leaves the open pack is marked uploading before anyone can look for
+    /// it in the slot again (see `load_opened`).
+    fn hand_over(&self, writer: PackWriter) -> Arc<FinishedPack> {
+        let pack = self.uploads.register(writer.finish());
+        let mut session = lock(&self.session);
+        for e in &pack.entries {
+            session
+                .pending
+                .insert(e.id, Pending::Uploading(pack.id, *e));
         }
-        self.counters.packs.fetch_add(1, Ordering::Relaxed);
+        pack
+    }
+
+    /// Records the uploads finished so far, then starts uploading `pack` in
+    /// the background (waiting while [`OpenOptions::transfers`] are in
+    /// flight). An earlier upload that failed is returned as the error.
+    fn upload_pack(&self, pack: Arc<FinishedPack>) -> Result<()> {
+        let recorded = self.record_uploads(self.uploads.take_finished());
+        self.uploads.start(&self.backend, pack);
+        recorded
+    }
+
+    /// Records finished uploads: the blobs of an uploaded pack wait for an
+    /// index file (written here once enough packs wait, a checkpoint); the
+    /// blobs of a pack that failed are forgotten, so a retry stores them,
+    /// and the first failure is returned.
+    fn record_uploads(&self, finished: Vec<Finished>) -> Result<()> {
+        let mut failure = None;
         let checkpoint = {
             let mut session = lock(&self.session);
-            for e in &pack.entries {
-                session.pending.insert(e.id, Pending::Packed(pack.id, *e));
+            for (pack, result) in finished {
+                match result {
+                    Ok(()) => {
+                        self.counters.packs.fetch_add(1, Ordering::Relaxed);
+                        for e in &pack.entries {
+                            session.pending.insert(e.id, Pending::Packed(pack.id, *e));
+                        }
+                        session.unindexed.push(PackBlobs {
+                            pack: pack.id,
+                            blobs: pack.entries.clone(),
+                        });
+                    }
+                    Err(e) => {
+                        for e in &pack.entries {
+                            session.pending.remove(&e.id);
+                        }
+                        failure.get_or_insert(e);
+                    }
+                }
+                self.uploads.forget(&pack.id);
             }
-            session.unindexed.push(PackBlobs {
-                pack: pack.id,
-                blobs: pack.entries,
-            });
-            if session.unindexed.len() >= self.checkpoint_packs {
-                std::mem::take(&mut session.unindexed)
-            } else {
-                Vec::new()
+            // Checkpoints of exactly `checkpoint_packs` packs each, however
+            // many uploads finished at once.
+            let mut checkpoints = Vec::new();
+            if failure.is_none() {
+                while session.unindexed.len() >= self.checkpoint_packs {
+                    let rest = session.unindexed.split_off(self.checkpoint_packs);
+                    checkpoints.push(std::mem::replace(&mut session.unindexed, rest));
+                }
             }
+            checkpoints
         };
-        if !checkpoint.is_empty() {
-            self.write_index(checkpoint)?;
+        // After a failure the packs that did go up wait: indexed by the
+        // next checkpoint or flush, if any; else leftovers, as after a crash.
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        let mut checkpoints = checkpoint.into_iter();
+        while let Some(packs) = checkpoints.next() {
+            if let Err(e) = self.write_index(packs) {
+                // write_index put its own packs back; these wait too.
+                lock(&self.session).unindexed.extend(checkpoints.flatten());
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -907,14 +996,17 @@ impl Repository {
     /// indexed.
     pub fn flush(&self) -> Result<()> {
         for slot in &self.packers {
-            let pack = lock(slot)
-                .take()
-                .filter(|p| !p.is_empty())
-                .map(PackWriter::finish);
+            let pack = {
+                let mut slot = lock(slot);
+                slot.take()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| self.hand_over(p))
+            };
             if let Some(pack) = pack {
                 self.upload_pack(pack)?;
             }
         }
+        self.record_uploads(self.uploads.wait_all())?;
         let rest = std::mem::take(&mut lock(&self.session).unindexed);
         if !rest.is_empty() {
             self.write_index(rest)?;
@@ -931,17 +1023,38 @@ impl Repository {
 
     /// Loads a blob as stored: whole, or as its patch encoding.
     fn load_opened(&self, id: &Id) -> Result<(BlobEntry, OpenedBlob, String)> {
-        let pending = match lock(&self.session).pending.get(id) {
-            Some(Pending::Packed(pack, entry)) => Some(Ok((*pack, *entry))),
-            Some(Pending::InPacker(t)) => Some(Err(*t)),
-            None => None,
-        };
-        let (pack, entry) = match pending {
-            Some(Ok(location)) => location,
-            Some(Err(blob_type)) => return self.load_unuploaded(blob_type, id),
-            None => lock(&self.cache)
-                .lookup(id)?
-                .ok_or(Error::BlobNotFound(*id))?,
+        // A blob of this session moves from the open pack to the uploads to
+        // the target; each move is made before the place it leaves is
+        // cleared, so a look that misses it finds it on the next round.
+        let mut rounds = 0;
+        let (pack, entry) = loop {
+            rounds += 1;
+            let pending = match lock(&self.session).pending.get(id) {
+                Some(Pending::Packed(pack, entry)) => Some(Ok((*pack, *entry))),
+                Some(Pending::Uploading(pack, entry)) => Some(Err(Ok((*pack, *entry)))),
+                Some(Pending::InPacker(t)) => Some(Err(Err(*t))),
+                None => None,
+            };
+            match pending {
+                Some(Ok(location)) => break location,
+                Some(Err(Ok((pack, entry)))) => match self.uploads.pack(&pack) {
+                    Some(p) => return self.open_uploading(&p, &entry),
+                    None if rounds < 100 => continue,
+                    None => return Err(Error::BlobNotFound(*id)),
+                },
+                Some(Err(Err(blob_type))) => match self.load_unuploaded(blob_type, id) {
+                    Err(Error::BlobNotFound(_)) if rounds < 100 => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    other => return other,
+                },
+                None => {
+                    break lock(&self.cache)
+                        .lookup(id)?
+                        .ok_or(Error::BlobNotFound(*id))?;
+                }
+            }
         };
         let cipher = self.pack_cipher(&pack)?;
         let sealed = self.backend.read_range(
@@ -1002,6 +1115,19 @@ impl Repository {
             }
         }
         Ok(out)
+    }
+
+    /// A blob's entry once its pack is finished: indexed, uploaded or
+    /// being uploaded (not while its pack is still open).
+    fn finished_entry(&self, id: &Id) -> Result<Option<BlobEntry>> {
+        match lock(&self.session).pending.get(id) {
+            Some(Pending::Packed(_, entry) | Pending::Uploading(_, entry)) => {
+                return Ok(Some(*entry));
+            }
+            Some(Pending::InPacker(_)) => return Ok(None),
+            None => {}
+        }
+        Ok(lock(&self.cache).lookup(id)?.map(|(_, entry)| entry))
     }
 
     /// Where the index says a blob is: its pack and entry.
@@ -1221,6 +1347,29 @@ impl Repository {
         Ok(cipher)
     }
 
+    /// Opens a blob of a pack that is being uploaded, from its bytes here.
+    fn open_uploading(
+        &self,
+        pack: &FinishedPack,
+        entry: &BlobEntry,
+    ) -> Result<(BlobEntry, OpenedBlob, String)> {
+        let name = format!("pack {} (being uploaded)", pack.id);
+        let cipher = ObjectHeader::decode(&pack.bytes, ObjectKind::Pack, &name)?
+            .cipher(&self.keys, &name)?;
+        let start = entry.offset as usize;
+        let sealed = pack
+            .bytes
+            .get(start..start + entry.stored_len as usize)
+            .ok_or_else(|| Error::corrupt(&name, "a blob lies past its end"))?
+            .to_vec();
+        let opened = open_stored(&cipher, &self.keys, entry, sealed, &pack.id)?;
+        Ok((
+            *entry,
+            opened,
+            format!("blob {} in pack {}", entry.id, pack.id),
+        ))
+    }
+
     fn load_unuploaded(
         &self,
         blob_type: BlobType,
@@ -1391,7 +1540,9 @@ impl Repository {
     /// reachable patch, so prune and check follow these.
     pub fn patch_bases(&self, id: &Id) -> Result<Vec<Id>> {
         let pending = match lock(&self.session).pending.get(id) {
-            Some(Pending::Packed(_, entry)) => Some(entry.compression),
+            Some(Pending::Packed(_, entry) | Pending::Uploading(_, entry)) => {
+                Some(entry.compression)
+            }
             // Not uploaded yet: load_opened reads it from the open pack.
             Some(Pending::InPacker(_)) => Some(Compression::Patch),
             None => None,

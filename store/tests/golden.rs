@@ -49,6 +49,8 @@ fn open_options() -> OpenOptions {
         rng: Arc::new(SeededRandom::new(SEED)),
         cache_dir: None,
         checkpoint_packs: 32,
+        // One upload at a time: index files list packs in upload order.
+        transfers: 1,
     }
 }
 

@@ -736,3 +736,78 @@ fn rewritten_blobs_move_to_new_packs_and_the_old_entries_retire() {
             .is_none()
     );
 }
+
+/// A target where another `init` writes its config at a chosen moment:
+/// right after this init's key file (`before_config`) or right after this
+/// init's config, over it (the target ignores create-only writes).
+struct RacingInit {
+    memory: Arc<MemoryBackend>,
+    inner: Arc<dyn Backend>,
+    before_config: bool,
+}
+
+impl Backend for RacingInit {
+    fn location(&self) -> String {
+        "racing".into()
+    }
+    fn list(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<Vec<cairn_store::ObjectInfo>, cairn_store::BackendError> {
+        self.inner.list(kind)
+    }
+    fn read(&self, h: &Handle) -> Result<Vec<u8>, cairn_store::BackendError> {
+        self.inner.read(h)
+    }
+    fn read_range(&self, h: &Handle, o: u64, l: u64) -> Result<Vec<u8>, cairn_store::BackendError> {
+        self.inner.read_range(h, o, l)
+    }
+    fn write_new(&self, h: &Handle, data: &[u8]) -> Result<(), cairn_store::BackendError> {
+        let theirs = b"cairn\0 the other init's config";
+        if h.kind == ObjectKind::Config && self.before_config {
+            self.memory.raw_put(h, theirs);
+        }
+        let r = self.inner.write_new(h, data);
+        if h.kind == ObjectKind::Config && !self.before_config {
+            self.memory.raw_put(h, theirs);
+        }
+        r
+    }
+    fn delete(&self, h: &Handle) -> Result<(), cairn_store::BackendError> {
+        self.inner.delete(h)
+    }
+    fn replace(&self, h: &Handle, data: &[u8]) -> Result<(), cairn_store::BackendError> {
+        self.inner.replace(h, data)
+    }
+    fn stat(&self, h: &Handle) -> Result<cairn_store::ObjectInfo, cairn_store::BackendError> {
+        self.inner.stat(h)
+    }
+}
+
+#[test]
+fn an_init_that_loses_a_race_says_so_and_leaves_no_key_file() {
+    use cairn_store::backend::OverwritingBackend;
+    for (before_config, ignores_create_only) in [(true, false), (false, true)] {
+        let memory = Arc::new(MemoryBackend::new());
+        let inner: Arc<dyn Backend> = if ignores_create_only {
+            Arc::new(OverwritingBackend::over_memory(memory.clone()))
+        } else {
+            memory.clone()
+        };
+        let backend: Arc<dyn Backend> = Arc::new(RacingInit {
+            memory: memory.clone(),
+            inner,
+            before_config,
+        });
+        let e = Repository::init(backend, &PW, &init_options(), opts(b"race"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::InitRaced { .. }), "{e:?}");
+        assert!(e.to_string().contains("another cairn init"), "{e}");
+        assert!(memory.list(ObjectKind::Key).unwrap().is_empty());
+        assert_eq!(
+            memory.read(&Handle::config()).unwrap(),
+            b"cairn\0 the other init's config"
+        );
+    }
+}

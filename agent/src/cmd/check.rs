@@ -38,7 +38,8 @@ pub struct Args {
 
 /// Runs `cairn check`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
-    let repo = cairn::repo::open(&args.repo.spec())?;
+    let spec = args.repo.spec();
+    let repo = cairn::repo::open(&spec)?;
     // Shared: a check runs beside backups, but not beside an operation
     // that deletes (a pack pruned mid-check would look missing).
     let _lock = repo.lock(&hostname(), "check", false)?;
@@ -50,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let opts = CheckOptions {
         read_data,
         salt: cairn::check::run_salt(),
+        readers: spec.transfers(),
     };
     let chatty = !args.repo.quiet && !args.repo.json;
     let report = check(&repo, &opts, &mut |phase| {

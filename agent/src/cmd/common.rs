@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cairn::repo::RepoSpec;
-use cairn::target_opts::{DEFAULT_RETRIES, RateLimit, TargetOptions};
+use cairn::target_opts::{DEFAULT_RETRIES, MAX_TRANSFERS, RateLimit, TargetOptions};
 use cairn_store::backend::RetryStats;
 use std::sync::Arc;
 
@@ -42,10 +42,21 @@ pub struct RepoArgs {
     #[arg(long, env = "CAIRN_LIMIT_DOWNLOAD", value_name = "RATE")]
     pub limit_download: Option<RateLimit>,
     /// Retry a call to the target that failed transiently (a reset
-    /// connection, a timeout) up to N times, with exponential backoff and
-    /// jitter; 0 to never retry.
+    /// connection, a timeout, a 5xx answer) up to N times: N + 1 attempts
+    /// in all, for every kind of target, with random waits of up to 0.2 s,
+    /// 0.4 s, 0.8 s ... (at most 10 s each; 6.2 s in all for 5) between
+    /// them; 0 to never retry.
     #[arg(long, env = "CAIRN_RETRIES", value_name = "N", default_value_t = DEFAULT_RETRIES)]
     pub retries: u32,
+    /// Run at most N calls against the target at once: pack uploads of a
+    /// backup (each holds its pack in memory, 16 MiB by default), downloads
+    /// of a restore, copy and check --read-data, and the small calls.
+    /// Default: 8 for S3, Azure and SFTP (latency-bound: more than cores
+    /// keeps the link busy), one per core (2 to 8) for a directory. Also
+    /// the SFTP connections, unless CAIRN_SFTP_CONNECTIONS is set.
+    #[arg(long, env = "CAIRN_TRANSFERS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=MAX_TRANSFERS as i64))]
+    pub transfers: Option<u16>,
     /// The retry counters of the target these options open (shared with
     /// every [`TargetOptions`] made from them).
     #[arg(skip)]
@@ -71,6 +82,7 @@ impl RepoArgs {
             limit_upload: self.limit_upload.and_then(|r| r.0),
             limit_download: self.limit_download.and_then(|r| r.0),
             retries: self.retries,
+            transfers: self.transfers.map(usize::from),
             warn_on_retry: true,
             retry_stats: self.retry_stats.clone(),
         }
@@ -80,6 +92,18 @@ impl RepoArgs {
     pub fn progress(&self) -> bool {
         !self.quiet && !self.json && io::stderr().is_terminal()
     }
+}
+
+/// Worker threads of a command that waits on downloads (restore, export):
+/// `requested`, or else one per core and at least as many as the target's
+/// transfers, so that every transfer slot can be kept busy.
+pub fn io_threads(requested: usize, spec: &RepoSpec) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(spec.transfers())
 }
 
 /// Where the job configuration is (`cairn run`, `cairn schedule`).
@@ -139,12 +163,19 @@ mod tests {
             "off",
             "--retries",
             "2",
+            "--transfers",
+            "3",
         ])
         .unwrap();
         let opts = cli.repo.target_options();
         assert_eq!(opts.limit_upload.map(|r| r.get()), Some(10 << 20));
         assert_eq!(opts.limit_download, None);
         assert_eq!(opts.retries, 2);
+        assert_eq!(opts.transfers, Some(3));
+        for bad in ["0", "257", "many"] {
+            let e = Cli::try_parse_from(["cairn", "--transfers", bad]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
         // The counters are shared with the options made from the flags.
         assert!(Arc::ptr_eq(&opts.retry_stats, &cli.repo.retry_stats));
     }

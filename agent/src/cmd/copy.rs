@@ -72,7 +72,7 @@ pub fn run(mut args: Args) -> anyhow::Result<Outcome> {
         chosen.sort_by_key(|(id, s)| (s.time, s.time_nanos, *id));
         chosen
     };
-    let report = cairn::copy::copy_snapshots(&source, &dest, &chosen)?;
+    let report = cairn::copy::copy_snapshots(&source, &dest, &chosen, source_spec.transfers())?;
     if args.repo.json {
         print_json(&report)?;
     } else if !args.repo.quiet {

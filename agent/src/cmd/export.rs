@@ -11,7 +11,7 @@ use cairn::progress::Progress;
 use cairn::select;
 use cairn_store::SnapshotKind;
 
-use super::common::RepoArgs;
+use super::common::{RepoArgs, io_threads};
 use super::restore::pick_disk;
 use super::snapshots::FilterArgs;
 
@@ -40,22 +40,18 @@ pub struct Args {
     /// Where to write the image or archive; `-` for standard output.
     #[arg(short, long, value_name = "FILE", default_value = "-")]
     output: PathBuf,
-    /// Worker threads fetching blobs (0 = one per core, at least 4).
+    /// Worker threads fetching blobs (0 = one per core, and at least as
+    /// many as --transfers).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
 }
 
 /// Runs `cairn export`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
-    let repo = cairn::repo::open(&args.repo.spec())?;
+    let spec = args.repo.spec();
+    let repo = cairn::repo::open(&spec)?;
     let (id, snap) = select::resolve(&repo, &args.snapshot, &args.filter.filter())?;
-    let threads = if args.threads > 0 {
-        args.threads
-    } else {
-        std::thread::available_parallelism()
-            .map_or(4, |n| n.get())
-            .max(4)
-    };
+    let threads = io_threads(args.threads, &spec);
     let to_stdout = args.output.as_os_str() == "-";
     let mut out: Box<dyn Write> = if to_stdout {
         Box::new(std::io::BufWriter::with_capacity(

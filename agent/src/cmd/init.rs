@@ -2,9 +2,11 @@
 
 use anyhow::Context;
 use cairn::exit::Outcome;
-use cairn::repo::{RepoError, hostname, read_secret, username};
+use cairn::repo::{NewTarget, RepoError, hostname, read_secret, username};
 use cairn_chunker::ChunkerParams;
 use cairn_objstore::Location;
+use cairn_store::RandomSource;
+use cairn_store::backend::{CreateOnly, ProbeError, probe_create_only};
 use cairn_store::keyfile::KeyFileInfo;
 use cairn_store::{ChunkSizes, ChunkerConfig, InitOptions, KdfParams, Repository};
 
@@ -60,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             None
         }
-        _ => Some(spec.create_backend()?),
+        _ => Some(spec.create_target()?),
     };
     let shared = match &args.copy_chunker_params_from {
         Some(from) => {
@@ -71,9 +73,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         None => None,
     };
     let secret = read_secret(&spec, true)?;
-    let backend = match early {
-        Some(b) => b,
-        None => spec.create_backend()?,
+    let target = match early {
+        Some(t) => t,
+        None => spec.create_target()?,
     };
     let mut init = InitOptions::new(ChunkerConfig {
         format: 1,
@@ -98,33 +100,15 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         username: username(),
         epoch: None,
     };
-    let target = backend.clone();
-    let repo = Repository::init(backend, &secret.credential(), &init, spec.open_options())?;
+    let open = spec.open_options();
+    let create_only = probe(&target, &location, open.rng.as_ref());
+    let repo = Repository::init(target.wrapped, &secret.credential(), &init, open)?;
     let id = repo.config().repo_id;
-    // Object stores: check that the service really refuses to overwrite
-    // (docs/targets.md); warn if not, since locks then cannot be trusted.
-    let create_only = match &location {
-        Location::Local(_) => Some(true),
-        _ => match cairn_objstore::backend::honours_create_only(&*target) {
-            Ok(honoured) => Some(honoured),
-            Err(e) => {
-                eprintln!("warning: could not check that the target refuses overwrites: {e}");
-                None
-            }
-        },
-    };
-    if create_only == Some(false) {
-        eprintln!(
-            "warning: {location} accepted an overwrite of an existing object (it ignores If-None-Match): \
-             backups work, but operations that need a lock (prune, forget) are not safe against \
-             other agents on this target"
-        );
-    }
     if args.repo.json {
         print_json(&serde_json::json!({
             "repository": location.to_string(),
             "id": id,
-            "create_only_writes": create_only,
+            "create_only_writes": create_only.map(|c| c == CreateOnly::Honoured),
         }))?;
     } else if !args.repo.quiet {
         print(&format!(
@@ -134,4 +118,40 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         ))?;
     }
     Ok(Outcome::Clean)
+}
+
+/// Checks, on the target itself (below the retries, which ask whether an
+/// object exists before each write), that it refuses to overwrite an
+/// object, and warns once if not: what that means and what is weaker
+/// (docs/targets.md, "What cairn relies on from a target"). `None` when it
+/// could not tell (the reason is printed as a warning too).
+fn probe(target: &NewTarget, location: &Location, rng: &dyn RandomSource) -> Option<CreateOnly> {
+    let found = match probe_create_only(target.direct.as_ref(), rng) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("warning: {e}");
+            match e {
+                // The answer is known; only the probe object stayed behind.
+                ProbeError::Cleanup { found, .. } => found,
+                _ => return None,
+            }
+        }
+    };
+    if found == CreateOnly::Ignored {
+        eprintln!("warning: {}", ignored_warning(location));
+    }
+    Some(found)
+}
+
+/// What `cairn init` says about a target that overwrites.
+fn ignored_warning(location: &Location) -> String {
+    format!(
+        "{location} does not refuse to overwrite an existing object: a second create-only \
+         write of a probe object succeeded (the server ignores If-None-Match, as Garage and \
+         s3rver do). cairn stays correct on it: every object but the repository config is \
+         named by the hash of its contents, so a second write stores the same bytes, and \
+         locks do not depend on create-only writes. What is weaker: two `cairn init` of this \
+         location at the same moment could both report success, and one of them would then \
+         fail at its first command; do not run init twice at once. See docs/targets.md."
+    )
 }

@@ -13,7 +13,7 @@ use cairn::select;
 use cairn::units::format_bytes;
 use cairn_store::SnapshotKind;
 
-use super::common::{RepoArgs, print, print_json};
+use super::common::{RepoArgs, io_threads, print, print_json};
 use super::snapshots::FilterArgs;
 
 /// Options of `cairn restore`.
@@ -41,7 +41,8 @@ pub struct Args {
     /// Re-read everything written and check it against the snapshot.
     #[arg(long)]
     verify: bool,
-    /// Worker threads (0 = one per core, at least 4: restores wait on I/O).
+    /// Worker threads (0 = one per core, and at least as many as
+    /// --transfers: restores wait on downloads).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
 }
@@ -49,15 +50,10 @@ pub struct Args {
 /// Runs `cairn restore`.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let start = Instant::now();
-    let repo = cairn::repo::open(&args.repo.spec())?;
+    let spec = args.repo.spec();
+    let repo = cairn::repo::open(&spec)?;
     let (id, snap) = select::resolve(&repo, &args.snapshot, &args.filter.filter())?;
-    let threads = if args.threads > 0 {
-        args.threads
-    } else {
-        std::thread::available_parallelism()
-            .map_or(4, |n| n.get())
-            .max(4)
-    };
+    let threads = io_threads(args.threads, &spec);
     match (snap.kind, &args.disk_to, &args.target) {
         (SnapshotKind::Disk, Some(to), _) => {
             let set = DiskSet::load(&repo, &snap.root)

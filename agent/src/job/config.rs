@@ -114,6 +114,9 @@ pub struct Job {
     /// Retries of transient target errors.
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Calls at once against the target, as `--transfers` takes it.
+    #[serde(default)]
+    pub transfers: Option<u16>,
     /// Retention applied after each backup (forget).
     #[serde(default)]
     pub retention: Option<Retention>,
@@ -594,6 +597,15 @@ impl Job {
             (false, false) => return Err("set either paths or disks, not both: a snapshot holds files or disks; make two jobs".into()),
             _ => {}
         }
+        if self
+            .transfers
+            .is_some_and(|n| n == 0 || usize::from(n) > crate::target_opts::MAX_TRANSFERS)
+        {
+            return Err(format!(
+                "transfers must be from 1 to {} (calls at once against the target)",
+                crate::target_opts::MAX_TRANSFERS
+            ));
+        }
         if self.synth_above.is_some_and(|t| !t.is_finite() || t < 0.0) {
             return Err("synth_above must be a spread of 0 or more (1.0 is a snapshot read in one pass; 1.5 is a common threshold)".into());
         }
@@ -781,6 +793,22 @@ timeout = 90
         assert_eq!(j.rpo(), Duration::from_secs(26 * 3600));
         let bad = parse(&GOOD.replace("schedule = \"daily\"", "max_unused = \"150%\""));
         assert!(bad.unwrap_err().to_string().contains("between 0% and 100%"));
+    }
+
+    #[test]
+    fn transfers_parse_and_go_to_the_target_options() {
+        let c = parse(&GOOD.replace("schedule = \"daily\"", "transfers = 3")).unwrap();
+        let job = c.job("web", Path::new("x")).unwrap();
+        assert_eq!(job.transfers, Some(3));
+        let spec = crate::job::run::repo_spec(&c, job);
+        assert_eq!(spec.transfers(), 3);
+        for bad in ["transfers = 0", "transfers = 257"] {
+            let e = parse(&GOOD.replace("schedule = \"daily\"", bad)).unwrap_err();
+            assert!(
+                e.to_string().contains("transfers must be from 1 to 256"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

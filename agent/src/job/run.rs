@@ -58,6 +58,7 @@ pub fn repo_spec(config: &Config, job: &Job) -> RepoSpec {
         limit_upload: job.limit_upload.and_then(|r| r.0),
         limit_download: job.limit_download.and_then(|r| r.0),
         retries: job.retries.unwrap_or(crate::target_opts::DEFAULT_RETRIES),
+        transfers: job.transfers.map(usize::from),
         ..TargetOptions::default()
     };
     RepoSpec {
@@ -268,7 +269,8 @@ fn steps(
 ) -> anyhow::Result<Outcome> {
     run_hook(job, "pre", job.hooks.pre.as_deref(), env)
         .context("the pre hook failed, so the backup did not run")?;
-    let repo = crate::repo::open(&repo_spec(config, job))?;
+    let spec = repo_spec(config, job);
+    let repo = crate::repo::open(&spec)?;
     let done = point_in_time_backup(job, env, &repo)?;
     for w in &done.warnings {
         log_stderr(&format!("warning: {w}"));
@@ -306,6 +308,7 @@ fn steps(
                 &CheckOptions {
                     read_data,
                     salt: crate::check::run_salt(),
+                    readers: spec.transfers(),
                 },
                 &mut |phase| log_stderr(&format!("check: {phase}")),
             )

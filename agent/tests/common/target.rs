@@ -10,11 +10,13 @@ use std::process::{Command, Output};
 use super::{Env, sftp_server};
 
 /// The test hooks of the binary (docs/reliability.md), never inherited.
-pub const TEST_HOOKS: [&str; 4] = [
+pub const TEST_HOOKS: [&str; 6] = [
     "CAIRN_TEST_CRASH_AFTER",
     "CAIRN_TEST_CRASH_AT_OP",
     "CAIRN_TEST_OP_LOG",
     "CAIRN_TEST_FAULTS",
+    "CAIRN_TEST_IGNORE_CREATE_ONLY",
+    "CAIRN_TEST_MAX_IN_FLIGHT",
 ];
 
 /// Where the repository is and how to reach it.

@@ -9,15 +9,21 @@ pub mod clock;
 pub mod conformance;
 pub mod crashpoint;
 pub mod faults;
+pub mod limit;
 pub mod local;
 pub mod memory;
+pub mod overwriting;
+pub mod probe;
 pub mod retry;
 pub mod throttle;
 
 pub use crashpoint::{CrashingBackend, OpRecorder};
 pub use faults::{FaultPlan, FaultSpecError, FaultyBackend};
+pub use limit::{InFlightCounter, LimitedBackend, TransferLimit};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use overwriting::OverwritingBackend;
+pub use probe::{CreateOnly, ProbeError, probe_create_only};
 pub use retry::{RetryBackend, RetryPolicy, RetryStats};
 pub use throttle::{RateLimiter, ThrottledBackend};
 

@@ -89,6 +89,15 @@ impl RetryPolicy {
         }
     }
 
+    /// The longest a failing call can spend waiting between its attempts:
+    /// the sum of the ceilings of its retries (each wait is drawn at random
+    /// below its ceiling). The default policy's 5 retries: 6.2 s.
+    pub fn worst_case_wait(&self) -> Duration {
+        (0..self.max_attempts.saturating_sub(1))
+            .map(|retry| self.ceiling(retry))
+            .fold(Duration::ZERO, Duration::saturating_add)
+    }
+
     /// The ceiling of the wait before retry number `retry` (0 for the
     /// first retry): `min(max_delay, base_delay × 2^retry)`.
     pub fn ceiling(&self, retry: u32) -> Duration {
@@ -585,6 +594,13 @@ mod tests {
         assert_eq!(p.ceiling(40), ms(10_000));
         assert_eq!(p.ceiling(u32::MAX), ms(10_000));
         assert_eq!(RetryPolicy::with_retries(0).max_attempts, 1);
+        assert_eq!(
+            RetryPolicy::with_retries(0).worst_case_wait(),
+            Duration::ZERO
+        );
+        assert_eq!(p.worst_case_wait(), ms(6200));
+        // 0.2 + 0.4 + ... + 6.4 s, then 10 s for every further retry.
+        assert_eq!(RetryPolicy::with_retries(9).worst_case_wait(), ms(42_600));
         assert_eq!(RetryPolicy::with_retries(u32::MAX).max_attempts, u32::MAX);
     }
 
