@@ -83,7 +83,7 @@ say "building cairn (release)"
 cargo build --release -p cairn
 cairn=$src_root/target/release/cairn
 
-restic_version=$(restic version | head -n1)
+restic_version=$(restic version | sed -n 1p)
 borg_version=$(borg --version)
 cairn_version="$("$cairn" --version) ($(git -C "$src_root" describe --always --dirty 2>/dev/null || echo unknown))"
 printf '%s\n%s\n%s\n' "$cairn_version" "$restic_version" "$borg_version" >&2

@@ -50,7 +50,7 @@ if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then
     exit 1
 fi
 
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$top/Cargo.toml" | head -n 1)
+version=$(sed -n '/^version = "/{s/^version = "\(.*\)"$/\1/p;q}' "$top/Cargo.toml")
 [ -n "$version" ] || { echo "build-deb.sh: no version in $top/Cargo.toml" >&2; exit 1; }
 arch=$(dpkg --print-architecture)
 
