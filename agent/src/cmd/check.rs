@@ -2,7 +2,7 @@
 //! affects (see `cairn::check` for what is checked).
 
 use anyhow::Context;
-use cairn::check::{CheckOptions, ReadData, check};
+use cairn::check::{CheckOptions, Problem, ReadData, check};
 use cairn::exit::Outcome;
 use cairn::repo::hostname;
 use cairn::units::format_time;
@@ -88,29 +88,17 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 "{} pack(s) could not be read and were not verified:\n",
                 report.packs_unverified_total
             );
-            for p in &report.packs_unverified {
-                out += &format!("  {}: {}\n", p.object, p.reason);
-            }
-            if report.packs_unverified_total > report.packs_unverified.len() {
-                out += &format!(
-                    "  ... and {} more\n",
-                    report.packs_unverified_total - report.packs_unverified.len()
-                );
-            }
+            list_problems(
+                &mut out,
+                &report.packs_unverified,
+                report.packs_unverified_total,
+            );
         }
         if report.is_clean() {
             out += "no problems found\n";
         } else {
             out += &format!("{} problem(s):\n", report.problems_total);
-            for p in &report.problems {
-                out += &format!("  {}: {}\n", p.object, p.reason);
-            }
-            if report.problems_total > report.problems.len() {
-                out += &format!(
-                    "  ... and {} more\n",
-                    report.problems_total - report.problems.len()
-                );
-            }
+            list_problems(&mut out, &report.problems, report.problems_total);
             out += &format!(
                 "{} snapshot(s) cannot be restored in full:\n",
                 report.affected.len()
@@ -156,4 +144,15 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         report.affected.len()
     );
     Ok(Outcome::Damage(report.problems_total))
+}
+
+/// Appends one line per listed problem, and a count of those left out of
+/// the list (`total` counts them all).
+fn list_problems(out: &mut String, listed: &[Problem], total: usize) {
+    for p in listed {
+        *out += &format!("  {}: {}\n", p.object, p.reason);
+    }
+    if total > listed.len() {
+        *out += &format!("  ... and {} more\n", total - listed.len());
+    }
 }
