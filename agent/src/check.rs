@@ -410,9 +410,7 @@ pub fn check(
                 // The target failed on this pack after every retry: it is
                 // not verified, and nothing is known against it. The rest
                 // are still read; the command says to run the check again.
-                Err(cairn_store::Error::Backend(e)) => {
-                    report.unverified(&pack, &cairn_store::Error::Backend(e));
-                }
+                Err(e @ cairn_store::Error::Backend(_)) => report.unverified(&pack, &e),
                 Err(e) => return Err(e.into()),
             }
         }
