@@ -40,7 +40,7 @@ mod rekey;
 mod transfer;
 mod uploads;
 
-use uploads::{Finished, Uploads};
+use uploads::{Finished, HeldPack, Uploads};
 
 pub use rebuild::{IndexRebuild, PackDamage};
 pub use rekey::{ConfigReseal, KeyRewrap};
@@ -912,8 +912,8 @@ impl Repository {
         let mut failure = None;
         let checkpoint = {
             let mut session = lock(&self.session);
-            for (pack, result) in finished {
-                match result {
+            for pack in finished {
+                match pack.result {
                     Ok(()) => {
                         self.counters.packs.fetch_add(1, Ordering::Relaxed);
                         for e in &pack.entries {
@@ -921,7 +921,7 @@ impl Repository {
                         }
                         session.unindexed.push(PackBlobs {
                             pack: pack.id,
-                            blobs: pack.entries.clone(),
+                            blobs: pack.entries,
                         });
                     }
                     Err(e) => {
@@ -1038,7 +1038,8 @@ impl Repository {
             match pending {
                 Some(Ok(location)) => break location,
                 Some(Err(Ok((pack, entry)))) => match self.uploads.pack(&pack) {
-                    Some(p) => return self.open_uploading(&p, &entry),
+                    Some(HeldPack::InMemory(p)) => return self.open_uploading(&p, &entry),
+                    Some(HeldPack::OnTarget) => break (pack, entry),
                     None if rounds < 100 => continue,
                     None => return Err(Error::BlobNotFound(*id)),
                 },
