@@ -819,15 +819,25 @@ impl Repository {
         stored: &[u8],
         dedup: Dedup,
     ) -> Result<SaveOutcome> {
+        let seen = |session: &Session| {
+            session.pending.contains_key(&id)
+                || (dedup == Dedup::Repository && self.known().contains(&id))
+        };
+        let not_new = SaveOutcome {
+            id,
+            new: false,
+            stored_len: 0,
+        };
+        if seen(&lock(&self.session)) {
+            return Ok(not_new);
+        }
+        // Wait for room before the blob is marked as in the open pack: a
+        // reader looking for it there only retries briefly.
+        self.uploads.wait_for_room();
         {
             let mut session = lock(&self.session);
-            let known = dedup == Dedup::Repository && self.known().contains(&id);
-            if session.pending.contains_key(&id) || known {
-                return Ok(SaveOutcome {
-                    id,
-                    new: false,
-                    stored_len: 0,
-                });
+            if seen(&session) {
+                return Ok(not_new);
             }
             session.pending.insert(id, Pending::InPacker(blob_type));
         }
@@ -870,9 +880,14 @@ impl Repository {
         self.counters
             .bytes_stored
             .fetch_add(entry.stored_len.into(), Ordering::Relaxed);
+        // Start every pack handed over, even after a failure: a pack left
+        // unstarted would hold its place in the uploads for good.
+        let mut started = Ok(());
         for pack in full {
-            self.upload_pack(pack)?;
+            let result = self.upload_pack(pack);
+            started = started.and(result);
         }
+        started?;
         Ok(SaveOutcome {
             id,
             new: true,

@@ -5,8 +5,14 @@
 //! At most `limit` packs upload at once ([`OpenOptions::transfers`], the
 //! agent's `--transfers`): on a remote target, where one upload mostly
 //! waits on round trips, several in flight keep the link busy without
-//! tying up the CPU workers; and a worker that finishes one pack more waits
-//! for a slot, which bounds memory to about `limit` packs.
+//! tying up the CPU workers. Memory is bounded by `limit` packs handed over
+//! and not yet uploaded, plus the open ones: a worker about to add a blob
+//! waits while that many are in memory ([`Uploads::wait_for_room`]). A
+//! worker's wait for a slot in [`Uploads::start`] alone bounded them
+//! before, and each worker blocked there held a full pack while the others
+//! filled the next: five 16 MiB data packs alive at once on 2 cores,
+//! against three with the wait before the append (heaptrack,
+//! BENCHMARKS.md).
 //!
 //! The session records an upload (its blobs are then in an uploaded pack,
 //! waiting for an index file) the next time a pack is handed over or the
@@ -59,6 +65,8 @@ pub(super) struct Uploads {
 struct State {
     /// Uploads started and not yet finished.
     running: usize,
+    /// Packs handed over whose upload has not finished (started or not).
+    unfinished: usize,
     /// Every pack handed over and not yet recorded by the session.
     packs: HashMap<Id, HeldPack>,
     /// Finished uploads the session has not recorded yet.
@@ -83,10 +91,21 @@ impl Uploads {
     /// its upload; [`Uploads::start`] sends it.
     pub(super) fn register(&self, pack: FinishedPack) -> Arc<FinishedPack> {
         let pack = Arc::new(pack);
-        self.state()
-            .packs
-            .insert(pack.id, HeldPack::InMemory(pack.clone()));
+        let mut s = self.state();
+        s.unfinished += 1;
+        s.packs.insert(pack.id, HeldPack::InMemory(pack.clone()));
         pack
+    }
+
+    /// Waits while `limit` packs handed over are not uploaded yet. Called
+    /// before a blob is added to an open pack, by a caller that holds no
+    /// pack of its own waiting to start: every pack it waits on is
+    /// uploading or about to be, so the wait ends.
+    pub(super) fn wait_for_room(&self) {
+        let mut s = self.state();
+        while s.unfinished >= self.limit {
+            s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
     }
 
     /// Waits until fewer than `limit` uploads run, then uploads `pack` on a
@@ -117,6 +136,7 @@ impl Uploads {
     fn finish(&self, pack: Arc<FinishedPack>, result: Result<(), BackendError>) {
         let mut s = self.state();
         s.running -= 1;
+        s.unfinished -= 1;
         if result.is_ok() {
             s.packs.insert(pack.id, HeldPack::OnTarget);
         }
