@@ -60,10 +60,22 @@ impl PackWriter {
         rng: &dyn RandomSource,
         capacity: usize,
     ) -> Result<Self> {
+        Self::with_buffer(blob_type, keys, rng, Vec::with_capacity(capacity))
+    }
+
+    /// Like [`PackWriter::new`], in `buf`'s memory (its bytes are dropped,
+    /// its capacity kept): packs written one after another can reuse one
+    /// buffer instead of each allocating and faulting in 16 MiB afresh.
+    pub fn with_buffer(
+        blob_type: BlobType,
+        keys: &MasterKeys,
+        rng: &dyn RandomSource,
+        mut buf: Vec<u8>,
+    ) -> Result<Self> {
         let header = ObjectHeader::fresh(ObjectKind::Pack, keys, rng)?;
         let cipher = header.cipher(keys, "new pack")?;
         let header = header.encode();
-        let mut buf = Vec::with_capacity(capacity.max(HEADER_LEN));
+        buf.clear();
         buf.extend_from_slice(&header);
         Ok(PackWriter {
             header,

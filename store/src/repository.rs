@@ -849,11 +849,13 @@ impl Repository {
             }
             let packer = match slot.as_mut() {
                 Some(p) => p,
-                None => match PackWriter::new(
+                None => match PackWriter::with_buffer(
                     blob_type,
                     &self.keys,
                     self.rng.as_ref(),
-                    self.config.pack_size as usize + (1 << 20),
+                    self.uploads.spare_buffer().unwrap_or_else(|| {
+                        Vec::with_capacity(self.config.pack_size as usize + (1 << 20))
+                    }),
                 ) {
                     Ok(p) => slot.insert(p),
                     Err(e) => {
