@@ -34,7 +34,7 @@ use thiserror::Error;
 use crate::chunklist::{Extent, ListError, ListReader, ListRoot, ListWriter};
 use crate::disk_cut::{Cut, Cutter, Known};
 use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_new_chunk};
-use crate::disk_read::{ReadAt, Unreadable, read_tolerant};
+use crate::disk_read::{DIRECT_ALIGN, DirectFile, ReadAt, Unreadable, read_tolerant};
 use crate::fetch::{MAX_GAP, MAX_READ, load_grouped, locate};
 use crate::parallel::{on_threads, split_by_bytes};
 
@@ -260,9 +260,10 @@ fn backup_disk_reading(
     let mut writer = ListWriter::new(repo);
     if size > 0 {
         advise_sequential(&file);
+        let direct = DirectFile::new(&file);
         let source = Source {
             file: &file,
-            reader: reader.unwrap_or(&file),
+            reader: reader.unwrap_or(&direct),
             unreadable: Mutex::new(Unreadable::default()),
             path,
             size,
@@ -472,6 +473,9 @@ fn run_pipeline(
 /// the chunk carried over from the previous window.
 struct Segment {
     buf: Vec<u8>,
+    /// Where the read bytes start in `buf`: at least the `head` asked for,
+    /// moved up so that they are aligned for a direct read.
+    head: usize,
     /// Disk offset of `buf[head]`.
     pos: u64,
     /// Bytes read into `buf[head..]`.
@@ -497,6 +501,14 @@ fn read_ahead(
         // 16 MiB per window was 12% of an unchanged backup's time.
         let mut buf = lock(free).pop().unwrap_or_default();
         let want = (window_len as u64).min(source.size - pos) as usize;
+        // Allocated once with room to align the data (which then never
+        // moves: resizing stays within the capacity).
+        let room = head + window_len + DIRECT_ALIGN;
+        if buf.capacity() < room {
+            buf = Vec::with_capacity(room);
+        }
+        let misalign = (buf.as_ptr() as usize + head) % DIRECT_ALIGN;
+        let head = head + (DIRECT_ALIGN - misalign) % DIRECT_ALIGN;
         if buf.len() < head + want {
             buf.resize(head + want, 0);
         }
@@ -506,6 +518,7 @@ fn read_ahead(
             .map(|got| Segment {
                 last: got < want || pos + got as u64 >= source.size,
                 buf,
+                head,
                 pos,
                 got,
             });
@@ -558,6 +571,7 @@ fn read_and_cut(
             }
             let Segment {
                 mut buf,
+                head,
                 pos,
                 got,
                 last,

@@ -11,11 +11,23 @@
 //!
 //! Reads go through [`ReadAt`] so that tests can put a failing reader in
 //! front of an ordinary file.
+//!
+//! # Direct reads
+//! [`DirectFile`] reads with `O_DIRECT` wherever buffer, offset and length
+//! allow it. In the guests this agent runs in, the page cache is the slow
+//! part of reading a disk: fio on a virtio disk, 4 MiB sequential reads
+//! after dropping the cache, gave 663-697 MiB/s buffered and 2004-2231
+//! MiB/s direct (BENCHMARKS.md). A direct read also leaves the guest's page
+//! cache to its workload instead of filling it with the disk being backed
+//! up. Reads that are not aligned, and file systems that refuse `O_DIRECT`
+//! (tmpfs), go through the page cache as before.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Granularity of the retry after a read error, and of what is zeroed:
 /// one file-system block (a failed 512-byte sector costs its 4 KiB block;
@@ -31,6 +43,68 @@ pub trait ReadAt: Sync {
 impl ReadAt for File {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         FileExt::read_at(self, buf, offset)
+    }
+}
+
+/// What `O_DIRECT` asks to be aligned to: buffer address, offset and
+/// length (the largest logical block size of disks in use).
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// A source file read with `O_DIRECT` where a read is aligned to
+/// [`DIRECT_ALIGN`], through the page cache otherwise.
+pub struct DirectFile<'a> {
+    plain: &'a File,
+    /// The same open file again with `O_DIRECT`, if the file system takes it.
+    direct: Option<File>,
+    /// Cleared when a direct read is refused (`EINVAL`): the rest go plain.
+    usable: AtomicBool,
+}
+
+impl<'a> DirectFile<'a> {
+    /// Reads `plain`, directly where possible. The direct handle reopens
+    /// the very file `plain` has open (through `/proc/self/fd`), not its
+    /// path, which may name another file by now.
+    pub fn new(plain: &'a File) -> DirectFile<'a> {
+        let direct = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(format!("/proc/self/fd/{}", plain.as_raw_fd()))
+            .ok();
+        DirectFile {
+            plain,
+            usable: AtomicBool::new(direct.is_some()),
+            direct,
+        }
+    }
+
+    /// Whether reads may go direct (tests check the fallback).
+    pub fn is_direct(&self) -> bool {
+        self.usable.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether a read of `buf` at `offset` meets `O_DIRECT`'s alignment.
+pub fn direct_aligned(buf: &[u8], offset: u64) -> bool {
+    !buf.is_empty()
+        && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+        && offset.is_multiple_of(DIRECT_ALIGN as u64)
+        && buf.len().is_multiple_of(DIRECT_ALIGN)
+}
+
+impl ReadAt for DirectFile<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if let Some(direct) = &self.direct
+            && self.usable.load(Ordering::Relaxed)
+            && direct_aligned(buf, offset)
+        {
+            match FileExt::read_at(direct, buf, offset) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.usable.store(false, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        FileExt::read_at(self.plain, buf, offset)
     }
 }
 
@@ -198,5 +272,57 @@ pub(crate) mod tests {
         let (at, e) = read_tolerant(&src, &mut buf, 0, &bad).unwrap_err();
         assert_eq!(at, 50_000);
         assert_eq!(e.raw_os_error(), Some(libc::ENODEV));
+    }
+
+    /// A buffer of `len` bytes starting `skew` bytes past an aligned
+    /// address, and the range of it to read into.
+    fn aligned_buf(len: usize, skew: usize) -> (Vec<u8>, std::ops::Range<usize>) {
+        let buf = vec![0u8; len + 2 * DIRECT_ALIGN];
+        let pad = (DIRECT_ALIGN - buf.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        (buf, pad + skew..pad + skew + len)
+    }
+
+    #[test]
+    fn direct_reads_return_what_plain_reads_do() {
+        // /var/tmp is on disk where /tmp may be tmpfs, which refuses
+        // O_DIRECT (the test then covers only the fallback).
+        let base = std::path::Path::new("/var/tmp");
+        let dir = if base.is_dir() {
+            tempfile::tempdir_in(base)
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
+        let path = dir.path().join("disk.img");
+        let len = 3 * (1 << 20) + 1234;
+        let data: Vec<u8> = (0..len as u64).map(byte).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let direct = DirectFile::new(&file);
+        // Aligned and not: buffer skew, offset, length; the tail past EOF.
+        let cases = [
+            (0usize, 0u64, 1usize << 20),
+            (0, 1 << 20, 2 << 20),
+            (0, 3 << 20, 1 << 20),
+            (512, 4096, 8192),
+            (0, 100, 8192),
+            (0, 8192, 5000),
+            (0, (3 << 20) + 4096, 4096),
+        ];
+        for (skew, offset, want) in cases {
+            let (mut buf, range) = aligned_buf(want, skew);
+            let got =
+                read_tolerant(&direct, &mut buf[range.clone()], offset, &Mutex::default()).unwrap();
+            let start = (offset as usize).min(len);
+            let end = (offset as usize + want).min(len);
+            assert_eq!(got, end - start, "{skew} {offset} {want}");
+            assert!(
+                buf[range.start..range.start + got] == data[start..end],
+                "bytes differ at skew {skew}, offset {offset}, length {want}"
+            );
+        }
+        // Where the file system takes O_DIRECT, the aligned reads used it
+        // and were not refused.
+        assert_eq!(direct.is_direct(), direct.direct.is_some());
     }
 }
