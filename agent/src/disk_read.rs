@@ -84,7 +84,7 @@ impl<'a> DirectFile<'a> {
 }
 
 /// Whether a read of `buf` at `offset` meets `O_DIRECT`'s alignment.
-pub fn direct_aligned(buf: &[u8], offset: u64) -> bool {
+fn direct_aligned(buf: &[u8], offset: u64) -> bool {
     !buf.is_empty()
         && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
         && offset.is_multiple_of(DIRECT_ALIGN as u64)

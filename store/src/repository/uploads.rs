@@ -133,30 +133,39 @@ impl Uploads {
         }
     }
 
-    /// Notes how an upload ended. An uploaded pack's bytes are dropped
-    /// here (the last reference goes with `pack`, after the lock).
+    /// Notes how an upload ended. An uploaded pack's buffer becomes spare,
+    /// unless a load of one of its blobs holds the pack for a moment (or
+    /// enough are spare): then it is freed, after the lock.
     fn finish(&self, pack: Arc<FinishedPack>, result: Result<(), BackendError>) {
         let mut s = self.state();
         s.running -= 1;
         s.unfinished -= 1;
-        if result.is_ok() {
+        let mut unused = None;
+        let (id, entries) = if result.is_ok() {
+            // Drops the listing's reference: `pack` may now be the last.
             s.packs.insert(pack.id, HeldPack::OnTarget);
-        }
+            match Arc::try_unwrap(pack) {
+                Ok(FinishedPack { id, bytes, entries }) => {
+                    if s.spare.len() <= self.limit {
+                        s.spare.push(bytes);
+                    } else {
+                        unused = Some(bytes);
+                    }
+                    (id, entries)
+                }
+                Err(shared) => (shared.id, shared.entries.clone()),
+            }
+        } else {
+            (pack.id, pack.entries.clone())
+        };
         s.finished.push(Finished {
-            id: pack.id,
-            entries: pack.entries.clone(),
+            id,
+            entries,
             result,
         });
         drop(s);
         self.changed.notify_all();
-        // No one else reads the pack any more, unless a load of one of its
-        // blobs holds it for a moment: then its buffer is freed instead.
-        if let Ok(pack) = Arc::try_unwrap(pack) {
-            let mut s = self.state();
-            if s.spare.len() <= self.limit {
-                s.spare.push(pack.bytes);
-            }
-        }
+        drop(unused);
     }
 
     /// A buffer an uploaded pack was written in, if one is spare.
