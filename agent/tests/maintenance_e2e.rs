@@ -355,10 +355,24 @@ fn keys_are_added_listed_replaced_and_removed_but_never_the_last() {
     assert_eq!(list[0]["current"], true);
 }
 
-/// Waits (bounded) until the repository holds `n` lock objects.
+/// Waits (bounded) until the repository holds `n` lock objects. A lock is
+/// written to a `.tmp-` name first and linked under its own name after, so
+/// temp names are not locks yet (counting them let `unlock` run before the
+/// lock existed).
 fn wait_for_locks(env: &Env, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while files_in(&env.path("repo/locks")).len() != n {
+    let locks = || {
+        files_in(&env.path("repo/locks"))
+            .into_iter()
+            .filter(|p| {
+                !p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".tmp-")
+            })
+            .count()
+    };
+    while locks() != n {
         assert!(Instant::now() < deadline, "no lock appeared");
         std::thread::sleep(Duration::from_millis(50));
     }

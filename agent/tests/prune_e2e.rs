@@ -206,10 +206,16 @@ fn prune_beside_a_running_backup_loses_nothing() {
     // Wait until the backup holds its lock (or has finished).
     let locks = t.env.path("repo").join("locks");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_dir(&locks).unwrap().next().is_none()
-        && backup.try_wait().unwrap().is_none()
-        && Instant::now() < deadline
-    {
+    // Temp names (`.tmp-*`) are locks still being written, not locks yet.
+    let has_lock = || {
+        std::fs::read_dir(&locks).unwrap().any(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
+    };
+    while !has_lock() && backup.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let report = t.json(&["forget", "-q", "--keep-last", "2", "--prune", "--json"]);
