@@ -11,32 +11,27 @@
 //! changes little metadata. An unchanged disk therefore costs a read, a
 //! chunking and a hash per chunk, spread over every core.
 //!
-//! Restores walk the list in windows, group the window's blobs by pack, read
-//! each pack's blobs with coalesced ranged reads on worker threads, verify
-//! every blob against its id and write it with positioned writes to every
-//! offset it occupies.
+//! Restores are in [`crate::disk_restore`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use cairn_chunker::Chunker;
-use cairn_store::pack::OpenedBlob;
-use cairn_store::{BlobEntry, Id, Repository};
+use cairn_store::{Id, Repository};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::chunklist::{Extent, ListError, ListReader, ListRoot, ListWriter};
+use crate::chunklist::{Extent, ListError, ListRoot, ListWriter};
 use crate::disk_cut::{Cut, Cutter, Known};
 use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_new_chunk};
 use crate::disk_read::{DIRECT_ALIGN, DirectFile, ReadAt, Unreadable, read_tolerant};
-use crate::fetch::{MAX_GAP, MAX_READ, load_grouped, locate};
-use crate::parallel::{on_threads, split_by_bytes};
+use crate::parallel::split_by_bytes;
 
 /// The root blob of a disk snapshot: the disks it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,7 +145,7 @@ pub enum DiskError {
     },
 }
 
-fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> DiskError {
+pub(crate) fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> DiskError {
     DiskError::Io {
         path: path.display().to_string(),
         message: format!("{what}: {e}"),
@@ -785,352 +780,17 @@ pub struct DiskRestoreOptions {
     pub verify: bool,
 }
 
-/// Extents per restore window (bounds memory: the window's plan and the
-/// encodings of its patches are held until the window is written).
-const WINDOW_EXTENTS: usize = 1 << 14;
-/// Patches rebuilt together: their bases are fetched pack by pack.
-const PATCH_BATCH: usize = 2048;
-
-/// The blobs to fetch from one pack, and where each goes.
-type PackJob = (Id, Vec<(BlobEntry, Vec<Placement>)>);
-
-/// A patched blob read from its pack, waiting for its bases.
-struct Deferred {
-    entry: BlobEntry,
-    encoding: Vec<u8>,
-    places: Vec<Placement>,
-}
-
-/// One planned write: where a blob goes.
-#[derive(Debug, Clone, Copy)]
-struct Placement {
-    offset: u64,
-    len: u64,
-}
-
-/// Restores one disk to an image file (created sparse) or a block device.
-pub fn restore_disk(
-    repo: &Repository,
-    image: &DiskImage,
-    target: &Path,
-    opts: &DiskRestoreOptions,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<DiskRestoreStats, DiskError> {
-    let existing = std::fs::metadata(target).ok();
-    let is_device = existing
-        .as_ref()
-        .is_some_and(|m| m.file_type().is_block_device());
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(!is_device)
-        .truncate(false)
-        .open(target)
-        .map_err(|e| io_err(target, "open for writing", e))?;
-    // A rerun of an interrupted restore checks what is there before writing.
-    let resume = existing
-        .as_ref()
-        .is_some_and(|m| m.is_file() && m.len() == image.size);
-    if is_device {
-        let mut f = &file;
-        let dev_size = f
-            .seek(SeekFrom::End(0))
-            .map_err(|e| io_err(target, "size", e))?;
-        if dev_size < image.size {
-            return Err(io_err(
-                target,
-                "restore",
-                format!("device has {dev_size} bytes, the disk needs {}", image.size),
-            ));
-        }
-    } else if !resume {
-        file.set_len(0).map_err(|e| io_err(target, "truncate", e))?;
-        file.set_len(image.size)
-            .map_err(|e| io_err(target, "set size", e))?;
-    }
-    let stats = Mutex::new(DiskRestoreStats::default());
-    let mut reader = ListReader::new(repo, &image.extents)?;
-    let mut offset = 0u64;
-    loop {
-        let mut plan: HashMap<Id, Vec<Placement>> = HashMap::new();
-        let mut n = 0;
-        while n < WINDOW_EXTENTS {
-            let Some(e) = reader.next_extent()? else {
-                break;
-            };
-            n += 1;
-            match e.blob {
-                Some(id) => plan
-                    .entry(id)
-                    .or_default()
-                    .push(Placement { offset, len: e.len }),
-                None => {
-                    if is_device || resume {
-                        write_zeros(&file, target, offset, e.len)?;
-                    }
-                    lock(&stats).bytes_zero += e.len;
-                }
-            }
-            offset = offset
-                .checked_add(e.len)
-                .ok_or_else(|| io_err(target, "restore", "extents overflow"))?;
-        }
-        if n == 0 {
-            break;
-        }
-        restore_window(
-            repo,
-            &file,
-            target,
-            plan,
-            resume,
-            opts.threads.max(1),
-            &stats,
-        )?;
-        progress(offset);
-    }
-    if offset != image.size {
-        return Err(DiskError::List(ListError::Damaged {
-            page: image.extents.page,
-            reason: format!("extents cover {offset} bytes, the disk has {}", image.size),
-        }));
-    }
-    file.sync_all().map_err(|e| io_err(target, "fsync", e))?;
-    if opts.verify {
-        verify_disk(repo, image, &file, target)?;
-    }
-    Ok(stats.into_inner().unwrap_or_else(|e| e.into_inner()))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write_zeros(file: &File, target: &Path, mut offset: u64, mut len: u64) -> Result<(), DiskError> {
-    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    while len > 0 {
-        let n = len.min(ZEROS.len() as u64) as usize;
-        file.write_all_at(&ZEROS[..n], offset)
-            .map_err(|e| io_err(target, "write", e))?;
-        offset += n as u64;
-        len -= n as u64;
-    }
-    Ok(())
-}
-
-fn restore_window(
-    repo: &Repository,
-    file: &File,
-    target: &Path,
-    mut plan: HashMap<Id, Vec<Placement>>,
-    resume: bool,
-    threads: usize,
-    stats: &Mutex<DiskRestoreStats>,
-) -> Result<(), DiskError> {
-    if resume {
-        let mut skipped = 0;
-        plan.retain(|id, places| {
-            places.retain(|p| {
-                let there = already_there(repo, file, id, p);
-                if there {
-                    skipped += p.len;
-                }
-                !there
-            });
-            !places.is_empty()
-        });
-        lock(stats).bytes_skipped += skipped;
-    }
-    let mut by_pack: HashMap<Id, Vec<(BlobEntry, Vec<Placement>)>> = HashMap::new();
-    for (id, places) in plan {
-        let (pack, entry) = repo
-            .locate_blob(&id)?
-            .ok_or(cairn_store::Error::BlobNotFound(id))?;
-        by_pack.entry(pack).or_default().push((entry, places));
-    }
-    let mut jobs: Vec<PackJob> = by_pack.into_iter().collect();
-    jobs.sort_by_key(|(pack, blobs)| (blobs.iter().map(|b| b.1[0].offset).min(), *pack));
-    let deferred = Mutex::new(Vec::new());
-    let fetched = AtomicU64::new(0);
-    on_threads::<_, DiskError>(threads, jobs, |(pack, blobs)| {
-        restore_pack(repo, file, target, &pack, &blobs, &deferred, stats)?;
-        fetched.fetch_add(blobs.len() as u64, Ordering::Relaxed);
-        Ok(())
-    })?;
-    lock(stats).blobs_fetched += fetched.into_inner();
-    let deferred = deferred.into_inner().unwrap_or_else(|e| e.into_inner());
-    for batch in deferred.chunks(PATCH_BATCH) {
-        restore_patches(repo, file, target, batch, threads, stats)?;
-    }
-    Ok(())
-}
-
-/// Rebuilds and writes a batch of patched blobs: their bases are fetched
-/// together, pack by pack with coalesced reads (rather than one ranged
-/// read per base), then each patch is applied, verified and written.
-fn restore_patches(
-    repo: &Repository,
-    file: &File,
-    target: &Path,
-    batch: &[Deferred],
-    threads: usize,
-    stats: &Mutex<DiskRestoreStats>,
-) -> Result<(), DiskError> {
-    let mut wanted: HashSet<Id> = HashSet::new();
-    for d in batch {
-        wanted.extend(repo.patch_encoding_bases(&d.entry, &d.encoding)?);
-    }
-    let located = wanted
-        .iter()
-        .map(|id| locate(repo, id))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (bases, packs) = load_grouped(repo, located, threads)?;
-    let written = AtomicU64::new(0);
-    let per_thread = batch.len().div_ceil(threads.max(1)).max(1);
-    on_threads::<_, DiskError>(threads, batch.chunks(per_thread).collect(), |part| {
-        for d in part {
-            let plain = repo.apply_patch(&d.entry, &d.encoding, &bases)?;
-            written.fetch_add(
-                write_placed(file, target, &d.entry, &plain, &d.places)?,
-                Ordering::Relaxed,
-            );
-        }
-        Ok(())
-    })?;
-    let mut s = lock(stats);
-    s.bytes_written += written.into_inner();
-    s.packs_read += packs as u64;
-    Ok(())
-}
-
-fn already_there(repo: &Repository, file: &File, id: &Id, p: &Placement) -> bool {
-    let mut buf = vec![0u8; p.len as usize];
-    file.read_exact_at(&mut buf, p.offset).is_ok() && repo.blob_id(&buf) == *id
-}
-
-fn restore_pack(
-    repo: &Repository,
-    file: &File,
-    target: &Path,
-    pack: &Id,
-    blobs: &[(BlobEntry, Vec<Placement>)],
-    deferred: &Mutex<Vec<Deferred>>,
-    stats: &Mutex<DiskRestoreStats>,
-) -> Result<(), DiskError> {
-    // In pack order, a few MiB at a time: reads stay coalesced and a
-    // worker never holds more than one group's plaintexts.
-    let mut order: Vec<&(BlobEntry, Vec<Placement>)> = blobs.iter().collect();
-    order.sort_by_key(|b| b.0.offset);
-    let mut written = 0;
-    let mut rest = &order[..];
-    while !rest.is_empty() {
-        let mut take = 0;
-        let mut bytes_in_group = 0u64;
-        while take < rest.len() && (take == 0 || bytes_in_group < MAX_READ) {
-            bytes_in_group += u64::from(rest[take].0.raw_len);
-            take += 1;
-        }
-        let (group, tail) = rest.split_at(take);
-        rest = tail;
-        written += restore_group(repo, file, target, pack, group, deferred)?;
-    }
-    let mut s = lock(stats);
-    s.bytes_written += written;
-    s.packs_read += 1;
-    Ok(())
-}
-
-/// Fetches one group of a pack's blobs and writes each stored whole where
-/// it goes; patches wait in `deferred` for their bases. Returns the bytes
-/// written.
-fn restore_group(
-    repo: &Repository,
-    file: &File,
-    target: &Path,
-    pack: &Id,
-    group: &[&(BlobEntry, Vec<Placement>)],
-    deferred: &Mutex<Vec<Deferred>>,
-) -> Result<u64, DiskError> {
-    let entries: Vec<BlobEntry> = group.iter().map(|b| b.0).collect();
-    let opened = repo.load_pack_opened(pack, &entries, MAX_GAP, MAX_READ)?;
-    let mut written = 0;
-    for ((entry, places), blob) in group.iter().map(|b| (&b.0, &b.1)).zip(opened) {
-        match blob {
-            OpenedBlob::Whole(bytes) => {
-                written += write_placed(file, target, entry, &bytes, places)?;
-            }
-            OpenedBlob::Patch(encoding) => lock(deferred).push(Deferred {
-                entry: *entry,
-                encoding,
-                places: places.clone(),
-            }),
-        }
-    }
-    Ok(written)
-}
-
-/// Writes a blob's plaintext at every place it occupies; returns the bytes
-/// written.
-fn write_placed(
-    file: &File,
-    target: &Path,
-    entry: &BlobEntry,
-    bytes: &[u8],
-    places: &[Placement],
-) -> Result<u64, DiskError> {
-    let mut written = 0;
-    for p in places {
-        if p.len != bytes.len() as u64 {
-            return Err(io_err(
-                target,
-                "restore",
-                format!(
-                    "blob {} has {} bytes, the disk map says {}",
-                    entry.id,
-                    bytes.len(),
-                    p.len
-                ),
-            ));
-        }
-        file.write_all_at(bytes, p.offset)
-            .map_err(|e| io_err(target, "write", e))?;
-        written += p.len;
-    }
-    Ok(written)
-}
-
-/// Re-reads the target and checks every extent against the snapshot.
-fn verify_disk(
-    repo: &Repository,
-    image: &DiskImage,
-    file: &File,
-    target: &Path,
-) -> Result<(), DiskError> {
-    let mut reader = ListReader::new(repo, &image.extents)?;
-    let mut offset = 0u64;
-    let mut buf = Vec::new();
-    while let Some(e) = reader.next_extent()? {
-        buf.resize(e.len as usize, 0);
-        file.read_exact_at(&mut buf, offset)
-            .map_err(|err| io_err(target, "verify read", err))?;
-        let ok = match e.blob {
-            Some(id) => repo.blob_id(&buf) == id,
-            None => is_zero(&buf),
-        };
-        if !ok {
-            return Err(DiskError::Verify {
-                path: target.display().to_string(),
-                offset,
-            });
-        }
-        offset += e.len;
-    }
-    Ok(())
-}
+pub use crate::disk_restore::restore_disk;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunklist::ListReader;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn a_read_error_in_the_middle_is_stored_as_zeros_and_the_rest_restores() {

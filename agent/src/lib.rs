@@ -22,6 +22,7 @@ pub mod disk;
 pub mod disk_cut;
 pub mod disk_patch;
 pub mod disk_read;
+pub mod disk_restore;
 pub mod exit;
 pub mod export;
 pub mod fetch;
