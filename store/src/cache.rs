@@ -411,7 +411,11 @@ impl Cache {
 fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     // journal_mode answers with the mode now in force ("memory" in memory).
     let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Up to 16 MiB of pages in memory (sqlite's default is 2 MiB): a restore
+    // looks up every blob, and with the default a 4 MB index was read again
+    // page by page (35,000 preads for one 2 GiB disk restore).
+    conn.pragma_update(None, "cache_size", -16384)
 }
 
 /// Opens the cache file at `path` if it exists and is one of this schema
