@@ -35,7 +35,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use cairn_store::pack::OpenedBlob;
 use cairn_store::{BlobEntry, Id, Repository};
 
 use crate::chunklist::{Extent, ListError, ListReader};
@@ -519,9 +518,11 @@ impl Filler<'_> {
         })
     }
 
-    /// Fetches `blobs` and copies each to its places in `buf`: a few MiB of
-    /// a pack per job, on the workers; patched blobs after, with their
-    /// bases fetched together.
+    /// Fetches `blobs` into their places in `buf`: a few MiB of a pack per
+    /// job, on the workers, each blob decompressed straight into its first
+    /// place (the buffer is cut into one disjoint slice per blob), then
+    /// copied to its other places; patched blobs after, with their bases
+    /// fetched together.
     fn fetch_into(
         &self,
         mut blobs: Vec<Located>,
@@ -532,44 +533,52 @@ impl Filler<'_> {
         stats.blobs_fetched += blobs.len() as u64;
         // Pack by pack, in pack order; each pack cut into groups.
         blobs.sort_by_key(|b| (b.pack, b.entry.offset));
-        let mut jobs: Vec<&[Located]> = Vec::new();
-        let mut rest = &blobs[..];
-        while let Some(first) = rest.first() {
-            let mut take = 0;
-            let mut bytes = 0u64;
-            while take < rest.len()
-                && rest[take].pack == first.pack
-                && (take == 0 || bytes < GROUP_BYTES)
-            {
-                bytes += u64::from(rest[take].entry.raw_len);
-                take += 1;
+        let firsts: Vec<Placement> = blobs.iter().map(|b| b.places[0]).collect();
+        let mut slices = carve(buf, &firsts)
+            .ok_or_else(|| io_err(self.out.path, "restore", "internal error: places overlap"))?
+            .into_iter();
+        let mut jobs: Vec<Vec<(&Located, &mut [u8])>> = Vec::new();
+        let mut bytes = 0u64;
+        for b in &blobs {
+            let Some(slice) = slices.next() else { break };
+            let same_group = jobs
+                .last()
+                .and_then(|g| g.first())
+                .is_some_and(|(first, _)| first.pack == b.pack && bytes < GROUP_BYTES);
+            if !same_group {
+                jobs.push(Vec::new());
+                bytes = 0;
             }
-            let (group, tail) = rest.split_at(take);
-            jobs.push(group);
-            rest = tail;
+            bytes += u64::from(b.entry.raw_len);
+            if let Some(group) = jobs.last_mut() {
+                group.push((b, slice));
+            }
         }
         // In disk order, so that the window fills front to back.
-        jobs.sort_by_key(|group| group.iter().map(|b| b.places[0].at).min());
+        jobs.sort_by_key(|group| group.iter().map(|(b, _)| b.places[0].at).min());
         stats.packs_read += jobs.len() as u64;
-        let shared = Mutex::new(buf);
         let deferred = Mutex::new(Vec::new());
         on_threads::<_, DiskError>(threads, jobs, |group| {
-            let entries: Vec<BlobEntry> = group.iter().map(|b| b.entry).collect();
-            let opened = repo.load_pack_opened(&group[0].pack, &entries, MAX_GAP, MAX_READ)?;
-            let mut whole = Vec::with_capacity(opened.len());
-            for (b, blob) in group.iter().zip(opened) {
-                match blob {
-                    OpenedBlob::Whole(bytes) => whole.push((b, bytes)),
-                    OpenedBlob::Patch(encoding) => lock(&deferred).push((b, encoding)),
+            let entries: Vec<BlobEntry> = group.iter().map(|(b, _)| b.entry).collect();
+            let (located, mut dests): (Vec<&Located>, Vec<&mut [u8]>) = group.into_iter().unzip();
+            let patches =
+                repo.load_pack_into(&located[0].pack, &entries, &mut dests, MAX_GAP, MAX_READ)?;
+            for (b, patch) in located.into_iter().zip(patches) {
+                if let Some(encoding) = patch {
+                    lock(&deferred).push((b, encoding));
                 }
-            }
-            let mut buf = lock(&shared);
-            for (b, bytes) in whole {
-                place(&mut buf, &b.entry, &bytes, &b.places)?;
             }
             Ok(())
         })?;
         let deferred = deferred.into_inner().unwrap_or_else(|e| e.into_inner());
+        let patched: HashSet<Id> = deferred.iter().map(|(b, _)| b.entry.id).collect();
+        // A blob met more than once in the window: copied from its first place.
+        for b in blobs.iter().filter(|b| !patched.contains(&b.entry.id)) {
+            let first = b.places[0];
+            for p in &b.places[1..] {
+                buf.copy_within(first.at..first.at + first.len, p.at);
+            }
+        }
         if deferred.is_empty() {
             return Ok(());
         }
@@ -583,6 +592,7 @@ impl Filler<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let (bases, packs) = load_grouped(repo, located, threads)?;
         stats.packs_read += packs as u64;
+        let shared = Mutex::new(buf);
         let per_thread = deferred.len().div_ceil(threads).max(1);
         on_threads::<_, DiskError>(threads, deferred.chunks(per_thread).collect(), |part| {
             for (b, encoding) in part {
@@ -593,6 +603,29 @@ impl Filler<'_> {
         })?;
         Ok(())
     }
+}
+
+/// `buf` cut into one slice per place (in the order given); `None` if
+/// places overlap or run past the buffer.
+fn carve<'b>(buf: &'b mut [u8], places: &[Placement]) -> Option<Vec<&'b mut [u8]>> {
+    let mut order: Vec<usize> = (0..places.len()).collect();
+    order.sort_by_key(|&i| places[i].at);
+    let mut out: Vec<Option<&'b mut [u8]>> = (0..places.len()).map(|_| None).collect();
+    let mut rest = buf;
+    let mut base = 0;
+    for i in order {
+        let p = places[i];
+        let skip = p.at.checked_sub(base)?;
+        if rest.len() < skip + p.len {
+            return None;
+        }
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
+        let (mine, tail) = tail.split_at_mut(p.len);
+        out[i] = Some(mine);
+        rest = tail;
+        base = p.at + p.len;
+    }
+    out.into_iter().collect()
 }
 
 /// A window ready for the writer.
@@ -930,6 +963,18 @@ mod tests {
                 5 * DIRECT_ALIGN..5 * DIRECT_ALIGN + 100
             ]
         );
+        let mut buf: Vec<u8> = (0..100).collect();
+        let places = [(50, 10), (0, 5), (60, 40)].map(|(at, len)| Placement { at, len });
+        let slices = carve(&mut buf, &places).unwrap();
+        assert_eq!(slices.iter().map(|s| s[0]).collect::<Vec<_>>(), [50, 0, 60]);
+        assert_eq!(
+            slices.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            [10, 5, 40]
+        );
+        let overlapping = [(0, 10), (5, 10)].map(|(at, len)| Placement { at, len });
+        assert!(carve(&mut buf, &overlapping).is_none());
+        let past_the_end = [Placement { at: 90, len: 11 }];
+        assert!(carve(&mut buf, &past_the_end).is_none());
         let runs = block_runs(vec![9000..9001, 10..20, 4000..4200, 20_000..30_000], 25_000);
         assert_eq!(runs, [0..12288, 16384..25_000]);
     }

@@ -388,20 +388,22 @@ impl ObjectCipher {
     /// Decrypts in place (the tag is removed from `buf`); `false` when it
     /// does not authenticate.
     pub fn open_in_place(&self, offset: u64, aad: &[u8], buf: &mut Vec<u8>) -> bool {
-        if buf.len() < TAG_LEN {
-            return false;
-        }
-        let split = buf.len() - TAG_LEN;
-        let Ok(tag) = Tag::try_from(&buf[split..]) else {
-            return false;
-        };
+        let opened = self.open_slice_in_place(offset, aad, buf);
+        buf.truncate(opened.unwrap_or(0));
+        opened.is_some()
+    }
+
+    /// Decrypts `ciphertext || tag` in place in a slice: the plaintext is
+    /// then the first returned-length bytes; `None` when it does not
+    /// authenticate.
+    pub fn open_slice_in_place(&self, offset: u64, aad: &[u8], buf: &mut [u8]) -> Option<usize> {
+        let split = buf.len().checked_sub(TAG_LEN)?;
+        let tag = Tag::try_from(&buf[split..]).ok()?;
         let nonce = Nonce::assume_unique_for_key(nonce_at(offset));
-        let ok = self
-            .0
+        self.0
             .open_in_place_separate_tag(nonce, Aad::from(aad), tag, &mut buf[..split], 0..)
-            .is_ok();
-        buf.truncate(split);
-        ok
+            .ok()?;
+        Some(split)
     }
 }
 

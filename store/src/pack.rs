@@ -314,6 +314,67 @@ pub fn open_stored(
     )
 }
 
+/// [`open_stored`] into the caller's buffer: `sealed` (the blob's
+/// ciphertext, decrypted in place) is decompressed straight into `dest`,
+/// which must be exactly the blob's length, and verified there. A blob
+/// stored as a patch leaves `dest` alone and comes back as its encoding.
+/// On an error `dest` holds no meaningful bytes.
+pub fn open_stored_into(
+    cipher: &ObjectCipher,
+    keys: &MasterKeys,
+    entry: &BlobEntry,
+    sealed: &mut [u8],
+    pack: &Id,
+    dest: &mut [u8],
+) -> Result<Option<Vec<u8>>> {
+    let what = || format!("blob {} in pack {}", entry.id, pack);
+    let Some(len) = cipher.open_slice_in_place(
+        entry.offset.into(),
+        &blob_aad(entry.blob_type, &entry.id),
+        sealed,
+    ) else {
+        return Err(Error::corrupt(
+            what(),
+            "authentication failed (damaged or forged)",
+        ));
+    };
+    let stored = &sealed[..len];
+    if dest.len() != entry.raw_len as usize {
+        return Err(Error::corrupt(what(), "length differs from the index"));
+    }
+    match entry.compression {
+        Compression::None if stored.len() == dest.len() => dest.copy_from_slice(stored),
+        Compression::None => {
+            return Err(Error::corrupt(what(), "length differs from the index"));
+        }
+        Compression::Zstd => {
+            let declared = zstd::zstd_safe::get_frame_content_size(stored)
+                .ok()
+                .flatten();
+            if declared != Some(u64::from(entry.raw_len)) {
+                return Err(Error::corrupt(
+                    what(),
+                    "compressed length does not match the index",
+                ));
+            }
+            let n = with_decompressor(&what, |d| d.decompress_to_buffer(stored, dest))?;
+            if n != dest.len() {
+                return Err(Error::corrupt(what(), "length differs from the index"));
+            }
+        }
+        Compression::Patch => {
+            return match decode_stored(keys, entry, stored.to_vec(), &what())? {
+                OpenedBlob::Patch(encoding) => Ok(Some(encoding)),
+                OpenedBlob::Whole(_) => Err(Error::corrupt(what(), "a patch decoded whole")),
+            };
+        }
+    }
+    if keys.blob_id(dest) != entry.id {
+        return Err(Error::corrupt(what(), "content does not match its id"));
+    }
+    Ok(None)
+}
+
 /// Decrypts one blob's ciphertext into its stored form (a zstd frame, the
 /// raw plaintext or a framed patch, as `entry.compression` says), without
 /// decompressing it: what `copy` moves to another repository.
@@ -394,6 +455,18 @@ fn decompress_exact(frame: &[u8], len: u64, what: &dyn Fn() -> String) -> Result
         ));
     }
     let mut out = Vec::with_capacity(len as usize);
+    with_decompressor(what, |d| d.decompress_to_buffer(frame, &mut out))?;
+    if out.len() as u64 != len {
+        return Err(Error::corrupt(what(), "length differs from the index"));
+    }
+    Ok(out)
+}
+
+/// Runs `f` with this thread's decompression context (made on first use).
+fn with_decompressor(
+    what: &dyn Fn() -> String,
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<usize>,
+) -> Result<usize> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -405,13 +478,8 @@ fn decompress_exact(frame: &[u8], len: u64, what: &dyn Fn() -> String) -> Result
         let Some(d) = slot.as_mut() else {
             return Err(Error::corrupt(what(), "zstd: no decompression context"));
         };
-        d.decompress_to_buffer(frame, &mut out)
-            .map_err(|e| Error::corrupt(what(), format!("decompression failed: {e}")))
-    })?;
-    if out.len() as u64 != len {
-        return Err(Error::corrupt(what(), "length differs from the index"));
-    }
-    Ok(out)
+        f(d).map_err(|e| Error::corrupt(what(), format!("decompression failed: {e}")))
+    })
 }
 
 #[cfg(test)]

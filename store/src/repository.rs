@@ -23,7 +23,8 @@ use crate::keyfile::{Credential, KdfParams, KeyFile, KeyFileInfo, KeyListing, se
 use crate::lock::{LockInfo, RepoLock};
 use crate::object::{FORMAT_VERSION, HEADER_LEN, ObjectHeader};
 use crate::pack::{
-    FinishedPack, OpenedBlob, PackWriter, decode_trailer, open_stored, read_trailer, trailer_start,
+    FinishedPack, OpenedBlob, PackWriter, decode_trailer, open_stored, open_stored_into,
+    read_trailer, trailer_start,
 };
 use crate::patch::{Patch, PatchOp};
 use crate::plan::PrunePlan;
@@ -1199,10 +1200,41 @@ impl Repository {
         let cipher = self.pack_cipher(pack)?;
         let mut out: Vec<Option<OpenedBlob>> = vec![None; entries.len()];
         self.read_coalesced(pack, entries, max_gap, max_read, &mut |k, sealed| {
+            let sealed = sealed.to_vec();
             out[k] = Some(open_stored(&cipher, &self.keys, &entries[k], sealed, pack)?);
             Ok(())
         })?;
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// [`Self::load_pack_opened`] into the caller's buffers: each blob
+    /// stored whole is decompressed straight into `dests[k]` (exactly its
+    /// length) and verified there, with no copy of its own; a patch comes
+    /// back as `Some(encoding)` at its position, its `dests[k]` untouched.
+    /// A disk restore fills its window buffer this way. `entries` must be
+    /// distinct blobs.
+    pub fn load_pack_into(
+        &self,
+        pack: &Id,
+        entries: &[BlobEntry],
+        dests: &mut [&mut [u8]],
+        max_gap: u64,
+        max_read: u64,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        if dests.len() != entries.len() {
+            return Err(Error::corrupt(
+                format!("pack {pack}"),
+                "internal error: one destination per blob is needed",
+            ));
+        }
+        let cipher = self.pack_cipher(pack)?;
+        let mut patches: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
+        self.read_coalesced(pack, entries, max_gap, max_read, &mut |k, sealed| {
+            patches[k] =
+                open_stored_into(&cipher, &self.keys, &entries[k], sealed, pack, dests[k])?;
+            Ok(())
+        })?;
+        Ok(patches)
     }
 
     /// Copies blobs of `pack` into the open packs of this session as they
@@ -1214,7 +1246,8 @@ impl Repository {
     pub fn copy_blobs_from_pack(&self, pack: &Id, entries: &[BlobEntry]) -> Result<u64> {
         let cipher = self.pack_cipher(pack)?;
         let mut stored = 0;
-        self.read_coalesced(pack, entries, 1 << 20, 16 << 20, &mut |k, mut sealed| {
+        self.read_coalesced(pack, entries, 1 << 20, 16 << 20, &mut |k, sealed| {
+            let mut sealed = sealed.to_vec();
             let e = &entries[k];
             if !cipher.open_in_place(
                 e.offset.into(),
@@ -1242,14 +1275,16 @@ impl Repository {
 
     /// Reads the ciphertexts of `entries` of `pack` with as few ranged reads
     /// as possible (see [`Self::load_pack_blobs`]) and hands each to `each`
-    /// with its position in `entries`, in offset order.
+    /// with its position in `entries`, in offset order. `each` may decrypt
+    /// in place: the slice is its own (entries of a valid pack never
+    /// overlap; a forged overlap then fails to authenticate).
     fn read_coalesced(
         &self,
         pack: &Id,
         entries: &[BlobEntry],
         max_gap: u64,
         max_read: u64,
-        each: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+        each: &mut dyn FnMut(usize, &mut [u8]) -> Result<()>,
     ) -> Result<()> {
         let handle = Handle::new(ObjectKind::Pack, pack);
         let mut order: Vec<usize> = (0..entries.len()).collect();
@@ -1268,16 +1303,15 @@ impl Repository {
                 end = end.max(e_end);
                 j += 1;
             }
-            let bytes = self.backend.read_range(&handle, start, end - start)?;
+            let mut bytes = self.backend.read_range(&handle, start, end - start)?;
             for &k in &order[i..j] {
                 let e = &entries[k];
                 let from = (u64::from(e.offset) - start) as usize;
                 let sealed = bytes
-                    .get(from..from + e.stored_len as usize)
+                    .get_mut(from..from + e.stored_len as usize)
                     .ok_or_else(|| {
                         Error::corrupt(handle.to_string(), "the target returned a short read")
-                    })?
-                    .to_vec();
+                    })?;
                 each(k, sealed)?;
             }
             i = j;

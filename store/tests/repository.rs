@@ -357,7 +357,26 @@ fn coalesced_pack_reads_return_every_blob_in_order() {
             for ((i, _), data) in list.iter().zip(&blobs) {
                 assert_eq!(*data, blob(*i as u32));
             }
+            // Straight into the caller's buffers: the same bytes.
+            let mut bufs: Vec<Vec<u8>> = entries
+                .iter()
+                .map(|e| vec![0; e.raw_len as usize])
+                .collect();
+            let mut dests: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+            let patches = repo
+                .load_pack_into(&pack, &entries, &mut dests, gap, max)
+                .unwrap();
+            assert!(patches.iter().all(Option::is_none));
+            for ((i, _), data) in list.iter().zip(&bufs) {
+                assert_eq!(*data, blob(*i as u32));
+            }
         }
+        // A destination of the wrong size is an error, not a panic.
+        let mut short = vec![0u8; entries[0].raw_len as usize - 1];
+        let err = repo
+            .load_pack_into(&pack, &entries[..1], &mut [&mut short[..]], 0, 1 << 20)
+            .unwrap_err();
+        assert!(err.to_string().contains("length"), "{err}");
     }
 }
 
