@@ -399,7 +399,24 @@ impl<'r, 'a> Windows<'r, 'a> {
                 })
             })
             .collect::<Result<_, DiskError>>()?;
+        self.prefetch(&w.blobs);
         Ok(Some(w))
+    }
+}
+
+impl Windows<'_, '_> {
+    /// Announces a planned window's pack reads to the target, so that a
+    /// local repository's packs are read ahead by the kernel while the
+    /// window before is fetched (cold pack reads were a fifth of a restore).
+    fn prefetch(&self, blobs: &[Located]) {
+        let mut by_pack: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
+        for b in blobs {
+            by_pack.entry(b.pack).or_default().push(b.entry);
+        }
+        for (pack, entries) in by_pack {
+            self.repo
+                .prefetch_pack_blobs(&pack, &entries, MAX_GAP, MAX_READ);
+        }
     }
 }
 

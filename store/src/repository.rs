@@ -1287,24 +1287,9 @@ impl Repository {
         each: &mut dyn FnMut(usize, &mut [u8]) -> Result<()>,
     ) -> Result<()> {
         let handle = Handle::new(ObjectKind::Pack, pack);
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_by_key(|&i| entries[i].offset);
-        let mut i = 0;
-        while i < order.len() {
-            let start = u64::from(entries[order[i]].offset);
-            let mut end = start + u64::from(entries[order[i]].stored_len);
-            let mut j = i + 1;
-            while j < order.len() {
-                let e = &entries[order[j]];
-                let e_end = u64::from(e.offset) + u64::from(e.stored_len);
-                if u64::from(e.offset) > end + max_gap || e_end.max(end) - start > max_read {
-                    break;
-                }
-                end = end.max(e_end);
-                j += 1;
-            }
+        for (start, end, members) in coalesced_reads(entries, max_gap, max_read) {
             let mut bytes = self.backend.read_range(&handle, start, end - start)?;
-            for &k in &order[i..j] {
+            for &k in &members {
                 let e = &entries[k];
                 let from = (u64::from(e.offset) - start) as usize;
                 let sealed = bytes
@@ -1314,9 +1299,25 @@ impl Repository {
                     })?;
                 each(k, sealed)?;
             }
-            i = j;
         }
         Ok(())
+    }
+
+    /// Tells the target that these blobs of `pack` will be read soon, in
+    /// the ranged reads `load_pack_*` would make (see
+    /// [`Backend::prefetch`]): a restore announces its next window's reads
+    /// while it fetches the current one.
+    pub fn prefetch_pack_blobs(
+        &self,
+        pack: &Id,
+        entries: &[BlobEntry],
+        max_gap: u64,
+        max_read: u64,
+    ) {
+        let handle = Handle::new(ObjectKind::Pack, pack);
+        for (start, end, _) in coalesced_reads(entries, max_gap, max_read) {
+            self.backend.prefetch(&handle, start, end - start);
+        }
     }
 
     /// The bases a patch encoding (from [`Self::load_pack_opened`]) needs.
@@ -1920,6 +1921,38 @@ impl Repository {
     pub fn remove_all_locks(&self) -> Result<usize> {
         crate::lock::remove_all_locks(self.backend.as_ref())
     }
+}
+
+/// The ranged reads that fetch `entries` of one pack: entries in offset
+/// order, neighbours closer than `max_gap` bytes in one read, no read over
+/// `max_read` bytes unless one entry is. Each read: start, end, and the
+/// positions in `entries` it serves (in offset order).
+fn coalesced_reads(
+    entries: &[BlobEntry],
+    max_gap: u64,
+    max_read: u64,
+) -> Vec<(u64, u64, Vec<usize>)> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| entries[i].offset);
+    let mut reads = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let start = u64::from(entries[order[i]].offset);
+        let mut end = start + u64::from(entries[order[i]].stored_len);
+        let mut j = i + 1;
+        while j < order.len() {
+            let e = &entries[order[j]];
+            let e_end = u64::from(e.offset) + u64::from(e.stored_len);
+            if u64::from(e.offset) > end + max_gap || e_end.max(end) - start > max_read {
+                break;
+            }
+            end = end.max(e_end);
+            j += 1;
+        }
+        reads.push((start, end, order[i..j].to_vec()));
+        i = j;
+    }
+    reads
 }
 
 #[cfg(test)]

@@ -185,6 +185,10 @@ impl<B: Backend + ?Sized> Backend for CrashingBackend<B> {
         })
     }
 
+    fn prefetch(&self, handle: &Handle, offset: u64, len: u64) {
+        self.inner.prefetch(handle, offset, len);
+    }
+
     fn write_new(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
         self.mutation("write", handle, || self.inner.write_new(handle, data))
     }

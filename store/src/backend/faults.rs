@@ -484,6 +484,10 @@ impl<B: Backend + ?Sized> Backend for FaultyBackend<B> {
         Ok(self.maybe_truncate(Op::ReadRange, &object, bytes))
     }
 
+    fn prefetch(&self, handle: &Handle, offset: u64, len: u64) {
+        self.inner.prefetch(handle, offset, len);
+    }
+
     fn write_new(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
         let object = handle.to_string();
         self.call(Op::WriteNew, &object, || self.inner.write_new(handle, data))

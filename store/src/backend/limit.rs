@@ -123,6 +123,10 @@ impl<B: Backend + ?Sized> Backend for LimitedBackend<B> {
         self.inner.read_range(handle, offset, len)
     }
 
+    fn prefetch(&self, handle: &Handle, offset: u64, len: u64) {
+        self.inner.prefetch(handle, offset, len);
+    }
+
     fn write_new(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
         let _permit = self.limit.acquire();
         self.inner.write_new(handle, data)

@@ -324,6 +324,12 @@ pub trait Backend: Send + Sync {
     /// Reads `len` bytes at `offset`; a range past the end is an error.
     fn read_range(&self, handle: &Handle, offset: u64, len: u64) -> Result<Vec<u8>, BackendError>;
 
+    /// A hint that `len` bytes at `offset` will be read soon. A target that
+    /// can start fetching them without waiting (a local file: the kernel's
+    /// readahead) does; the default does nothing, and failures are ignored
+    /// (the read that follows reports them). Wrappers pass it on.
+    fn prefetch(&self, _handle: &Handle, _offset: u64, _len: u64) {}
+
     /// Writes a new object atomically: afterwards it exists whole or not at
     /// all, and it is durable when this returns. Fails with
     /// [`BackendError::AlreadyExists`] if the object exists.

@@ -87,6 +87,10 @@ impl Backend for OverwritingBackend {
         self.inner.read_range(handle, offset, len)
     }
 
+    fn prefetch(&self, handle: &Handle, offset: u64, len: u64) {
+        self.inner.prefetch(handle, offset, len);
+    }
+
     fn write_new(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
         loop {
             match self.inner.write_new(handle, data) {

@@ -393,6 +393,10 @@ impl<B: Backend + ?Sized> Backend for RetryBackend<B> {
         })
     }
 
+    fn prefetch(&self, handle: &Handle, offset: u64, len: u64) {
+        self.inner.prefetch(handle, offset, len);
+    }
+
     fn write_new(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
         match self.run("stat", handle, || self.inner.stat(handle)) {
             Ok(_) => return Err(already_exists(handle)),

@@ -246,6 +246,10 @@ impl<B: Backend + ?Sized> Backend for ThrottledBackend<B> {
         }
     }
 
+    fn prefetch(&self, handle: &Handle, offset: u64, len: u64) {
+        self.inner.prefetch(handle, offset, len);
+    }
+
     fn write_new(&self, handle: &Handle, data: &[u8]) -> Result<(), BackendError> {
         if let Some(limit) = &self.upload {
             limit.take(data.len() as u64);
