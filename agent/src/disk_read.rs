@@ -65,11 +65,7 @@ impl<'a> DirectFile<'a> {
     /// the very file `plain` has open (through `/proc/self/fd`), not its
     /// path, which may name another file by now.
     pub fn new(plain: &'a File) -> DirectFile<'a> {
-        let direct = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(format!("/proc/self/fd/{}", plain.as_raw_fd()))
-            .ok();
+        let direct = reopen_direct(plain, false);
         DirectFile {
             plain,
             usable: AtomicBool::new(direct.is_some()),
@@ -81,6 +77,19 @@ impl<'a> DirectFile<'a> {
     pub fn is_direct(&self) -> bool {
         self.usable.load(Ordering::Relaxed)
     }
+}
+
+/// `file` opened again with `O_DIRECT` (for writing too if `write`): the
+/// very file it has open, through `/proc/self/fd`, not its path, which may
+/// name another file by now. `None` where the file system refuses direct
+/// I/O (tmpfs).
+pub fn reopen_direct(file: &File, write: bool) -> Option<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_DIRECT)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .ok()
 }
 
 /// Whether a read of `buf` at `offset` meets `O_DIRECT`'s alignment.

@@ -28,8 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::ops::Range;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +40,7 @@ use crate::chunklist::{Extent, ListError, ListReader};
 use crate::disk::{
     DiskError, DiskImage, DiskRestoreOptions, DiskRestoreStats, io_err, is_zero, lock,
 };
-use crate::disk_read::DIRECT_ALIGN;
+use crate::disk_read::{DIRECT_ALIGN, reopen_direct};
 use crate::fetch::{MAX_GAP, MAX_READ, load_grouped, locate};
 use crate::parallel::on_threads;
 
@@ -736,13 +735,7 @@ struct Target<'a> {
 
 impl<'a> Target<'a> {
     fn new(plain: &'a File, path: &'a Path) -> Self {
-        // The very file `plain` has open, not its path again.
-        let direct = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(format!("/proc/self/fd/{}", plain.as_raw_fd()))
-            .ok();
+        let direct = reopen_direct(plain, true);
         Target {
             plain,
             usable: AtomicBool::new(direct.is_some()),
