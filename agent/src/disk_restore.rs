@@ -389,21 +389,29 @@ impl<'r, 'a> Windows<'r, 'a> {
         }
         w.blobs = blobs
             .into_iter()
-            .map(|(id, places)| {
-                let (pack, entry) = locate(self.repo, &id)?;
-                Ok(Located {
-                    pack,
-                    entry,
-                    places,
-                })
-            })
+            .map(|(id, places)| self.locate(id, places))
             .collect::<Result<_, DiskError>>()?;
         self.prefetch(&w.blobs);
         Ok(Some(w))
     }
-}
 
-impl Windows<'_, '_> {
+    /// Where blob `id` is stored; its length in the index must be the one
+    /// the disk map gives it (checked before any buffer is sized by it).
+    fn locate(&self, id: Id, places: Vec<Placement>) -> Result<Located, DiskError> {
+        let (pack, entry) = locate(self.repo, &id)?;
+        if let Some(p) = places.iter().find(|p| p.len != entry.raw_len as usize) {
+            return Err(self.damaged(format!(
+                "blob {id} has {} bytes in the index, the disk map says {}",
+                entry.raw_len, p.len
+            )));
+        }
+        Ok(Located {
+            pack,
+            entry,
+            places,
+        })
+    }
+
     /// Announces a planned window's pack reads to the target, so that a
     /// local repository's packs are read ahead by the kernel while the
     /// window before is fetched (cold pack reads were a fifth of a restore).

@@ -348,15 +348,7 @@ pub fn open_stored_into(
             return Err(Error::corrupt(what(), "length differs from the index"));
         }
         Compression::Zstd => {
-            let declared = zstd::zstd_safe::get_frame_content_size(stored)
-                .ok()
-                .flatten();
-            if declared != Some(u64::from(entry.raw_len)) {
-                return Err(Error::corrupt(
-                    what(),
-                    "compressed length does not match the index",
-                ));
-            }
+            check_declared_len(stored, u64::from(entry.raw_len), &what)?;
             let n = with_decompressor(&what, |d| d.decompress_to_buffer(stored, dest))?;
             if n != dest.len() {
                 return Err(Error::corrupt(what(), "length differs from the index"));
@@ -445,6 +437,17 @@ thread_local! {
 /// Decompresses one zstd frame that must declare exactly `len` bytes:
 /// a forged length cannot reserve memory the frame does not fill.
 fn decompress_exact(frame: &[u8], len: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    check_declared_len(frame, len, what)?;
+    let mut out = Vec::with_capacity(len as usize);
+    with_decompressor(what, |d| d.decompress_to_buffer(frame, &mut out))?;
+    if out.len() as u64 != len {
+        return Err(Error::corrupt(what(), "length differs from the index"));
+    }
+    Ok(out)
+}
+
+/// The frame must declare exactly `len` bytes of content.
+fn check_declared_len(frame: &[u8], len: u64, what: &dyn Fn() -> String) -> Result<()> {
     let declared = zstd::zstd_safe::get_frame_content_size(frame)
         .ok()
         .flatten();
@@ -454,12 +457,7 @@ fn decompress_exact(frame: &[u8], len: u64, what: &dyn Fn() -> String) -> Result
             "compressed length does not match the index",
         ));
     }
-    let mut out = Vec::with_capacity(len as usize);
-    with_decompressor(what, |d| d.decompress_to_buffer(frame, &mut out))?;
-    if out.len() as u64 != len {
-        return Err(Error::corrupt(what(), "length differs from the index"));
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// Runs `f` with this thread's decompression context (made on first use).
