@@ -1,0 +1,158 @@
+//! Measures where repository bytes go, to decide how data is compressed.
+//!
+//! It chunks a disk image (`disk IMAGE`, disk chunk sizes) or every file of
+//! a tree (`tree DIR`, file chunk sizes, in path order), keeps the unique
+//! non-zero chunks in order, and prints the bytes they would take stored:
+//!
+//! - with cairn's incompressibility probe at several levels and thresholds
+//!   (and what level 3 would have made of the chunks the probe gave up on);
+//! - zstd per chunk at levels 1 to 5, as packs store them today;
+//! - runs of adjacent chunks (never across files) compressed as one frame of
+//!   at most 64 KiB to 1 MiB, at levels 1 and 3: what a format storing
+//!   "solid" groups of blobs would gain.
+//!
+//! Run: `cargo run --release -p cairn-benches --bin compression_study -- disk IMAGE`
+//! (about a minute for 2 GiB here). `docs/compression-study.md` discusses
+//! the results for benches/peers.sh's data.
+
+#![allow(clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use cairn_chunker::{Chunker, ChunkerParams, GearTable};
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("readable dir")
+        .map(|e| e.expect("entry"))
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let t = e.file_type().expect("type");
+        if t.is_dir() {
+            files_under(&e.path(), out);
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+fn worth(data: &[u8], probe: &mut zstd::bulk::Compressor<'static>, keep: usize) -> bool {
+    if data.len() < 8192 {
+        return true;
+    }
+    let len = (data.len() / 4).min(4096);
+    let start = data.len() / 2 - len / 2;
+    let mut out = Vec::with_capacity(len * keep / 1000);
+    probe
+        .compress_to_buffer(&data[start..start + len], &mut out)
+        .is_ok()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let kind = args.get(1).expect("disk|tree");
+    let path = PathBuf::from(args.get(2).expect("path"));
+    let params = if kind == "disk" {
+        ChunkerParams::DISK_DEFAULT
+    } else {
+        ChunkerParams::FILE_DEFAULT
+    };
+    let chunker = Chunker::new(params, GearTable::for_tests()).expect("params");
+    let mut inputs = Vec::new();
+    if kind == "disk" {
+        inputs.push(path);
+    } else {
+        files_under(&path, &mut inputs);
+    }
+    // Unique non-zero chunks, in order, grouped by file (groups never span files).
+    let mut seen = HashSet::new();
+    let mut files: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut raw = 0usize;
+    for p in &inputs {
+        let data = std::fs::read(p).expect("read");
+        let mut chunks = Vec::new();
+        for c in chunker.chunks(&data) {
+            if c.data.iter().all(|&b| b == 0) {
+                continue;
+            }
+            let id = blake3::hash(c.data);
+            if seen.insert(id) {
+                raw += c.data.len();
+                chunks.push(c.data.to_vec());
+            }
+        }
+        files.push(chunks);
+    }
+    let n: usize = files.iter().map(Vec::len).sum();
+    println!("{kind}: {n} unique chunks, {raw} raw bytes");
+    for &(plevel, keep) in &[(-5, 980), (-5, 995), (-5, 999), (1, 980), (1, 995)] {
+        let mut probe = zstd::bulk::Compressor::new(plevel).expect("probe");
+        let mut c = zstd::bulk::Compressor::new(3).expect("c");
+        let (mut total, mut rejected, mut rejected_z) = (0usize, 0usize, 0usize);
+        let t = std::time::Instant::now();
+        for ch in files.iter().flatten() {
+            if !worth(ch, &mut probe, keep) {
+                total += ch.len();
+                rejected += ch.len();
+                rejected_z += c.compress(ch).expect("z").len().min(ch.len());
+                continue;
+            }
+            let z = c.compress(ch).expect("z");
+            total += z.len().min(ch.len());
+        }
+        println!(
+            "probe level {plevel:>2} keep {keep}: level 3 total {total:>12} ({:.4}); rejected {rejected} raw bytes that level 3 makes {rejected_z} {:.1}s",
+            total as f64 / raw as f64,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let mut probe = zstd::bulk::Compressor::new(-5).expect("probe");
+    for &(level, use_probe) in &[(1, true), (3, true), (3, false), (5, true)] {
+        let mut c = zstd::bulk::Compressor::new(level).expect("c");
+        let mut total = 0usize;
+        let t = std::time::Instant::now();
+        for ch in files.iter().flatten() {
+            if use_probe && !worth(ch, &mut probe, 980) {
+                total += ch.len();
+                continue;
+            }
+            let z = c.compress(ch).expect("z");
+            total += z.len().min(ch.len());
+        }
+        println!(
+            "per chunk level {level:>2} probe {use_probe:<5}: {total:>12} ({:.4} of raw) {:.1}s",
+            total as f64 / raw as f64,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    for &group in &[64 << 10, 256 << 10, 1 << 20] {
+        for &level in &[1, 3] {
+            let mut c = zstd::bulk::Compressor::new(level).expect("c");
+            let mut total = 0usize;
+            for f in &files {
+                let mut buf: Vec<u8> = Vec::new();
+                let mut flush = |buf: &mut Vec<u8>, total: &mut usize| {
+                    if !buf.is_empty() {
+                        let z = c.compress(buf).expect("z");
+                        *total += z.len().min(buf.len());
+                        buf.clear();
+                    }
+                };
+                for ch in f {
+                    if buf.len() + ch.len() > group {
+                        flush(&mut buf, &mut total);
+                    }
+                    buf.extend_from_slice(ch);
+                }
+                flush(&mut buf, &mut total);
+            }
+            println!(
+                "groups of {:>5} KiB level {level}: {total:>12} ({:.4} of raw)",
+                group >> 10,
+                total as f64 / raw as f64
+            );
+        }
+    }
+}
