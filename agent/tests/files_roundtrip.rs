@@ -335,6 +335,71 @@ fn every_kind_of_metadata_round_trips_and_reruns_skip() {
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
 }
 
+/// Directories get their metadata as soon as they are complete, while
+/// other files are still being written: times and modes must still come
+/// out exact, for many directories, read-only ones (with files and
+/// subdirectories inside), and directories a hardlink lands in.
+#[test]
+fn directory_metadata_is_exact_when_applied_as_directories_complete() {
+    let env = env();
+    let src = env.path("src");
+    let mut dirs = Vec::new();
+    for a in 0..6u64 {
+        for b in 0..5u64 {
+            let dir = src.join(format!("d{a}/e{b}"));
+            fs::create_dir_all(&dir).unwrap();
+            // Small files, and every seventh directory a file of several
+            // chunks, so that workers finish in a different order than
+            // the walk.
+            for f in 0..3u64 {
+                let len = if (a * 5 + b) % 7 == 0 && f == 0 {
+                    600_000
+                } else {
+                    3000
+                };
+                fs::write(
+                    dir.join(format!("f{f}")),
+                    data(a * 100 + b * 10 + f, len as usize),
+                )
+                .unwrap();
+            }
+            dirs.push(dir);
+        }
+        dirs.push(src.join(format!("d{a}")));
+    }
+    fs::write(src.join("first"), b"first name").unwrap();
+    fs::hard_link(src.join("first"), src.join("d2/e3/second")).unwrap();
+    let read_only = [src.join("d1"), src.join("d2/e3"), src.join("d4/e0")];
+    let mut n = 0;
+    for dir in dirs.iter().filter(|d| d.parent() != Some(src.as_path())) {
+        for f in 0..3 {
+            n += 1;
+            set_times(&dir.join(format!("f{f}")), 1_700_000_000 + n, 1000 + n);
+        }
+    }
+    for dir in &read_only {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    for dir in &dirs {
+        n += 1;
+        set_times(dir, 1_710_000_000 + n, 7 + n);
+    }
+
+    let s = env.backup(std::slice::from_ref(&src), None);
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let out = env.path("out");
+    let r = env.restore(s.root, &out, &[], false);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(r.files, 6 * 5 * 3 + 1);
+    assert_same_tree(&src, &inside(&out, &src));
+
+    // Let the temporary directory be removed when not running as root.
+    for dir in &read_only {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(inside(&out, dir), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
 #[test]
 fn incremental_reads_only_changed_files_and_diff_sees_them() {
     let env = env();
