@@ -45,6 +45,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use thiserror::Error;
 
 use crate::chunklist::{Extent, ListWriter};
+use crate::dir_ahead::{self, DirAhead};
 use crate::tree::{
     Content, MAX_INLINE_EXTENTS, MAX_XATTR_VALUE, MAX_XATTRS, Node, NodeKind, Time, Tree,
     TreeError, Xattr, join_bytes, load_tree, save_tree,
@@ -209,6 +210,18 @@ enum Source {
     Virtual(PathBuf, BTreeMap<Vec<u8>, Source>),
 }
 
+impl Source {
+    /// The paths backed up whole, in the order the walker visits them.
+    fn real_paths(&self) -> Vec<PathBuf> {
+        match self {
+            Source::Real(path) => vec![path.clone()],
+            Source::Virtual(_, children) => {
+                children.values().flat_map(Source::real_paths).collect()
+            }
+        }
+    }
+}
+
 /// `path` made absolute, with `.` and `..` resolved lexically.
 fn absolute_clean(path: &Path) -> io::Result<PathBuf> {
     let abs = std::path::absolute(path)?;
@@ -286,6 +299,7 @@ pub fn backup_files(
     let (dir_tx, dir_rx) = sync_channel::<DirJob>(DIR_QUEUE);
     let work_rx = Mutex::new(work_rx);
     let abort = AtomicBool::new(false);
+    let ahead = DirAhead::new(root.real_paths(), excludes.clone(), dir_ahead::LEAD);
     let ctx = WorkerCtx {
         repo,
         chunker,
@@ -298,10 +312,16 @@ pub fn backup_files(
             scope.spawn(|| worker(&ctx, &work_rx));
         }
         let finalizer = scope.spawn(|| finalize(repo, dir_rx, &abort));
+        for _ in 0..dir_ahead::HELPERS {
+            scope.spawn(|| ahead.run());
+        }
+        // The helpers return when the walk ends, however it ends.
+        let _stop = StopOnDrop(&ahead);
         let mut walker = Walker {
             repo,
             opts,
             excludes,
+            ahead: &ahead,
             work: work_tx,
             dirs: dir_tx,
             next_seq: 0,
@@ -321,6 +341,15 @@ pub fn backup_files(
         walked?;
         Ok(merge_summary(summary, root_id, fin))
     })
+}
+
+/// Stops the directory read-ahead when dropped.
+struct StopOnDrop<'a>(&'a DirAhead);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 fn merge_summary(mut s: FileBackupSummary, root: Id, fin: FinalStats) -> FileBackupSummary {
@@ -561,6 +590,7 @@ struct Walker<'a> {
     repo: &'a Repository,
     opts: &'a FileBackupOptions,
     excludes: Option<GlobSet>,
+    ahead: &'a DirAhead,
     work: SyncSender<FileJob>,
     dirs: SyncSender<DirJob>,
     next_seq: u64,
@@ -681,6 +711,7 @@ impl Walker<'_> {
                 return Ok(Vec::new());
             }
         };
+        self.ahead.walked_one();
         names.sort();
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
@@ -820,6 +851,7 @@ impl Walker<'_> {
             return Ok(Fill::Done);
         }
         let (reply, answer) = sync_channel(1);
+        read_ahead(path, node.size);
         self.work
             .send(FileJob {
                 path: path.to_path_buf(),
@@ -859,6 +891,20 @@ fn worker(ctx: &WorkerCtx<'_>, queue: &Mutex<Receiver<FileJob>>) {
         let _ = job.reply.send(result); // the finalizer may have stopped
     }
 }
+
+/// Starts the kernel reading the first [`READ_AHEAD`] bytes of a file the
+/// walker queues, so that a worker taking it finds them cached.
+fn read_ahead(path: &Path, size: u64) {
+    if let Ok(file) = open_for_read(path)
+        && let Some(len) = std::num::NonZeroU64::new(size.min(READ_AHEAD))
+    {
+        let _ = rustix::fs::fadvise(&file, 0, Some(len), rustix::fs::Advice::WillNeed);
+    }
+}
+
+/// Bytes of a queued file read ahead (larger files continue with the
+/// kernel's own sequential read-ahead).
+const READ_AHEAD: u64 = 4 << 20;
 
 /// Opens a file for reading without following a symlink, blocking on a
 /// fifo or updating its access time where the system allows.

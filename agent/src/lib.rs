@@ -18,6 +18,7 @@ pub mod benchmark;
 pub mod check;
 pub mod chunklist;
 pub mod copy;
+pub mod dir_ahead;
 pub mod disk;
 pub mod disk_cut;
 pub mod disk_patch;
