@@ -12,7 +12,10 @@
 //! answers, to one *finalizer* over another bounded channel; directories
 //! arrive there in post-order (children before parents), so the finalizer
 //! can fill in each file's content and each subdirectory's tree id, then
-//! store the tree. Output order is fixed by the walk, never by which worker
+//! store the tree. On a cold cache the walker would wait on every directory
+//! listing and the workers on every file's first read: two helpers list
+//! the next directories ahead of the walker ([`crate::dir_ahead`]), and the
+//! walker asks the kernel to read each file it queues (`WILLNEED`). Output order is fixed by the walk, never by which worker
 //! finishes first: the same input gives the same tree ids. Memory is bounded
 //! by the channels and the widths of the directories on the current path.
 //!
