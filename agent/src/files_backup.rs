@@ -15,9 +15,10 @@
 //! store the tree. On a cold cache the walker would wait on every directory
 //! listing and the workers on every file's first read: two helpers list
 //! the next directories ahead of the walker ([`crate::dir_ahead`]), and the
-//! walker asks the kernel to read each file it queues (`WILLNEED`). Output order is fixed by the walk, never by which worker
-//! finishes first: the same input gives the same tree ids. Memory is bounded
-//! by the channels and the widths of the directories on the current path.
+//! walker asks the kernel to read each file it queues (`WILLNEED`). Output
+//! order is fixed by the walk, never by which worker finishes first: the
+//! same input gives the same tree ids. Memory is bounded by the channels
+//! and the widths of the directories on the current path.
 //!
 //! # Errors
 //! A failure of the repository aborts the backup ([`BackupError`]). Problems

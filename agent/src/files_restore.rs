@@ -209,23 +209,23 @@ pub fn restore_files(
             shared: &shared,
             includes,
             files: tx,
-            dirs_done: Vec::new(),
+            deferred_dirs: Vec::new(),
             hardlinks: Vec::new(),
         };
         let result = walker.restore_dir(&top, &[], &root);
-        let dirs_done = std::mem::take(&mut walker.dirs_done);
+        let deferred_dirs = std::mem::take(&mut walker.deferred_dirs);
         let hardlinks = std::mem::take(&mut walker.hardlinks);
         drop(walker); // closes the workers' queue; the scope joins them
-        result.map(|_| (dirs_done, hardlinks))
+        result.map(|_| (deferred_dirs, hardlinks))
     });
     if let Some(e) = take(&shared.failure) {
         return Err(e);
     }
-    let (dirs_done, hardlinks) = walked?;
+    let (deferred_dirs, hardlinks) = walked?;
     for (parent, node) in hardlinks {
         restore_hardlink(&shared, &top.fd, &parent, &node)?;
     }
-    for (rel, node) in dirs_done {
+    for (rel, node) in deferred_dirs {
         apply_dir_meta(&shared, &top.fd, &rel, &node);
     }
     let mut summary = take(&shared.summary);
@@ -342,7 +342,7 @@ struct RestoreWalker<'a, 's> {
     /// Directories whose metadata waits for the end (hardlinks land in
     /// them, or their mode would keep us out), deepest first: their path
     /// and node.
-    dirs_done: Vec<(Vec<u8>, Node)>,
+    deferred_dirs: Vec<(Vec<u8>, Node)>,
     /// Hardlinks to make at the end: the parent directory's path and node.
     hardlinks: Vec<(Vec<u8>, Node)>,
 }
@@ -407,7 +407,7 @@ impl<'a, 's> RestoreWalker<'a, 's> {
                 // could not be reopened for the hardlinks made at the end.
                 let locks_us_out = !shared.as_root && node.mode & 0o700 != 0o700;
                 if has_hardlinks || locks_us_out {
-                    self.dirs_done.push((child.to_vec(), node));
+                    self.deferred_dirs.push((child.to_vec(), node));
                 } else {
                     open.apply_when_done(child.to_vec(), node);
                 }

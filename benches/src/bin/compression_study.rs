@@ -50,6 +50,15 @@ fn worth(data: &[u8], probe: &mut zstd::bulk::Compressor<'static>, keep: usize) 
         .is_ok()
 }
 
+/// Bytes `data` takes stored: its zstd frame, or itself when that is not
+/// smaller.
+fn stored_len(c: &mut zstd::bulk::Compressor<'static>, data: &[u8]) -> usize {
+    c.compress(data)
+        .expect("zstd compresses")
+        .len()
+        .min(data.len())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let kind = args.get(1).expect("disk|tree");
@@ -96,11 +105,10 @@ fn main() {
             if !worth(ch, &mut probe, keep) {
                 total += ch.len();
                 rejected += ch.len();
-                rejected_z += c.compress(ch).expect("z").len().min(ch.len());
+                rejected_z += stored_len(&mut c, ch);
                 continue;
             }
-            let z = c.compress(ch).expect("z");
-            total += z.len().min(ch.len());
+            total += stored_len(&mut c, ch);
         }
         println!(
             "probe level {plevel:>2} keep {keep}: level 3 total {total:>12} ({:.4}); rejected {rejected} raw bytes that level 3 makes {rejected_z} {:.1}s",
@@ -114,12 +122,11 @@ fn main() {
         let mut total = 0usize;
         let t = std::time::Instant::now();
         for ch in files.iter().flatten() {
-            if use_probe && !worth(ch, &mut probe, 980) {
-                total += ch.len();
-                continue;
-            }
-            let z = c.compress(ch).expect("z");
-            total += z.len().min(ch.len());
+            total += if use_probe && !worth(ch, &mut probe, 980) {
+                ch.len()
+            } else {
+                stored_len(&mut c, ch)
+            };
         }
         println!(
             "per chunk level {level:>2} probe {use_probe:<5}: {total:>12} ({:.4} of raw) {:.1}s",
@@ -135,8 +142,7 @@ fn main() {
                 let mut buf: Vec<u8> = Vec::new();
                 let mut flush = |buf: &mut Vec<u8>, total: &mut usize| {
                     if !buf.is_empty() {
-                        let z = c.compress(buf).expect("z");
-                        *total += z.len().min(buf.len());
+                        *total += stored_len(&mut c, buf);
                         buf.clear();
                     }
                 };
