@@ -23,13 +23,15 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use cairn_chunker::Chunker;
-use cairn_store::{Id, Repository};
+use cairn_store::group::TARGET_GROUP_LEN;
+use cairn_store::repository::SaveOutcome;
+use cairn_store::{BlobType, Id, Repository};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::chunklist::{Extent, ListError, ListRoot, ListWriter};
 use crate::disk_cut::{Cut, Cutter, Known};
-use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_new_chunk};
+use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_as_patch};
 use crate::disk_read::{DIRECT_ALIGN, DirectFile, ReadAt, Unreadable, read_tolerant};
 use crate::parallel::split_by_bytes;
 
@@ -671,6 +673,10 @@ fn process_batch(
 ) -> Result<BatchResult, DiskError> {
     let mut stats = DiskBackupStats::default();
     let mut extents = Vec::with_capacity(batch.chunks.len());
+    // New chunks not stored as patches: saved together, in solid groups
+    // of neighbours (they compress better together than alone).
+    let mut whole: Vec<(Id, &[u8])> = Vec::new();
+    let mut whole_bytes = 0;
     for &(offset, len, known) in &batch.chunks {
         let bytes = &batch.window[offset..offset + len];
         stats.chunks += 1;
@@ -694,11 +700,16 @@ fn process_batch(
         };
         if !repo.has_blob(&id) {
             let pos = batch.window_pos + (offset - batch.window_start) as u64;
-            let (saved, _) = save_new_chunk(repo, id, bytes, pos, &batch.parents, counters)?;
-            if saved.new {
-                stats.chunks_new += 1;
-                stats.bytes_new += len as u64;
-                stats.bytes_stored += saved.stored_len;
+            match save_as_patch(repo, id, bytes, pos, &batch.parents, counters)? {
+                Some(saved) => stats.add_saved(&saved, len),
+                None => {
+                    whole.push((id, bytes));
+                    whole_bytes += len;
+                    if whole_bytes >= TARGET_GROUP_LEN {
+                        save_whole(repo, &mut whole, &mut stats)?;
+                        whole_bytes = 0;
+                    }
+                }
             }
         }
         extents.push(Extent {
@@ -706,11 +717,29 @@ fn process_batch(
             blob: Some(id),
         });
     }
+    save_whole(repo, &mut whole, &mut stats)?;
     Ok(BatchResult {
         seq: batch.seq,
         extents,
         stats,
     })
+}
+
+/// Saves the queued new chunks of a batch, grouped, and counts them.
+fn save_whole(
+    repo: &Repository,
+    whole: &mut Vec<(Id, &[u8])>,
+    stats: &mut DiskBackupStats,
+) -> Result<(), DiskError> {
+    if whole.is_empty() {
+        return Ok(());
+    }
+    let saved = repo.save_group(BlobType::Data, whole)?;
+    for (s, (_, data)) in saved.iter().zip(whole.iter()) {
+        stats.add_saved(s, data.len());
+    }
+    whole.clear();
+    Ok(())
 }
 
 /// Appends batches to the list in source order, merging adjacent zero runs.
@@ -756,6 +785,15 @@ fn collect_in_order(
 }
 
 impl DiskBackupStats {
+    /// Counts a chunk of `len` bytes the repository was asked to store.
+    fn add_saved(&mut self, saved: &SaveOutcome, len: usize) {
+        if saved.new {
+            self.chunks_new += 1;
+            self.bytes_new += len as u64;
+            self.bytes_stored += saved.stored_len;
+        }
+    }
+
     /// Adds another batch's or disk's counters to these.
     pub fn add(&mut self, b: &DiskBackupStats) {
         self.bytes_read += b.bytes_read;

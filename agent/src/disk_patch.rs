@@ -18,7 +18,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_store::patch::{MAX_BASES, PlacedBase, diff_aligned};
-use cairn_store::{BlobType, Id, PatchBase, Repository, repository::SaveOutcome};
+use cairn_store::{Id, PatchBase, Repository, repository::SaveOutcome};
 
 use crate::chunklist::{ListError, ListReader, ListRoot};
 
@@ -149,17 +149,18 @@ fn bases_for(repo: &Repository, parents: &[ParentExtent]) -> Option<Vec<(PatchBa
     Some(bases)
 }
 
-/// Stores a chunk the repository lacks: as a patch of the parent's chunks
-/// at the same disk offsets when at most half of it changed, whole
-/// otherwise. Returns what the store did and whether it stored a patch.
-pub fn save_new_chunk(
+/// Stores a chunk the repository lacks as a patch of the parent's chunks
+/// at the same disk offsets, when at most half of it changed. Returns
+/// `None` when it is not stored so: the caller stores it whole (grouped
+/// with its new neighbours, see [`Repository::save_group`]).
+pub fn save_as_patch(
     repo: &Repository,
     id: Id,
     data: &[u8],
     pos: u64,
     parents: &[ParentExtent],
     counters: &PatchCounters,
-) -> Result<(SaveOutcome, bool), cairn_store::Error> {
+) -> Result<Option<SaveOutcome>, cairn_store::Error> {
     let parents = overlapping(parents, pos, data.len() as u64);
     if !parents.is_empty() && counters.worth_trying() {
         counters.attempts.fetch_add(1, Ordering::Relaxed);
@@ -175,11 +176,11 @@ pub fn save_new_chunk(
                 let bases: Vec<PatchBase> = bases.into_iter().map(|(b, _)| b).collect();
                 let saved = repo.save_blob_patched(id, data, &bases, &ops)?;
                 counters.patched.fetch_add(1, Ordering::Relaxed);
-                return Ok((saved, true));
+                return Ok(Some(saved));
             }
         }
     }
-    Ok((repo.save_blob_with_id(BlobType::Data, id, data)?, false))
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use cairn_chunker::{Chunker, StreamChunker};
+use cairn_store::group::TARGET_GROUP_LEN;
 use cairn_store::{BlobType, Id, Repository};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use thiserror::Error;
@@ -312,9 +313,9 @@ pub fn backup_files(
         abort: &abort,
     };
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| worker(&ctx, &work_rx));
-        }
+        let workers: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(|| worker(&ctx, &work_rx)))
+            .collect();
         let finalizer = scope.spawn(|| finalize(repo, dir_rx, &abort));
         for _ in 0..dir_ahead::HELPERS {
             scope.spawn(|| ahead.run());
@@ -341,8 +342,15 @@ pub fn backup_files(
             .map_err(|_| BackupError::Internal("the finalizer panicked".into()))?;
         // A finalizer error (the repository failed) explains a walker error
         // (its channel closed), so it takes precedence.
-        let (root_id, fin) = finished?;
+        let (root_id, mut fin) = finished?;
         walked?;
+        // The chunks the workers still held when their queue closed.
+        for w in workers {
+            let left = w
+                .join()
+                .map_err(|_| BackupError::Internal("a file reader panicked".into()))??;
+            fin.add_chunks(&left);
+        }
         Ok(merge_summary(summary, root_id, fin))
     })
 }
@@ -875,20 +883,31 @@ struct WorkerCtx<'a> {
     abort: &'a AtomicBool,
 }
 
-/// Reads files from the queue until it closes.
-fn worker(ctx: &WorkerCtx<'_>, queue: &Mutex<Receiver<FileJob>>) {
+/// Reads files from the queue until it closes, then saves the chunks it
+/// still holds; returns what that saved.
+fn worker(
+    ctx: &WorkerCtx<'_>,
+    queue: &Mutex<Receiver<FileJob>>,
+) -> Result<ChunkStats, cairn_store::Error> {
     let mut stream: Option<StreamChunker<'_, File>> = None;
     let mut buf = Vec::new();
+    let mut groups = GroupQueue::default();
     loop {
         let job = match queue.lock() {
             Ok(q) => q.recv(),
             Err(poisoned) => poisoned.into_inner().recv(),
         };
-        let Ok(job) = job else { return };
+        let Ok(job) = job else {
+            let mut stats = ChunkStats::default();
+            if !ctx.abort.load(Ordering::Relaxed) {
+                groups.save(ctx.repo, &mut stats)?;
+            }
+            return Ok(stats);
+        };
         if ctx.abort.load(Ordering::Relaxed) {
             continue;
         }
-        let result = read_file(ctx, &job.path, &mut stream, &mut buf);
+        let result = read_file(ctx, &job.path, &mut stream, &mut buf, &mut groups);
         if result.is_err() {
             ctx.abort.store(true, Ordering::Relaxed);
         }
@@ -942,6 +961,7 @@ fn read_file<'c>(
     path: &Path,
     stream: &mut Option<StreamChunker<'c, File>>,
     buf: &mut Vec<u8>,
+    groups: &mut GroupQueue,
 ) -> Result<FileRead, BackupError> {
     if let Some(hook) = &ctx.hook {
         hook(path);
@@ -958,7 +978,7 @@ fn read_file<'c>(
     if let Some(hook) = &ctx.after_open {
         hook(path);
     }
-    let mut sink = ChunkSink::new(ctx.repo);
+    let mut sink = ChunkSink::new(ctx.repo, groups);
     let read = if before.len() <= SMALL_FILE {
         read_small(ctx.chunker, file, buf, &mut sink)
     } else {
@@ -1001,7 +1021,7 @@ fn read_small(
     chunker: &Chunker,
     mut file: File,
     buf: &mut Vec<u8>,
-    sink: &mut ChunkSink<'_>,
+    sink: &mut ChunkSink<'_, '_>,
 ) -> Result<Metadata, ReadError> {
     buf.clear();
     file.read_to_end(buf).map_err(ReadError::Io)?;
@@ -1016,7 +1036,7 @@ fn read_large<'c>(
     chunker: &'c Chunker,
     file: File,
     stream: &mut Option<StreamChunker<'c, File>>,
-    sink: &mut ChunkSink<'_>,
+    sink: &mut ChunkSink<'_, '_>,
 ) -> Result<Metadata, ReadError> {
     let mut s = match stream.take() {
         Some(s) => s.reset(file),
@@ -1037,18 +1057,84 @@ fn read_large<'c>(
     result
 }
 
-/// Stores chunks and collects a file's extents.
-struct ChunkSink<'r> {
+/// New chunks a worker has not saved yet, across the files it reads: once
+/// about [`TARGET_GROUP_LEN`] have gathered they are saved together, since
+/// neighbouring chunks (of one file, or of small files read one after
+/// another) compress better as one solid group than alone. The worker
+/// saves what is left when its queue closes, before the backup returns
+/// (trees may name queued chunks meanwhile: no snapshot is written before).
+#[derive(Default)]
+struct GroupQueue {
+    /// Ids and lengths of the queued chunks, whose bytes lie back to back
+    /// in `bytes`.
+    chunks: Vec<(Id, usize)>,
+    bytes: Vec<u8>,
+}
+
+impl GroupQueue {
+    /// Queues a new chunk; saves the queue once it is large enough.
+    fn push(
+        &mut self,
+        repo: &Repository,
+        id: Id,
+        data: &[u8],
+        stats: &mut ChunkStats,
+    ) -> Result<(), cairn_store::Error> {
+        self.chunks.push((id, data.len()));
+        self.bytes.extend_from_slice(data);
+        if self.bytes.len() >= TARGET_GROUP_LEN {
+            self.save(repo, stats)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the queued chunks, grouped, and counts the new ones in `stats`.
+    fn save(
+        &mut self,
+        repo: &Repository,
+        stats: &mut ChunkStats,
+    ) -> Result<(), cairn_store::Error> {
+        if self.chunks.is_empty() {
+            return Ok(());
+        }
+        let mut at = 0;
+        let members: Vec<(Id, &[u8])> = self
+            .chunks
+            .iter()
+            .map(|&(id, len)| {
+                at += len;
+                (id, &self.bytes[at - len..at])
+            })
+            .collect();
+        let saved = repo.save_group(BlobType::Data, &members)?;
+        for (saved, (_, data)) in saved.iter().zip(&members) {
+            if saved.new {
+                stats.chunks_new += 1;
+                stats.bytes_new += data.len() as u64;
+                stats.bytes_stored += saved.stored_len;
+            }
+        }
+        self.chunks.clear();
+        self.bytes.clear();
+        Ok(())
+    }
+}
+
+/// Stores chunks and collects a file's extents (new chunks go through the
+/// worker's [`GroupQueue`]).
+struct ChunkSink<'r, 'q> {
     repo: &'r Repository,
+    queue: &'q mut GroupQueue,
     extents: Vec<Extent>,
     bytes: u64,
     stats: ChunkStats,
 }
 
-impl<'r> ChunkSink<'r> {
-    fn new(repo: &'r Repository) -> Self {
+impl<'r, 'q> ChunkSink<'r, 'q> {
+    fn new(repo: &'r Repository, queue: &'q mut GroupQueue) -> Self {
         ChunkSink {
             repo,
+            queue,
             extents: Vec::new(),
             bytes: 0,
             stats: ChunkStats::default(),
@@ -1066,11 +1152,8 @@ impl<'r> ChunkSink<'r> {
             return Ok(());
         }
         let id = self.repo.blob_id(data);
-        let saved = self.repo.save_blob_with_id(BlobType::Data, id, data)?;
-        if saved.new {
-            self.stats.chunks_new += 1;
-            self.stats.bytes_new += len;
-            self.stats.bytes_stored += saved.stored_len;
+        if !self.repo.has_blob(&id) {
+            self.queue.push(self.repo, id, data, &mut self.stats)?;
         }
         self.extents.push(Extent {
             len,
@@ -1105,6 +1188,17 @@ struct FinalStats {
     /// Files left out because they could not be read.
     omitted: u64,
     warnings: Vec<Warning>,
+}
+
+impl FinalStats {
+    /// Adds chunk counters (of a file, or of a worker's last group).
+    fn add_chunks(&mut self, c: &ChunkStats) {
+        self.bytes_read += c.bytes_read;
+        self.bytes_new += c.bytes_new;
+        self.bytes_stored += c.bytes_stored;
+        self.chunks += c.chunks;
+        self.chunks_new += c.chunks_new;
+    }
 }
 
 /// Completes and stores directories as they arrive (children first);
@@ -1163,11 +1257,7 @@ fn complete(
             let read = answer
                 .recv()
                 .map_err(|_| BackupError::Internal("a worker stopped".into()))??;
-            stats.bytes_read += read.stats.bytes_read;
-            stats.bytes_new += read.stats.bytes_new;
-            stats.bytes_stored += read.stats.bytes_stored;
-            stats.chunks += read.stats.chunks;
-            stats.chunks_new += read.stats.chunks_new;
+            stats.add_chunks(&read.stats);
             stats.warnings.extend(read.warning);
             let Some(content) = read.content else {
                 stats.omitted += 1;

@@ -99,6 +99,7 @@ pub fn measure(
 pub fn pack_use(repo: &Repository, id: &Id, snapshot: &Snapshot) -> Result<PackUse, LocalityError> {
     let mut f = Fragmentation::default();
     let mut used: HashMap<Id, u64> = HashMap::new();
+    let mut groups = std::collections::HashSet::new();
     let mut walker = Walker::new(repo);
     walker.walk_snapshot::<LocalityError>(id, snapshot, &mut |v| match v {
         Visit::Blob(r) => {
@@ -113,8 +114,11 @@ pub fn pack_use(repo: &Repository, id: &Id, snapshot: &Snapshot) -> Result<PackU
             if r.kind != BlobKind::PatchBase {
                 f.bytes += u64::from(entry.raw_len);
             }
-            f.stored_bytes += u64::from(entry.stored_len);
-            *used.entry(pack).or_default() += u64::from(entry.stored_len);
+            // Members of a solid group share its bytes: counted once.
+            if entry.compression != Compression::Grouped || groups.insert((pack, entry.offset)) {
+                f.stored_bytes += u64::from(entry.stored_len);
+                *used.entry(pack).or_default() += u64::from(entry.stored_len);
+            }
             Ok(())
         }
         Visit::Damaged(d) => Err(LocalityError::Damaged {

@@ -246,11 +246,15 @@ pub fn synth_if_spread_above(
 fn choose(repo: &Repository, order: &[Needed], min_use: f64) -> Result<Vec<Needed>, SynthError> {
     let totals = repo.indexed_pack_bytes()?;
     let mut used: HashMap<Id, u64> = HashMap::new();
+    let mut groups = std::collections::HashSet::new();
     for n in order
         .iter()
         .filter(|n| n.entry.compression != Compression::Patch)
     {
-        *used.entry(n.pack).or_default() += u64::from(n.entry.stored_len);
+        // Members of a solid group share its bytes: counted once.
+        if n.entry.compression != Compression::Grouped || groups.insert((n.pack, n.entry.offset)) {
+            *used.entry(n.pack).or_default() += u64::from(n.entry.stored_len);
+        }
     }
     let poorly_used = |pack: &Id| {
         let total = totals.get(pack).copied().unwrap_or(0).max(1) as f64;

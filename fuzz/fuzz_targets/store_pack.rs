@@ -15,7 +15,14 @@
 //!   about compression or length);
 //! - 4: one blob sealed by the harness with an entry from the rest
 //!   (type, compression, raw length, id), then `open_stored` (reaches the
-//!   zstd decompressor with hostile frames).
+//!   zstd decompressor with hostile frames);
+//! - 5: a solid group whose *plaintext* is the rest, compressed and sealed
+//!   by the harness, opened through `open_group` and `open_stored` as three
+//!   members (reaches `group::Group::parse` with hostile member tables).
+//!
+//! The valid pack holds a solid group of three blobs too, so modes 1 and 3
+//! edit group entries and `read_all` opens groups the way `verify_pack`
+//! does.
 
 #![no_main]
 
@@ -23,7 +30,9 @@
 mod common;
 
 use cairn_store::object::ObjectHeader;
-use cairn_store::pack::{PackWriter, blob_aad, open_stored, read_trailer};
+use cairn_store::pack::{
+    GROUP_AAD_ID, PackWriter, blob_aad, open_group, open_stored, read_trailer,
+};
 use cairn_store::{BlobEntry, BlobType, Compression, Id, ObjectKind, SeededRandom};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -63,6 +72,18 @@ fn base() -> &'static Base {
                 w.add(id, Compression::None, plain.len() as u32, plain);
             }
         }
+        let members: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| {
+                format!("member {i} of a group, member {i} of a group")
+                    .repeat(20)
+                    .into_bytes()
+            })
+            .collect();
+        let named: Vec<(Id, &[u8])> = members.iter().map(|m| (keys.blob_id(m), &m[..])).collect();
+        let plain = cairn_store::group::encode(&named);
+        let z = zstd::bulk::compress(&plain, 3).expect("zstd");
+        let lens: Vec<(Id, u32)> = named.iter().map(|(id, m)| (*id, m.len() as u32)).collect();
+        w.add_group(&lens, &z);
         let finished = w.finish();
         let mut trailer_plain = (finished.entries.len() as u32).to_le_bytes().to_vec();
         for e in &finished.entries {
@@ -115,6 +136,54 @@ fn read_all(pack: &[u8]) {
             let _ = open_stored(&cipher, keys, e, sealed.to_vec(), &pack_id);
         }
     }
+    // Entries sharing a ciphertext, opened once as a group.
+    for run in entries.chunk_by(|a, b| (a.offset, a.stored_len) == (b.offset, b.stored_len)) {
+        let start = run[0].offset as usize;
+        if let Some(sealed) = pack.get(start..start + run[0].stored_len as usize) {
+            let members: Vec<&BlobEntry> = run.iter().collect();
+            let _ = open_group(&cipher, keys, &members, &mut sealed.to_vec(), &pack_id);
+        }
+    }
+}
+
+/// Mode 5: a group plaintext from the rest, compressed and sealed by the
+/// harness, opened as three members named by ids taken from it.
+fn one_group(plain: &[u8]) {
+    let keys = common::keys();
+    let Ok(z) = zstd::bulk::compress(plain, 1) else {
+        return;
+    };
+    let h = common::header(ObjectKind::Pack);
+    let cipher = h.cipher(keys, "fuzz").expect("fixed keys hold their epoch");
+    let offset = cairn_store::object::HEADER_LEN as u32;
+    let sealed = cipher.seal(offset.into(), &blob_aad(BlobType::Data, &GROUP_AAD_ID), &z);
+    // Ids where a member table would hold them, lengths after them.
+    let entries: Vec<BlobEntry> = (0..3)
+        .map(|k| {
+            let at = 4 + k * 36;
+            let id = plain
+                .get(at..at + 32)
+                .and_then(|b| b.try_into().ok())
+                .map_or(Id([k as u8; 32]), Id);
+            let raw_len = plain
+                .get(at + 32..at + 36)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes);
+            BlobEntry {
+                id,
+                blob_type: BlobType::Data,
+                compression: Compression::Grouped,
+                offset,
+                stored_len: sealed.len() as u32,
+                raw_len,
+            }
+        })
+        .collect();
+    let members: Vec<&BlobEntry> = entries.iter().collect();
+    let _ = open_group(&cipher, keys, &members, &mut sealed.clone(), &Id([0; 32]));
+    for e in &entries {
+        let _ = open_stored(&cipher, keys, e, sealed.clone(), &Id([0; 32]));
+    }
 }
 
 /// Mode 4: one blob, sealed by the harness, described by a hostile entry.
@@ -159,7 +228,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 5 {
+    match mode % 6 {
         0 => read_all(rest),
         1 => read_all(&common::mutate(&base().pack, rest)),
         2 => read_all(&with_trailer(rest)),
@@ -167,6 +236,7 @@ fuzz_target!(|data: &[u8]| {
             let plain = common::mutate(&base().trailer_plain, rest);
             read_all(&with_trailer(&plain));
         }
-        _ => one_blob(rest),
+        4 => one_blob(rest),
+        _ => one_group(rest),
     }
 });

@@ -354,8 +354,11 @@ impl Cache {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT packs.id, SUM(blobs.stored_len) FROM blobs
-                 JOIN packs ON packs.ordinal = blobs.pack GROUP BY blobs.pack",
+                // Members of a solid group share one ciphertext: each
+                // (offset, length) counts once.
+                "SELECT packs.id, SUM(b.stored_len) FROM
+                 (SELECT DISTINCT pack, offset, stored_len FROM blobs) AS b
+                 JOIN packs ON packs.ordinal = b.pack GROUP BY b.pack",
             )
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;

@@ -51,6 +51,10 @@ pub enum Compression {
     /// One zstd frame holding a patch against another blob (see
     /// [`crate::patch`]); the entry's `raw_len` is the patched blob's length.
     Patch,
+    /// A member of a solid group (see [`crate::group`]): the entry's offset
+    /// and stored length are the group's, shared by all its members; its
+    /// `raw_len` is the member's own length.
+    Grouped,
 }
 
 impl Compression {
@@ -60,6 +64,7 @@ impl Compression {
             Compression::None => 0,
             Compression::Zstd => 1,
             Compression::Patch => 2,
+            Compression::Grouped => 3,
         }
     }
 
@@ -69,6 +74,7 @@ impl Compression {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
             2 => Some(Compression::Patch),
+            3 => Some(Compression::Grouped),
             _ => None,
         }
     }
@@ -89,6 +95,17 @@ pub struct BlobEntry {
     pub stored_len: u32,
     /// Length of the plaintext.
     pub raw_len: u32,
+}
+
+/// Stored bytes of `entries` of one pack, each ciphertext counted once
+/// (the members of a solid group share theirs).
+pub fn distinct_stored_bytes<'a>(entries: impl IntoIterator<Item = &'a BlobEntry>) -> u64 {
+    let mut groups = std::collections::HashSet::new();
+    entries
+        .into_iter()
+        .filter(|e| e.compression != Compression::Grouped || groups.insert(e.offset))
+        .map(|e| u64::from(e.stored_len))
+        .sum()
 }
 
 /// Size of one encoded [`BlobEntry`].

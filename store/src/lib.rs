@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod dedup;
 pub mod error;
+pub mod group;
 pub mod id;
 pub mod index;
 pub mod keyfile;

@@ -11,6 +11,7 @@
 use crate::backend::ObjectKind;
 use crate::crypto::{MasterKeys, ObjectCipher, TAG_LEN};
 use crate::error::{Error, Result};
+use crate::group::Group;
 use crate::id::Id;
 use crate::index::{BlobEntry, BlobType, Compression, ENTRY_LEN};
 use crate::object::{HEADER_LEN, ObjectHeader};
@@ -30,6 +31,19 @@ pub fn blob_aad(blob_type: BlobType, id: &Id) -> [u8; 33] {
     aad[0] = blob_type.to_byte();
     aad[1..].copy_from_slice(&id.0);
     aad
+}
+
+/// The id in the associated data of a solid group's ciphertext (the group
+/// has no id of its own; each member is verified by its id once opened).
+pub const GROUP_AAD_ID: Id = Id([0xff; 32]);
+
+/// Associated data of the ciphertext an entry points at: its own for a blob
+/// stored alone, the group's for a member of a solid group.
+pub fn entry_aad(entry: &BlobEntry) -> [u8; 33] {
+    match entry.compression {
+        Compression::Grouped => blob_aad(entry.blob_type, &GROUP_AAD_ID),
+        _ => blob_aad(entry.blob_type, &entry.id),
+    }
 }
 
 /// A pack being filled. Not thread-safe on its own; the repository keeps one
@@ -109,7 +123,13 @@ impl PackWriter {
     /// Whether `stored` more bytes (plus a trailer entry) still fit the
     /// format's size limit.
     pub fn fits(&self, stored: usize) -> bool {
-        let trailer = (self.entries.len() + 1) * ENTRY_LEN + 4 + TAG_LEN + 4;
+        self.fits_entries(stored, 1)
+    }
+
+    /// Whether `stored` more bytes with `entries` more trailer entries (a
+    /// solid group's members) still fit the format's size limit.
+    pub fn fits_entries(&self, stored: usize, entries: usize) -> bool {
+        let trailer = (self.entries.len() + entries) * ENTRY_LEN + 4 + TAG_LEN + 4;
         (self.buf.len() + stored + TAG_LEN + trailer) as u64 <= MAX_PACK_LEN
     }
 
@@ -140,16 +160,43 @@ impl PackWriter {
         entry
     }
 
+    /// Encrypts and appends a solid group (see [`crate::group`]): `stored`
+    /// is the zstd frame of the group's plaintext, `members` each member's
+    /// id and length in it. Every member gets an entry pointing at the one
+    /// ciphertext. The caller checks [`Self::fits`] (for the ciphertext and
+    /// one entry per member).
+    pub fn add_group(&mut self, members: &[(Id, u32)], stored: &[u8]) -> Vec<BlobEntry> {
+        let offset = self.buf.len();
+        let mut sealed = Vec::with_capacity(stored.len() + TAG_LEN);
+        sealed.extend_from_slice(stored);
+        self.cipher.seal_in_place(
+            offset as u64,
+            &blob_aad(self.blob_type, &GROUP_AAD_ID),
+            &mut sealed,
+        );
+        self.buf.extend_from_slice(&sealed);
+        let added: Vec<BlobEntry> = members
+            .iter()
+            .map(|&(id, raw_len)| BlobEntry {
+                id,
+                blob_type: self.blob_type,
+                compression: Compression::Grouped,
+                offset: offset as u32,
+                stored_len: sealed.len() as u32,
+                raw_len,
+            })
+            .collect();
+        self.entries.extend_from_slice(&added);
+        added
+    }
+
     /// Reads back a blob's stored form from the unfinished pack (a session
     /// may load a blob it has not uploaded yet).
     pub fn stored_form(&self, entry: &BlobEntry) -> Option<Vec<u8>> {
         let start = entry.offset as usize;
         let sealed = self.buf.get(start..start + entry.stored_len as usize)?;
-        self.cipher.open(
-            entry.offset.into(),
-            &blob_aad(entry.blob_type, &entry.id),
-            sealed,
-        )
+        self.cipher
+            .open(entry.offset.into(), &entry_aad(entry), sealed)
     }
 
     /// Appends the trailer and returns the finished pack.
@@ -328,11 +375,8 @@ pub fn open_stored_into(
     dest: &mut [u8],
 ) -> Result<Option<Vec<u8>>> {
     let what = || format!("blob {} in pack {}", entry.id, pack);
-    let Some(len) = cipher.open_slice_in_place(
-        entry.offset.into(),
-        &blob_aad(entry.blob_type, &entry.id),
-        sealed,
-    ) else {
+    let Some(len) = cipher.open_slice_in_place(entry.offset.into(), &entry_aad(entry), sealed)
+    else {
         return Err(Error::corrupt(
             what(),
             "authentication failed (damaged or forged)",
@@ -360,6 +404,15 @@ pub fn open_stored_into(
                 OpenedBlob::Whole(_) => Err(Error::corrupt(what(), "a patch decoded whole")),
             };
         }
+        Compression::Grouped => {
+            let plain = group_plaintext(stored, &what)?;
+            let group = Group::parse(&plain, &what())?;
+            let member = group
+                .member(&entry.id)
+                .filter(|m| m.len() == dest.len())
+                .ok_or_else(|| Error::corrupt(what(), "not in its group, or another length"))?;
+            dest.copy_from_slice(member);
+        }
     }
     if keys.blob_id(dest) != entry.id {
         return Err(Error::corrupt(what(), "content does not match its id"));
@@ -376,11 +429,7 @@ pub fn decrypt_stored(
     mut sealed: Vec<u8>,
     pack: &Id,
 ) -> Result<Vec<u8>> {
-    if !cipher.open_in_place(
-        entry.offset.into(),
-        &blob_aad(entry.blob_type, &entry.id),
-        &mut sealed,
-    ) {
+    if !cipher.open_in_place(entry.offset.into(), &entry_aad(entry), &mut sealed) {
         return Err(Error::corrupt(
             format!("blob {} in pack {}", entry.id, pack),
             "authentication failed (damaged or forged)",
@@ -405,6 +454,14 @@ pub fn decode_stored(
     let plain = match entry.compression {
         Compression::None => stored,
         Compression::Zstd => decompress_exact(&stored, u64::from(entry.raw_len), &what)?,
+        Compression::Grouped => {
+            let plain = group_plaintext(&stored, &what)?;
+            let group = Group::parse(&plain, &what())?;
+            group
+                .member(&entry.id)
+                .ok_or_else(|| Error::corrupt(what(), "not in the group its entry names"))?
+                .to_vec()
+        }
         Compression::Patch => {
             // Allocate only what the frame declares, within what a patch
             // of this blob can take.
@@ -425,6 +482,67 @@ pub fn decode_stored(
         return Err(Error::corrupt(what(), "content does not match its id"));
     }
     Ok(OpenedBlob::Whole(plain))
+}
+
+/// Decompresses a solid group's stored form (its zstd frame), which may
+/// declare at most [`crate::group::MAX_GROUP_LEN`] bytes.
+pub fn group_plaintext(stored: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(stored)
+        .ok()
+        .flatten()
+        .filter(|&n| n <= crate::group::MAX_GROUP_LEN)
+        .ok_or_else(|| Error::corrupt(what(), "blob group length out of range"))?;
+    decompress_exact(stored, declared, what)
+}
+
+/// Opens the members of one solid group from its ciphertext, decrypting
+/// and decompressing it once: `members` are entries sharing its range
+/// (all [`Compression::Grouped`]); each comes back verified against its id
+/// and length, in the order given. `sealed` is decrypted in place.
+pub fn open_group(
+    cipher: &ObjectCipher,
+    keys: &MasterKeys,
+    members: &[&BlobEntry],
+    sealed: &mut [u8],
+    pack: &Id,
+) -> Result<Vec<Vec<u8>>> {
+    let Some(first) = members.first() else {
+        return Ok(Vec::new());
+    };
+    let what = || format!("blob group at offset {} in pack {pack}", first.offset);
+    if members.iter().any(|m| {
+        m.compression != Compression::Grouped
+            || (m.offset, m.stored_len, m.blob_type)
+                != (first.offset, first.stored_len, first.blob_type)
+    }) {
+        return Err(Error::corrupt(
+            what(),
+            "entries overlap without forming one group",
+        ));
+    }
+    let len = cipher
+        .open_slice_in_place(first.offset.into(), &entry_aad(first), sealed)
+        .ok_or_else(|| Error::corrupt(what(), "authentication failed (damaged or forged)"))?;
+    let plain = group_plaintext(&sealed[..len], &what)?;
+    let group = Group::parse(&plain, &what())?;
+    members
+        .iter()
+        .map(|m| {
+            let bytes = group
+                .member(&m.id)
+                .filter(|b| b.len() == m.raw_len as usize)
+                .ok_or_else(|| {
+                    Error::corrupt(what(), format!("blob {} is not in it as indexed", m.id))
+                })?;
+            if keys.blob_id(bytes) != m.id {
+                return Err(Error::corrupt(
+                    format!("blob {} in pack {pack}", m.id),
+                    "content does not match its id",
+                ));
+            }
+            Ok(bytes.to_vec())
+        })
+        .collect()
 }
 
 thread_local! {

@@ -23,8 +23,8 @@ use crate::keyfile::{Credential, KdfParams, KeyFile, KeyFileInfo, KeyListing, se
 use crate::lock::{LockInfo, RepoLock};
 use crate::object::{FORMAT_VERSION, HEADER_LEN, ObjectHeader};
 use crate::pack::{
-    FinishedPack, OpenedBlob, PackWriter, decode_trailer, open_stored, open_stored_into,
-    read_trailer, trailer_start,
+    FinishedPack, OpenedBlob, PackWriter, decode_trailer, entry_aad, open_group, open_stored,
+    open_stored_into, read_trailer, trailer_start,
 };
 use crate::patch::{Patch, PatchOp};
 use crate::plan::PrunePlan;
@@ -745,6 +745,133 @@ impl Repository {
         self.append_pending(blob_type, id, raw_len, compression, stored, dedup)
     }
 
+    /// Saves the blobs of one stream (the new chunks of one file, or of one
+    /// stretch of a disk) as solid groups where that pays: members the
+    /// repository or this session has are skipped, those the probe finds
+    /// incompressible are stored alone and raw, and the rest are
+    /// compressed together in groups of about
+    /// [`crate::group::TARGET_GROUP_LEN`] (one left over is stored alone).
+    /// Each member must be its id's plaintext (ids from [`Self::blob_id`]).
+    /// Returns one outcome per member, in order.
+    pub fn save_group(
+        &self,
+        blob_type: BlobType,
+        members: &[(Id, &[u8])],
+    ) -> Result<Vec<SaveOutcome>> {
+        self.store_group(blob_type, members, Dedup::Repository)
+    }
+
+    fn store_group(
+        &self,
+        blob_type: BlobType,
+        members: &[(Id, &[u8])],
+        dedup: Dedup,
+    ) -> Result<Vec<SaveOutcome>> {
+        let mut outcomes = Vec::with_capacity(members.len());
+        let mut run: Vec<(Id, &[u8])> = Vec::new();
+        let mut run_len = 0;
+        let mut skip = HashSet::new();
+        for &(id, data) in members {
+            let raw_len = u32::try_from(data.len()).map_err(|_| {
+                Error::InvalidInput(format!(
+                    "blob of {} bytes exceeds the 4 GiB limit",
+                    data.len()
+                ))
+            })?;
+            let have = !skip.insert(id)
+                || (dedup == Dedup::Repository && self.known().contains(&id))
+                || lock(&self.session).pending.contains_key(&id);
+            if have {
+                outcomes.push(SaveOutcome {
+                    id,
+                    new: false,
+                    stored_len: 0,
+                });
+            } else if data.len() >= 64 && worth_compressing(data) {
+                // Placeholder, filled when its run is stored.
+                outcomes.push(SaveOutcome {
+                    id,
+                    new: false,
+                    stored_len: u64::MAX,
+                });
+                run.push((id, data));
+                run_len += data.len();
+                if run_len >= crate::group::TARGET_GROUP_LEN
+                    || run.len() == crate::group::MAX_MEMBERS
+                {
+                    self.store_run(blob_type, &mut run, dedup, &mut outcomes)?;
+                    run_len = 0;
+                }
+            } else {
+                outcomes.push(self.append_pending(
+                    blob_type,
+                    id,
+                    raw_len,
+                    Compression::None,
+                    data,
+                    dedup,
+                )?);
+            }
+        }
+        self.store_run(blob_type, &mut run, dedup, &mut outcomes)?;
+        Ok(outcomes)
+    }
+
+    /// Stores a run of compressible new blobs: as one group when it has
+    /// several members and compresses, else each alone. Fills the
+    /// placeholder outcomes (marked `stored_len == u64::MAX`) in order.
+    fn store_run(
+        &self,
+        blob_type: BlobType,
+        run: &mut Vec<(Id, &[u8])>,
+        dedup: Dedup,
+        outcomes: &mut [SaveOutcome],
+    ) -> Result<()> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let mut results = Vec::with_capacity(run.len());
+        let plain = crate::group::encode(run);
+        let level = match blob_type {
+            BlobType::Data => self.config.compression_level,
+            BlobType::Meta => self.config.compression_level.max(3),
+        };
+        let framed = if run.len() >= crate::group::MIN_MEMBERS {
+            zstd_frame(&plain, level)
+                .ok()
+                .filter(|f| f.len() < plain.len())
+        } else {
+            None
+        };
+        match framed {
+            Some(frame) => {
+                let lens: Vec<(Id, u32)> =
+                    run.iter().map(|&(id, d)| (id, d.len() as u32)).collect();
+                results =
+                    self.append_sealed(blob_type, &lens, Compression::Grouped, &frame, dedup)?;
+            }
+            None => {
+                for &(id, data) in run.iter() {
+                    results.push(self.store_whole(
+                        blob_type,
+                        id,
+                        data.len() as u32,
+                        data,
+                        dedup,
+                    )?);
+                }
+            }
+        }
+        let mut results = results.into_iter();
+        for o in outcomes.iter_mut().filter(|o| o.stored_len == u64::MAX) {
+            if let Some(r) = results.next() {
+                *o = r;
+            }
+        }
+        run.clear();
+        Ok(())
+    }
+
     /// Stores `data` (whose id is `id`) as a patch of `bases`: the
     /// operations `ops` rebuild it from them (see
     /// [`crate::patch::diff_aligned`]; copy operations number the bases in
@@ -820,32 +947,73 @@ impl Repository {
         stored: &[u8],
         dedup: Dedup,
     ) -> Result<SaveOutcome> {
-        let seen = |session: &Session| {
-            session.pending.contains_key(&id)
-                || (dedup == Dedup::Repository && self.known().contains(&id))
-        };
-        let not_new = SaveOutcome {
+        let mut outcomes =
+            self.append_sealed(blob_type, &[(id, raw_len)], compression, stored, dedup)?;
+        Ok(outcomes.pop().unwrap_or(SaveOutcome {
             id,
             new: false,
             stored_len: 0,
+        }))
+    }
+
+    /// Appends one stored form to the open pack of its type: a blob alone
+    /// (one member, its own compression) or a solid group (its members,
+    /// [`Compression::Grouped`]). Members pending already or (with
+    /// [`Dedup::Repository`]) stored get no entry; nothing is appended when
+    /// none is left. Uploads the pack when full. Returns one outcome per
+    /// member, in order; the stored bytes are shared among the new members
+    /// by length.
+    fn append_sealed(
+        &self,
+        blob_type: BlobType,
+        members: &[(Id, u32)],
+        compression: Compression,
+        stored: &[u8],
+        dedup: Dedup,
+    ) -> Result<Vec<SaveOutcome>> {
+        let seen = |session: &Session, id: &Id| {
+            session.pending.contains_key(id)
+                || (dedup == Dedup::Repository && self.known().contains(id))
         };
-        if seen(&lock(&self.session)) {
-            return Ok(not_new);
+        let mut outcomes: Vec<SaveOutcome> = members
+            .iter()
+            .map(|&(id, _)| SaveOutcome {
+                id,
+                new: false,
+                stored_len: 0,
+            })
+            .collect();
+        {
+            let session = lock(&self.session);
+            if members.iter().all(|(id, _)| seen(&session, id)) {
+                return Ok(outcomes);
+            }
         }
         // Wait for room before the blob is marked as in the open pack: a
         // reader looking for it there only retries briefly.
         self.uploads.wait_for_room();
+        let mut fresh: Vec<(usize, (Id, u32))> = Vec::with_capacity(members.len());
         {
             let mut session = lock(&self.session);
-            if seen(&session) {
-                return Ok(not_new);
+            for (k, &(id, len)) in members.iter().enumerate() {
+                // A group may name the same blob twice; it gets one entry.
+                if !seen(&session, &id) {
+                    session.pending.insert(id, Pending::InPacker(blob_type));
+                    fresh.push((k, (id, len)));
+                }
             }
-            session.pending.insert(id, Pending::InPacker(blob_type));
         }
-        let (entry, full) = {
+        if fresh.is_empty() {
+            return Ok(outcomes);
+        }
+        let fresh_members: Vec<(Id, u32)> = fresh.iter().map(|&(_, m)| m).collect();
+        let (entries, full) = {
             let mut slot = lock(&self.packers[packer_slot(blob_type)]);
             let mut finished_early = None;
-            if slot.as_ref().is_some_and(|p| !p.fits(stored.len())) {
+            if slot
+                .as_ref()
+                .is_some_and(|p| !p.fits_entries(stored.len(), fresh.len()))
+            {
                 finished_early = slot.take().map(|p| self.hand_over(p));
             }
             let packer = match slot.as_mut() {
@@ -860,29 +1028,52 @@ impl Repository {
                 ) {
                     Ok(p) => slot.insert(p),
                     Err(e) => {
-                        lock(&self.session).pending.remove(&id);
+                        let mut session = lock(&self.session);
+                        for (id, _) in &fresh_members {
+                            session.pending.remove(id);
+                        }
                         return Err(e);
                     }
                 },
             };
-            let entry = packer.add(id, compression, raw_len, stored);
+            let entries = if compression == Compression::Grouped {
+                packer.add_group(&fresh_members, stored)
+            } else {
+                let (id, raw_len) = fresh_members[0];
+                vec![packer.add(id, compression, raw_len, stored)]
+            };
             let full = if packer.len() >= self.config.pack_size as usize {
                 slot.take().map(|p| self.hand_over(p))
             } else {
                 None
             };
             (
-                entry,
+                entries,
                 finished_early.into_iter().chain(full).collect::<Vec<_>>(),
             )
         };
-        self.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
+        let sealed_len = u64::from(entries[0].stored_len);
+        let fresh_raw: u64 = fresh_members.iter().map(|&(_, l)| u64::from(l)).sum();
+        self.counters
+            .blobs_new
+            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
         self.counters
             .bytes_new
-            .fetch_add(raw_len.into(), Ordering::Relaxed);
+            .fetch_add(fresh_raw, Ordering::Relaxed);
         self.counters
             .bytes_stored
-            .fetch_add(entry.stored_len.into(), Ordering::Relaxed);
+            .fetch_add(sealed_len, Ordering::Relaxed);
+        let mut shared = 0;
+        for (n, &(k, (_, raw_len))) in fresh.iter().enumerate() {
+            let share = if n + 1 == fresh.len() {
+                sealed_len - shared
+            } else {
+                sealed_len * u64::from(raw_len) / fresh_raw.max(1)
+            };
+            shared += share;
+            outcomes[k].new = true;
+            outcomes[k].stored_len = share;
+        }
         // Start every pack handed over, even after a failure: a pack left
         // unstarted would hold its place in the uploads for good.
         let mut started = Ok(());
@@ -891,11 +1082,7 @@ impl Repository {
             started = started.and(result);
         }
         started?;
-        Ok(SaveOutcome {
-            id,
-            new: true,
-            stored_len: entry.stored_len.into(),
-        })
+        Ok(outcomes)
     }
 
     /// Finishes an open pack and makes its blobs readable from the uploads
@@ -1199,9 +1386,24 @@ impl Repository {
     ) -> Result<Vec<OpenedBlob>> {
         let cipher = self.pack_cipher(pack)?;
         let mut out: Vec<Option<OpenedBlob>> = vec![None; entries.len()];
-        self.read_coalesced(pack, entries, max_gap, max_read, &mut |k, sealed| {
-            let sealed = sealed.to_vec();
-            out[k] = Some(open_stored(&cipher, &self.keys, &entries[k], sealed, pack)?);
+        self.read_coalesced(pack, entries, max_gap, max_read, &mut |shared, sealed| {
+            if let [k] = *shared
+                && entries[k].compression != Compression::Grouped
+            {
+                out[k] = Some(open_stored(
+                    &cipher,
+                    &self.keys,
+                    &entries[k],
+                    sealed.to_vec(),
+                    pack,
+                )?);
+                return Ok(());
+            }
+            let members: Vec<&BlobEntry> = shared.iter().map(|&k| &entries[k]).collect();
+            let opened = open_group(&cipher, &self.keys, &members, sealed, pack)?;
+            for (&k, plain) in shared.iter().zip(opened) {
+                out[k] = Some(OpenedBlob::Whole(plain));
+            }
             Ok(())
         })?;
         Ok(out.into_iter().flatten().collect())
@@ -1229,9 +1431,26 @@ impl Repository {
         }
         let cipher = self.pack_cipher(pack)?;
         let mut patches: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
-        self.read_coalesced(pack, entries, max_gap, max_read, &mut |k, sealed| {
-            patches[k] =
-                open_stored_into(&cipher, &self.keys, &entries[k], sealed, pack, dests[k])?;
+        self.read_coalesced(pack, entries, max_gap, max_read, &mut |shared, sealed| {
+            if let [k] = *shared
+                && entries[k].compression != Compression::Grouped
+            {
+                patches[k] =
+                    open_stored_into(&cipher, &self.keys, &entries[k], sealed, pack, dests[k])?;
+                return Ok(());
+            }
+            let members: Vec<&BlobEntry> = shared.iter().map(|&k| &entries[k]).collect();
+            let opened = open_group(&cipher, &self.keys, &members, sealed, pack)?;
+            for (&k, plain) in shared.iter().zip(opened) {
+                let dest = &mut dests[k];
+                if dest.len() != plain.len() {
+                    return Err(Error::corrupt(
+                        format!("blob {} in pack {pack}", entries[k].id),
+                        "length differs from the index",
+                    ));
+                }
+                dest.copy_from_slice(&plain);
+            }
             Ok(())
         })?;
         Ok(patches)
@@ -1246,28 +1465,41 @@ impl Repository {
     pub fn copy_blobs_from_pack(&self, pack: &Id, entries: &[BlobEntry]) -> Result<u64> {
         let cipher = self.pack_cipher(pack)?;
         let mut stored = 0;
-        self.read_coalesced(pack, entries, 1 << 20, 16 << 20, &mut |k, sealed| {
-            let mut sealed = sealed.to_vec();
-            let e = &entries[k];
-            if !cipher.open_in_place(
-                e.offset.into(),
-                &crate::pack::blob_aad(e.blob_type, &e.id),
-                &mut sealed,
-            ) {
-                return Err(Error::corrupt(
-                    format!("blob {} in pack {pack}", e.id),
-                    "authentication failed (damaged or forged)",
-                ));
+        self.read_coalesced(pack, entries, 1 << 20, 16 << 20, &mut |shared, sealed| {
+            if let [k] = *shared
+                && entries[k].compression != Compression::Grouped
+            {
+                let e = &entries[k];
+                let mut stored_form = sealed.to_vec();
+                if !cipher.open_in_place(e.offset.into(), &entry_aad(e), &mut stored_form) {
+                    return Err(Error::corrupt(
+                        format!("blob {} in pack {pack}", e.id),
+                        "authentication failed (damaged or forged)",
+                    ));
+                }
+                let outcome = self.append_pending(
+                    e.blob_type,
+                    e.id,
+                    e.raw_len,
+                    e.compression,
+                    &stored_form,
+                    Dedup::Session,
+                )?;
+                stored += outcome.stored_len;
+                return Ok(());
             }
-            let outcome = self.append_pending(
-                e.blob_type,
-                e.id,
-                e.raw_len,
-                e.compression,
-                &sealed,
-                Dedup::Session,
-            )?;
-            stored += outcome.stored_len;
+            // The members wanted from a group (perhaps not all of it) form
+            // a new group: decompressed and compressed again.
+            let members: Vec<&BlobEntry> = shared.iter().map(|&k| &entries[k]).collect();
+            let opened = open_group(&cipher, &self.keys, &members, sealed, pack)?;
+            let grouped: Vec<(Id, &[u8])> = members
+                .iter()
+                .zip(&opened)
+                .map(|(e, plain)| (e.id, plain.as_slice()))
+                .collect();
+            for outcome in self.store_group(members[0].blob_type, &grouped, Dedup::Session)? {
+                stored += outcome.stored_len;
+            }
             Ok(())
         })?;
         Ok(stored)
@@ -1275,8 +1507,10 @@ impl Repository {
 
     /// Reads the ciphertexts of `entries` of `pack` with as few ranged reads
     /// as possible (see [`Self::load_pack_blobs`]) and hands each to `each`
-    /// with its position in `entries`, in offset order. `each` may decrypt
-    /// in place: the slice is its own (entries of a valid pack never
+    /// with the positions in `entries` it serves, in offset order: one
+    /// position for a blob stored alone, all the requested members of a
+    /// solid group for its shared ciphertext. `each` may decrypt in place:
+    /// the slice is its own (distinct ciphertexts of a valid pack never
     /// overlap; a forged overlap then fails to authenticate).
     fn read_coalesced(
         &self,
@@ -1284,20 +1518,23 @@ impl Repository {
         entries: &[BlobEntry],
         max_gap: u64,
         max_read: u64,
-        each: &mut dyn FnMut(usize, &mut [u8]) -> Result<()>,
+        each: &mut SharedRangeFn<'_>,
     ) -> Result<()> {
         let handle = Handle::new(ObjectKind::Pack, pack);
         for (start, end, members) in coalesced_reads(entries, max_gap, max_read) {
             let mut bytes = self.backend.read_range(&handle, start, end - start)?;
-            for &k in &members {
-                let e = &entries[k];
+            for shared in members.chunk_by(|&a, &b| {
+                (entries[a].offset, entries[a].stored_len)
+                    == (entries[b].offset, entries[b].stored_len)
+            }) {
+                let e = &entries[shared[0]];
                 let from = (u64::from(e.offset) - start) as usize;
                 let sealed = bytes
                     .get_mut(from..from + e.stored_len as usize)
                     .ok_or_else(|| {
                         Error::corrupt(handle.to_string(), "the target returned a short read")
                     })?;
-                each(k, sealed)?;
+                each(shared, sealed)?;
             }
         }
         Ok(())
@@ -1436,14 +1673,7 @@ impl Repository {
         drop(slot);
         let (entry, stored) = found.ok_or(Error::BlobNotFound(*id))?;
         let what = format!("unuploaded blob {id}");
-        let unzstd = |limit: usize| {
-            zstd::bulk::decompress(&stored, limit).map_err(|e| Error::corrupt(&what, e.to_string()))
-        };
-        let opened = match entry.compression {
-            Compression::None => OpenedBlob::Whole(stored.clone()),
-            Compression::Zstd => OpenedBlob::Whole(unzstd(entry.raw_len as usize)?),
-            Compression::Patch => OpenedBlob::Patch(unzstd(2 * entry.raw_len as usize + 4096)?),
-        };
+        let opened = crate::pack::decode_stored(&self.keys, &entry, stored, &what)?;
         Ok((entry, opened, what))
     }
 
@@ -1457,13 +1687,26 @@ impl Repository {
         let entries = read_trailer(&bytes, &self.keys, &name)?;
         let cipher =
             ObjectHeader::decode(&bytes, ObjectKind::Pack, &name)?.cipher(&self.keys, &name)?;
-        for entry in &entries {
-            let start = entry.offset as usize;
+        // Members of a solid group share one ciphertext, opened once.
+        let mut shared_runs =
+            entries.chunk_by(|a, b| (a.offset, a.stored_len) == (b.offset, b.stored_len));
+        let mut check_run = |run: &[BlobEntry]| -> Result<()> {
+            let first = &run[0];
+            let start = first.offset as usize;
             let sealed = bytes
-                .get(start..start + entry.stored_len as usize)
+                .get(start..start + first.stored_len as usize)
                 .ok_or_else(|| Error::corrupt(&name, "blob outside the pack"))?;
-            let opened = open_stored(&cipher, &self.keys, entry, sealed.to_vec(), pack)?;
-            self.finish_opened(entry, opened, &name)?;
+            if run.len() == 1 && first.compression != Compression::Grouped {
+                let opened = open_stored(&cipher, &self.keys, first, sealed.to_vec(), pack)?;
+                self.finish_opened(first, opened, &name)?;
+            } else {
+                let members: Vec<&BlobEntry> = run.iter().collect();
+                open_group(&cipher, &self.keys, &members, &mut sealed.to_vec(), pack)?;
+            }
+            Ok(())
+        };
+        shared_runs.try_for_each(&mut check_run)?;
+        for entry in &entries {
             let indexed = lock(&self.cache).lookup(&entry.id)?;
             if let Some((indexed_pack, indexed)) = indexed
                 && indexed_pack == *pack
@@ -1923,6 +2166,10 @@ impl Repository {
     }
 }
 
+/// What [`Repository::read_coalesced`] calls for each distinct ciphertext:
+/// the positions of the entries it serves, and its bytes.
+type SharedRangeFn<'a> = dyn FnMut(&[usize], &mut [u8]) -> Result<()> + 'a;
+
 /// The ranged reads that fetch `entries` of one pack: entries in offset
 /// order, neighbours closer than `max_gap` bytes in one read, no read over
 /// `max_read` bytes unless one entry is. Each read: start, end, and the
@@ -1933,7 +2180,7 @@ fn coalesced_reads(
     max_read: u64,
 ) -> Vec<(u64, u64, Vec<usize>)> {
     let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| entries[i].offset);
+    order.sort_by_key(|&i| (entries[i].offset, entries[i].stored_len));
     let mut reads = Vec::new();
     let mut i = 0;
     while i < order.len() {

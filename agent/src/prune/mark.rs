@@ -18,6 +18,7 @@
 
 use std::collections::HashSet;
 
+use cairn_store::index::distinct_stored_bytes;
 use cairn_store::lock::now_secs;
 use cairn_store::{BlobEntry, Id, IndexFile, LockHolder, ObjectKind, PrunePlan, Repository};
 
@@ -50,13 +51,14 @@ fn judge(
         .filter(|e| seen.remove(&e.id.prefix_u128()))
         .copied()
         .collect();
-    let indexed: u64 = entries.iter().map(|e| u64::from(e.stored_len)).sum();
+    let indexed = distinct_stored_bytes(entries);
     // Header, trailer count, tag and length, and one trailer entry per
     // indexed blob: an estimate that never counts bytes of indexed blobs
     // as unused.
     let overhead = 44 + 4 + 16 + 4 + 46 * entries.len() as u64;
     let total = indexed.max(size_on_target.unwrap_or(0).saturating_sub(overhead));
-    let used_bytes: u64 = used.iter().map(|e| u64::from(e.stored_len)).sum();
+    // A solid group is used whole when any member is.
+    let used_bytes = distinct_stored_bytes(&used);
     let fate = if used.is_empty() {
         Fate::Condemn
     } else if (total - used_bytes) as f64 > max_unused * total as f64 {

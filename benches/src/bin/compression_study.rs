@@ -68,6 +68,22 @@ fn main() {
     } else {
         ChunkerParams::FILE_DEFAULT
     };
+    // STUDY_SIZES=min,avg,max (KiB) overrides the default sizes.
+    let params = match std::env::var("STUDY_SIZES") {
+        Ok(v) => {
+            let k: Vec<usize> = v
+                .split(',')
+                .map(|x| x.parse::<usize>().expect("KiB") << 10)
+                .collect();
+            ChunkerParams {
+                min_size: k[0],
+                avg_size: k[1],
+                max_size: k[2],
+                ..params
+            }
+        }
+        Err(_) => params,
+    };
     let chunker = Chunker::new(params, GearTable::for_tests()).expect("params");
     let mut inputs = Vec::new();
     if kind == "disk" {
@@ -96,6 +112,97 @@ fn main() {
     }
     let n: usize = files.iter().map(Vec::len).sum();
     println!("{kind}: {n} unique chunks, {raw} raw bytes");
+    if std::env::var_os("STUDY_QUICK").is_some() {
+        let mut probe = zstd::bulk::Compressor::new(-5).expect("probe");
+        let mut c = zstd::bulk::Compressor::new(3).expect("c");
+        let total: usize = files
+            .iter()
+            .flatten()
+            .map(|ch| {
+                if worth(ch, &mut probe, 980) {
+                    stored_len(&mut c, ch)
+                } else {
+                    ch.len()
+                }
+            })
+            .sum();
+        println!(
+            "per chunk level 3 probe: {total:>12} ({:.4} of raw)",
+            total as f64 / raw as f64
+        );
+        return;
+    }
+    if std::env::var_os("STUDY_GROUPS").is_some() {
+        // What cairn's writers do: per file (disk: per 1 MiB batch), probe
+        // rejects stored raw, the rest in groups closed at >= 256 KiB.
+        let cross = std::env::var_os("STUDY_CROSS").is_some();
+        let joined: Vec<Vec<Vec<u8>>> = if cross {
+            vec![files.iter().flatten().cloned().collect()]
+        } else {
+            Vec::new()
+        };
+        let files = if cross { &joined } else { &files };
+        for &(level, plevel, keep) in &[(3, -5, 980), (3, 1, 995), (5, -5, 980)] {
+            let mut probe = zstd::bulk::Compressor::new(plevel).expect("probe");
+            let mut c = zstd::bulk::Compressor::new(level).expect("c");
+            let (mut total, mut rejected) = (0usize, 0usize);
+            let t = std::time::Instant::now();
+            for f in files {
+                let mut buf: Vec<u8> = Vec::new();
+                let mut batch = 0usize;
+                for ch in f {
+                    batch += ch.len();
+                    if !worth(ch, &mut probe, keep) {
+                        total += ch.len();
+                        rejected += ch.len();
+                    } else {
+                        buf.extend_from_slice(ch);
+                    }
+                    let batch_end = kind == "disk" && batch >= 1 << 20;
+                    let _ = cross;
+                    if buf.len() >= 256 << 10 || (batch_end && !buf.is_empty()) {
+                        total += stored_len(&mut c, &buf);
+                        buf.clear();
+                    }
+                    if batch_end {
+                        batch = 0;
+                    }
+                }
+                if !buf.is_empty() {
+                    total += stored_len(&mut c, &buf);
+                }
+            }
+            println!(
+                "groups as written, level {level} probe {plevel}/{keep}: {total:>12} ({:.4}); rejected {rejected} {:.1}s",
+                total as f64 / raw as f64,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        return;
+    }
+    if std::env::var_os("STUDY_DICT").is_some() {
+        let all: Vec<&Vec<u8>> = files.iter().flatten().collect();
+        for &(dict_size, sample_mb) in &[(112usize << 10, 8usize), (112 << 10, 32), (512 << 10, 32)]
+        {
+            let step = (raw / (sample_mb << 20)).max(1);
+            let samples: Vec<&[u8]> = all.iter().step_by(step).map(|c| c.as_slice()).collect();
+            let t = std::time::Instant::now();
+            let dict = zstd::dict::from_samples(&samples, dict_size).expect("train");
+            let train = t.elapsed().as_secs_f64();
+            let mut c = zstd::bulk::Compressor::with_dictionary(3, &dict).expect("c");
+            let t = std::time::Instant::now();
+            let total: usize = all.iter().map(|ch| stored_len(&mut c, ch)).sum();
+            println!(
+                "dict {} KiB from {} samples ({sample_mb} MB) trained {train:.1}s: level 3 {total:>12} ({:.4}) + dict {} {:.1}s",
+                dict_size >> 10,
+                samples.len(),
+                total as f64 / raw as f64,
+                dict.len(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        return;
+    }
     for &(plevel, keep) in &[(-5, 980), (-5, 995), (-5, 999), (1, 980), (1, 995)] {
         let mut probe = zstd::bulk::Compressor::new(plevel).expect("probe");
         let mut c = zstd::bulk::Compressor::new(3).expect("c");

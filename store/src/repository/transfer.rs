@@ -54,6 +54,24 @@ impl Repository {
         let (pack, entry) = self.locate_blob(id)?.ok_or(Error::BlobNotFound(*id))?;
         let (cipher, sealed) = self.read_sealed(&pack, &entry)?;
         let stored = decrypt_stored(&cipher, &entry, sealed, &pack)?;
+        if entry.compression == Compression::Grouped {
+            // A member of a solid group travels alone, as its plaintext
+            // (verified here); the destination compresses it again.
+            let what = format!("blob {id} in pack {pack}");
+            let plain = match decode_stored(&self.keys, &entry, stored, &what)? {
+                crate::pack::OpenedBlob::Whole(plain) => plain,
+                crate::pack::OpenedBlob::Patch(_) => {
+                    return Err(Error::corrupt(&what, "a group member decoded as a patch"));
+                }
+            };
+            return Ok(StoredBlob {
+                id: entry.id,
+                blob_type: entry.blob_type,
+                compression: Compression::None,
+                raw_len: entry.raw_len,
+                stored: plain,
+            });
+        }
         Ok(StoredBlob {
             id: entry.id,
             blob_type: entry.blob_type,
@@ -82,8 +100,25 @@ impl Repository {
         if blob.compression == Compression::Patch && blob.blob_type != BlobType::Data {
             return Err(Error::corrupt(&what, "a metadata blob stored as a patch"));
         }
+        if blob.compression == Compression::Grouped {
+            return Err(Error::corrupt(
+                &what,
+                "a blob group cannot be copied as one blob",
+            ));
+        }
         let opened = decode_stored(&self.keys, &entry, blob.stored.clone(), &what)?;
         self.finish_opened(&entry, opened, &what)?;
+        if blob.compression == Compression::None {
+            // Plaintext (a group member travels so): compressed here when
+            // that pays.
+            return self.store_whole(
+                blob.blob_type,
+                blob.id,
+                blob.raw_len,
+                &blob.stored,
+                Dedup::Repository,
+            );
+        }
         self.append_pending(
             blob.blob_type,
             blob.id,
