@@ -192,25 +192,33 @@ impl Sender<'_> {
         Ok(())
     }
 
-    /// Sends the queued blobs, `transfers` at once.
+    /// Sends the queued blobs, `transfers` at once, in runs of
+    /// [`RUN`] neighbours (the destination groups the data blobs of a run
+    /// again, as the source stored them).
     fn send_batch(&mut self) -> Result<(), CopyError> {
         let batch = std::mem::take(&mut self.batch);
+        let runs: Vec<Vec<Id>> = batch.chunks(RUN).map(<[Id]>::to_vec).collect();
         let report = std::sync::Mutex::new(&mut *self.report);
-        on_threads(self.transfers, batch, |id| {
-            let sent = send(self.source, self.dest, &id)?;
+        on_threads(self.transfers, runs, |run| {
+            let sent = send(self.source, self.dest, &run)?;
             let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
-            match sent {
-                Some((raw, stored)) => {
-                    report.blobs_sent += 1;
-                    report.bytes_sent += raw;
-                    report.bytes_stored += stored;
+            for s in sent {
+                match s {
+                    Some((raw, stored)) => {
+                        report.blobs_sent += 1;
+                        report.bytes_sent += raw;
+                        report.bytes_stored += stored;
+                    }
+                    None => report.blobs_present += 1,
                 }
-                None => report.blobs_present += 1,
             }
             Ok::<(), CopyError>(())
         })
     }
 }
+
+/// Blobs sent together, as neighbours.
+const RUN: usize = 16;
 
 /// Sends every blob `snapshot` reaches that the destination lacks; patches
 /// last.
@@ -254,12 +262,25 @@ fn send_blobs(
     sender.send_batch()
 }
 
-/// Moves one blob in its stored form; its plaintext and stored sizes if
-/// the destination lacked it, `None` if it had it.
-fn send(source: &Repository, dest: &Repository, id: &Id) -> Result<Option<(u64, u64)>, CopyError> {
-    let stored = source.load_stored_blob(id)?;
-    let saved = dest.save_stored_blob(&stored)?;
+/// Moves a run of blobs in their stored form; for each, its plaintext and
+/// stored sizes if the destination lacked it, `None` if it had it.
+fn send(
+    source: &Repository,
+    dest: &Repository,
+    ids: &[Id],
+) -> Result<Vec<Option<(u64, u64)>>, CopyError> {
+    let stored = ids
+        .iter()
+        .map(|id| source.load_stored_blob(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let saved = dest.save_stored_blobs(&stored)?;
     Ok(saved
-        .new
-        .then(|| (u64::from(stored.raw_len), saved.stored_len)))
+        .iter()
+        .zip(&stored)
+        .map(|(saved, stored)| {
+            saved
+                .new
+                .then(|| (u64::from(stored.raw_len), saved.stored_len))
+        })
+        .collect())
 }

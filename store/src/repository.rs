@@ -1387,16 +1387,11 @@ impl Repository {
         let cipher = self.pack_cipher(pack)?;
         let mut out: Vec<Option<OpenedBlob>> = vec![None; entries.len()];
         self.read_coalesced(pack, entries, max_gap, max_read, &mut |shared, sealed| {
-            if let [k] = *shared
-                && entries[k].compression != Compression::Grouped
-            {
-                out[k] = Some(open_stored(
-                    &cipher,
-                    &self.keys,
-                    &entries[k],
-                    sealed.to_vec(),
-                    pack,
-                )?);
+            if let Some(entry) = alone(entries, shared, pack)? {
+                let opened = open_stored(&cipher, &self.keys, entry, sealed.to_vec(), pack)?;
+                for &k in shared {
+                    out[k] = Some(opened.clone());
+                }
                 return Ok(());
             }
             let members: Vec<&BlobEntry> = shared.iter().map(|&k| &entries[k]).collect();
@@ -1432,11 +1427,22 @@ impl Repository {
         let cipher = self.pack_cipher(pack)?;
         let mut patches: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
         self.read_coalesced(pack, entries, max_gap, max_read, &mut |shared, sealed| {
-            if let [k] = *shared
-                && entries[k].compression != Compression::Grouped
-            {
-                patches[k] =
-                    open_stored_into(&cipher, &self.keys, &entries[k], sealed, pack, dests[k])?;
+            if let Some(entry) = alone(entries, shared, pack)? {
+                let first = shared[0];
+                patches[first] =
+                    open_stored_into(&cipher, &self.keys, entry, sealed, pack, dests[first])?;
+                // The same blob asked for twice: copied.
+                for &k in &shared[1..] {
+                    let done = dests[first].to_vec();
+                    if dests[k].len() != done.len() {
+                        return Err(Error::corrupt(
+                            format!("blob {} in pack {pack}", entry.id),
+                            "length differs from the index",
+                        ));
+                    }
+                    dests[k].copy_from_slice(&done);
+                    patches[k] = patches[first].clone();
+                }
                 return Ok(());
             }
             let members: Vec<&BlobEntry> = shared.iter().map(|&k| &entries[k]).collect();
@@ -1466,10 +1472,7 @@ impl Repository {
         let cipher = self.pack_cipher(pack)?;
         let mut stored = 0;
         self.read_coalesced(pack, entries, 1 << 20, 16 << 20, &mut |shared, sealed| {
-            if let [k] = *shared
-                && entries[k].compression != Compression::Grouped
-            {
-                let e = &entries[k];
+            if let Some(e) = alone(entries, shared, pack)? {
                 let mut stored_form = sealed.to_vec();
                 if !cipher.open_in_place(e.offset.into(), &entry_aad(e), &mut stored_form) {
                     return Err(Error::corrupt(
@@ -2164,6 +2167,27 @@ impl Repository {
     pub fn remove_all_locks(&self) -> Result<usize> {
         crate::lock::remove_all_locks(self.backend.as_ref())
     }
+}
+
+/// The entry of a ciphertext [`Repository::read_coalesced`] hands over
+/// when it holds one blob alone (asked for once, or several times), `None`
+/// when it holds a solid group; an error when entries overlap otherwise.
+fn alone<'a>(
+    entries: &'a [BlobEntry],
+    shared: &[usize],
+    pack: &Id,
+) -> Result<Option<&'a BlobEntry>> {
+    let first = &entries[shared[0]];
+    if first.compression == Compression::Grouped {
+        return Ok(None);
+    }
+    if shared.iter().any(|&k| entries[k] != *first) {
+        return Err(Error::corrupt(
+            format!("pack {pack}"),
+            format!("entries overlap at offset {}", first.offset),
+        ));
+    }
+    Ok(Some(first))
 }
 
 /// What [`Repository::read_coalesced`] calls for each distinct ciphertext:

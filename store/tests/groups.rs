@@ -127,9 +127,20 @@ fn grouped_blobs_read_back_every_way_and_store_less() {
         assert_eq!(verified.len(), entries.len());
         // In every coalescing, any subset, any order.
         for (gap, max) in [(0, 0), (1 << 20, 1 << 30), (100, 50_000)] {
+            // A blob asked for twice (two files sharing a chunk): a group
+            // member and a blob stored alone.
+            let mut twice = entries.clone();
+            twice.push(entries[0]);
+            if let Some(alone) = entries
+                .iter()
+                .find(|e| e.compression != Compression::Grouped)
+            {
+                twice.push(*alone);
+            }
             for subset in [
                 entries.clone(),
                 entries.iter().rev().step_by(3).copied().collect(),
+                twice,
             ] {
                 let got = repo.load_pack_blobs(&pack, &subset, gap, max).unwrap();
                 let mut bufs: Vec<Vec<u8>> =

@@ -130,6 +130,37 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// [`Self::save_stored_blob`] for several blobs of one stream (a copy's
+    /// batch in walk order): the data blobs given as plaintext (members of
+    /// a source's solid groups travel so) are verified and saved together
+    /// with [`Self::save_group`], so the destination groups them again;
+    /// the others are saved one by one. One outcome per blob, in order.
+    pub fn save_stored_blobs(&self, blobs: &[StoredBlob]) -> Result<Vec<SaveOutcome>> {
+        let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; blobs.len()];
+        let mut plain: Vec<(usize, (Id, &[u8]))> = Vec::new();
+        for (k, blob) in blobs.iter().enumerate() {
+            if blob.compression == Compression::None && blob.blob_type == BlobType::Data {
+                if self.keys.blob_id(&blob.stored) != blob.id {
+                    return Err(Error::corrupt(
+                        format!("blob {} being copied in", blob.id),
+                        "content does not match its id",
+                    ));
+                }
+                plain.push((k, (blob.id, blob.stored.as_slice())));
+            } else {
+                outcomes[k] = Some(self.save_stored_blob(blob)?);
+            }
+        }
+        let members: Vec<(Id, &[u8])> = plain.iter().map(|&(_, m)| m).collect();
+        let saved = self.store_group(BlobType::Data, &members, Dedup::Repository)?;
+        for ((k, _), outcome) in plain.iter().zip(saved) {
+            outcomes[*k] = Some(outcome);
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -215,6 +246,44 @@ mod tests {
             b.locate_blob(&patched).unwrap().unwrap().1.compression,
             Compression::Patch
         );
+    }
+
+    #[test]
+    fn group_members_travel_as_plaintext_and_are_grouped_again() {
+        let (a, b) = pair();
+        let blobs: Vec<Vec<u8>> = (0..8)
+            .map(|i| {
+                format!("record {i} of a table of records; ")
+                    .repeat(400)
+                    .into_bytes()
+            })
+            .collect();
+        let members: Vec<(Id, &[u8])> = blobs.iter().map(|d| (a.blob_id(d), &d[..])).collect();
+        a.save_group(BlobType::Data, &members).unwrap();
+        a.flush().unwrap();
+        let stored: Vec<StoredBlob> = members
+            .iter()
+            .map(|(id, _)| a.load_stored_blob(id).unwrap())
+            .collect();
+        assert!(stored.iter().all(|s| s.compression == Compression::None));
+        // A forged plaintext is refused before anything is stored.
+        let mut forged = stored.clone();
+        forged[3].stored[0] ^= 1;
+        assert!(matches!(
+            b.save_stored_blobs(&forged),
+            Err(Error::Corrupt { .. })
+        ));
+        let saved = b.save_stored_blobs(&stored).unwrap();
+        assert!(saved.iter().all(|s| s.new));
+        assert!(b.save_stored_blobs(&stored).unwrap().iter().all(|s| !s.new));
+        b.flush().unwrap();
+        for (id, data) in &members {
+            assert_eq!(&b.load_blob(id).unwrap(), data);
+            assert_eq!(
+                b.locate_blob(id).unwrap().unwrap().1.compression,
+                Compression::Grouped
+            );
+        }
     }
 
     #[test]
