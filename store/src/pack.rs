@@ -506,6 +506,20 @@ pub fn open_group(
     sealed: &mut [u8],
     pack: &Id,
 ) -> Result<Vec<Vec<u8>>> {
+    let plain = open_group_plain(cipher, members, sealed, pack)?;
+    group_members(keys, &plain, members, pack)
+}
+
+/// The plaintext of one solid group (its member table and members,
+/// checked to be well formed) from its ciphertext, decrypted in place.
+/// `members` are the entries that point at it: all must be
+/// [`Compression::Grouped`] and share its range and type.
+pub fn open_group_plain(
+    cipher: &ObjectCipher,
+    members: &[&BlobEntry],
+    sealed: &mut [u8],
+    pack: &Id,
+) -> Result<Vec<u8>> {
     let Some(first) = members.first() else {
         return Ok(Vec::new());
     };
@@ -524,7 +538,23 @@ pub fn open_group(
         .open_slice_in_place(first.offset.into(), &entry_aad(first), sealed)
         .ok_or_else(|| Error::corrupt(what(), "authentication failed (damaged or forged)"))?;
     let plain = group_plaintext(&sealed[..len], &what)?;
-    let group = Group::parse(&plain, &what())?;
+    Group::parse(&plain, &what())?;
+    Ok(plain)
+}
+
+/// The members `members` of a group from its plaintext (from
+/// [`open_group_plain`]), each verified against its entry's length and id.
+pub fn group_members(
+    keys: &MasterKeys,
+    plain: &[u8],
+    members: &[&BlobEntry],
+    pack: &Id,
+) -> Result<Vec<Vec<u8>>> {
+    let Some(first) = members.first() else {
+        return Ok(Vec::new());
+    };
+    let what = || format!("blob group at offset {} in pack {pack}", first.offset);
+    let group = Group::parse(plain, &what())?;
     members
         .iter()
         .map(|m| {

@@ -23,8 +23,8 @@ use crate::keyfile::{Credential, KdfParams, KeyFile, KeyFileInfo, KeyListing, se
 use crate::lock::{LockInfo, RepoLock};
 use crate::object::{FORMAT_VERSION, HEADER_LEN, ObjectHeader};
 use crate::pack::{
-    FinishedPack, OpenedBlob, PackWriter, decode_trailer, entry_aad, open_group, open_stored,
-    open_stored_into, read_trailer, trailer_start,
+    FinishedPack, OpenedBlob, PackWriter, decode_trailer, entry_aad, group_members, open_group,
+    open_group_plain, open_stored, open_stored_into, read_trailer, trailer_start,
 };
 use crate::patch::{Patch, PatchOp};
 use crate::plan::PrunePlan;
@@ -36,6 +36,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+mod group_cache;
 mod rebuild;
 mod rekey;
 mod transfer;
@@ -234,6 +235,8 @@ pub struct Repository {
     session: Mutex<Session>,
     packers: [Mutex<Option<PackWriter>>; 2],
     pack_ciphers: Mutex<HashMap<Id, Arc<ObjectCipher>>>,
+    /// Solid groups opened lately, decompressed.
+    groups: group_cache::GroupCache,
     counters: Counters,
     uploads: Arc<Uploads>,
 }
@@ -501,6 +504,7 @@ impl Repository {
             session: Mutex::new(Session::default()),
             packers: [Mutex::new(None), Mutex::new(None)],
             pack_ciphers: Mutex::new(HashMap::new()),
+            groups: group_cache::GroupCache::default(),
             counters: Counters::default(),
             uploads: Uploads::new(open.transfers),
         };
@@ -1262,14 +1266,25 @@ impl Repository {
                 }
             }
         };
+        let what = format!("blob {id} in pack {pack}");
+        if entry.compression == Compression::Grouped
+            && let Some(plain) = self.groups.get(&(pack, entry.offset))
+        {
+            let mut member = group_members(&self.keys, &plain, &[&entry], &pack)?;
+            return Ok((entry, OpenedBlob::Whole(member.remove(0)), what));
+        }
         let cipher = self.pack_cipher(&pack)?;
-        let sealed = self.backend.read_range(
+        let mut sealed = self.backend.read_range(
             &Handle::new(ObjectKind::Pack, &pack),
             entry.offset.into(),
             entry.stored_len.into(),
         )?;
+        if entry.compression == Compression::Grouped {
+            let mut member = self.open_group_cached(&cipher, &[&entry], &mut sealed, &pack)?;
+            return Ok((entry, OpenedBlob::Whole(member.remove(0)), what));
+        }
         let opened = open_stored(&cipher, &self.keys, &entry, sealed, &pack)?;
-        Ok((entry, opened, format!("blob {id} in pack {pack}")))
+        Ok((entry, opened, what))
     }
 
     /// The plaintext of an opened blob: a patch is applied to its bases,
@@ -1386,18 +1401,23 @@ impl Repository {
     ) -> Result<Vec<OpenedBlob>> {
         let cipher = self.pack_cipher(pack)?;
         let mut out: Vec<Option<OpenedBlob>> = vec![None; entries.len()];
-        self.read_coalesced(pack, entries, max_gap, max_read, &mut |shared, sealed| {
-            if let Some(entry) = alone(entries, shared, pack)? {
+        let rest = self.serve_cached(pack, entries, &mut |k, plain| {
+            out[k] = Some(OpenedBlob::Whole(plain));
+            Ok(())
+        })?;
+        let sub: Vec<BlobEntry> = rest.iter().map(|&k| entries[k]).collect();
+        self.read_coalesced(pack, &sub, max_gap, max_read, &mut |shared, sealed| {
+            if let Some(entry) = alone(&sub, shared, pack)? {
                 let opened = open_stored(&cipher, &self.keys, entry, sealed.to_vec(), pack)?;
-                for &k in shared {
-                    out[k] = Some(opened.clone());
+                for &i in shared {
+                    out[rest[i]] = Some(opened.clone());
                 }
                 return Ok(());
             }
-            let members: Vec<&BlobEntry> = shared.iter().map(|&k| &entries[k]).collect();
-            let opened = open_group(&cipher, &self.keys, &members, sealed, pack)?;
-            for (&k, plain) in shared.iter().zip(opened) {
-                out[k] = Some(OpenedBlob::Whole(plain));
+            let members: Vec<&BlobEntry> = shared.iter().map(|&i| &sub[i]).collect();
+            let opened = self.open_group_cached(&cipher, &members, sealed, pack)?;
+            for (&i, plain) in shared.iter().zip(opened) {
+                out[rest[i]] = Some(OpenedBlob::Whole(plain));
             }
             Ok(())
         })?;
@@ -1426,36 +1446,45 @@ impl Repository {
         }
         let cipher = self.pack_cipher(pack)?;
         let mut patches: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
-        self.read_coalesced(pack, entries, max_gap, max_read, &mut |shared, sealed| {
-            if let Some(entry) = alone(entries, shared, pack)? {
-                let first = shared[0];
+        let length_error = |e: &BlobEntry| {
+            Error::corrupt(
+                format!("blob {} in pack {pack}", e.id),
+                "length differs from the index",
+            )
+        };
+        let rest = self.serve_cached(pack, entries, &mut |k, plain| {
+            if dests[k].len() != plain.len() {
+                return Err(length_error(&entries[k]));
+            }
+            dests[k].copy_from_slice(&plain);
+            Ok(())
+        })?;
+        let sub: Vec<BlobEntry> = rest.iter().map(|&k| entries[k]).collect();
+        self.read_coalesced(pack, &sub, max_gap, max_read, &mut |shared, sealed| {
+            if let Some(entry) = alone(&sub, shared, pack)? {
+                let first = rest[shared[0]];
                 patches[first] =
                     open_stored_into(&cipher, &self.keys, entry, sealed, pack, dests[first])?;
                 // The same blob asked for twice: copied.
-                for &k in &shared[1..] {
+                for &i in &shared[1..] {
+                    let k = rest[i];
                     let done = dests[first].to_vec();
                     if dests[k].len() != done.len() {
-                        return Err(Error::corrupt(
-                            format!("blob {} in pack {pack}", entry.id),
-                            "length differs from the index",
-                        ));
+                        return Err(length_error(entry));
                     }
                     dests[k].copy_from_slice(&done);
                     patches[k] = patches[first].clone();
                 }
                 return Ok(());
             }
-            let members: Vec<&BlobEntry> = shared.iter().map(|&k| &entries[k]).collect();
-            let opened = open_group(&cipher, &self.keys, &members, sealed, pack)?;
-            for (&k, plain) in shared.iter().zip(opened) {
-                let dest = &mut dests[k];
-                if dest.len() != plain.len() {
-                    return Err(Error::corrupt(
-                        format!("blob {} in pack {pack}", entries[k].id),
-                        "length differs from the index",
-                    ));
+            let members: Vec<&BlobEntry> = shared.iter().map(|&i| &sub[i]).collect();
+            let opened = self.open_group_cached(&cipher, &members, sealed, pack)?;
+            for (&i, plain) in shared.iter().zip(opened) {
+                let k = rest[i];
+                if dests[k].len() != plain.len() {
+                    return Err(length_error(&entries[k]));
                 }
-                dest.copy_from_slice(&plain);
+                dests[k].copy_from_slice(&plain);
             }
             Ok(())
         })?;
@@ -1506,6 +1535,46 @@ impl Repository {
             Ok(())
         })?;
         Ok(stored)
+    }
+
+    /// Opens a solid group's members from its ciphertext (see
+    /// [`open_group`]) and keeps its plaintext in the group cache.
+    fn open_group_cached(
+        &self,
+        cipher: &ObjectCipher,
+        members: &[&BlobEntry],
+        sealed: &mut [u8],
+        pack: &Id,
+    ) -> Result<Vec<Vec<u8>>> {
+        let plain = Arc::new(open_group_plain(cipher, members, sealed, pack)?);
+        if let Some(first) = members.first() {
+            self.groups.insert((*pack, first.offset), plain.clone());
+        }
+        group_members(&self.keys, &plain, members, pack)
+    }
+
+    /// Hands to `serve` the members among `entries` whose group the group
+    /// cache holds (verified); returns the positions of the others.
+    fn serve_cached(
+        &self,
+        pack: &Id,
+        entries: &[BlobEntry],
+        serve: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+    ) -> Result<Vec<usize>> {
+        let mut rest = Vec::with_capacity(entries.len());
+        for (k, e) in entries.iter().enumerate() {
+            let cached = (e.compression == Compression::Grouped)
+                .then(|| self.groups.get(&(*pack, e.offset)))
+                .flatten();
+            match cached {
+                Some(plain) => {
+                    let mut member = group_members(&self.keys, &plain, &[e], pack)?;
+                    serve(k, member.remove(0))?;
+                }
+                None => rest.push(k),
+            }
+        }
+        Ok(rest)
     }
 
     /// Reads the ciphertexts of `entries` of `pack` with as few ranged reads
