@@ -311,6 +311,16 @@ fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     if data.len() < 64 || !worth_compressing(data) {
         return None;
     }
+    compress_smaller(data, level)
+}
+
+/// One zstd frame of `data` at `level` from this thread's compression
+/// context (made once: a context per call allocated and freed megabytes
+/// each time); `None` when it would not be smaller.
+fn compress_smaller(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    if data.is_empty() {
+        return None;
+    }
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -841,9 +851,7 @@ impl Repository {
             BlobType::Meta => self.config.compression_level.max(3),
         };
         let framed = if run.len() >= crate::group::MIN_MEMBERS {
-            zstd_frame(&plain, level)
-                .ok()
-                .filter(|f| f.len() < plain.len())
+            compress_smaller(&plain, level)
         } else {
             None
         };
@@ -1401,10 +1409,11 @@ impl Repository {
     ) -> Result<Vec<OpenedBlob>> {
         let cipher = self.pack_cipher(pack)?;
         let mut out: Vec<Option<OpenedBlob>> = vec![None; entries.len()];
-        let rest = self.serve_cached(pack, entries, &mut |k, plain| {
-            out[k] = Some(OpenedBlob::Whole(plain));
-            Ok(())
-        })?;
+        let (hits, rest) = self.split_cached(pack, entries);
+        for (k, plain) in hits {
+            let mut member = group_members(&self.keys, &plain, &[&entries[k]], pack)?;
+            out[k] = Some(OpenedBlob::Whole(member.remove(0)));
+        }
         let sub: Vec<BlobEntry> = rest.iter().map(|&k| entries[k]).collect();
         self.read_coalesced(pack, &sub, max_gap, max_read, &mut |shared, sealed| {
             if let Some(entry) = alone(&sub, shared, pack)? {
@@ -1452,13 +1461,10 @@ impl Repository {
                 "length differs from the index",
             )
         };
-        let rest = self.serve_cached(pack, entries, &mut |k, plain| {
-            if dests[k].len() != plain.len() {
-                return Err(length_error(&entries[k]));
-            }
-            dests[k].copy_from_slice(&plain);
-            Ok(())
-        })?;
+        let (hits, rest) = self.split_cached(pack, entries);
+        for (k, plain) in hits {
+            self.group_members_into(&plain, &[&entries[k]], &[k], dests, pack)?;
+        }
         let sub: Vec<BlobEntry> = rest.iter().map(|&k| entries[k]).collect();
         self.read_coalesced(pack, &sub, max_gap, max_read, &mut |shared, sealed| {
             if let Some(entry) = alone(&sub, shared, pack)? {
@@ -1478,15 +1484,9 @@ impl Repository {
                 return Ok(());
             }
             let members: Vec<&BlobEntry> = shared.iter().map(|&i| &sub[i]).collect();
-            let opened = self.open_group_cached(&cipher, &members, sealed, pack)?;
-            for (&i, plain) in shared.iter().zip(opened) {
-                let k = rest[i];
-                if dests[k].len() != plain.len() {
-                    return Err(length_error(&entries[k]));
-                }
-                dests[k].copy_from_slice(&plain);
-            }
-            Ok(())
+            let positions: Vec<usize> = shared.iter().map(|&i| rest[i]).collect();
+            let plain = self.open_group_plain_cached(&cipher, &members, sealed, pack)?;
+            self.group_members_into(&plain, &members, &positions, dests, pack)
         })?;
         Ok(patches)
     }
@@ -1546,35 +1546,79 @@ impl Repository {
         sealed: &mut [u8],
         pack: &Id,
     ) -> Result<Vec<Vec<u8>>> {
+        let plain = self.open_group_plain_cached(cipher, members, sealed, pack)?;
+        group_members(&self.keys, &plain, members, pack)
+    }
+
+    /// The plaintext of a solid group from its ciphertext (see
+    /// [`open_group_plain`]), kept in the group cache.
+    fn open_group_plain_cached(
+        &self,
+        cipher: &ObjectCipher,
+        members: &[&BlobEntry],
+        sealed: &mut [u8],
+        pack: &Id,
+    ) -> Result<Arc<Vec<u8>>> {
         let plain = Arc::new(open_group_plain(cipher, members, sealed, pack)?);
         if let Some(first) = members.first() {
             self.groups.insert((*pack, first.offset), plain.clone());
         }
-        group_members(&self.keys, &plain, members, pack)
+        Ok(plain)
     }
 
-    /// Hands to `serve` the members among `entries` whose group the group
-    /// cache holds (verified); returns the positions of the others.
-    fn serve_cached(
+    /// Copies members of one group from its plaintext into their
+    /// destinations (`members[i]` into `dests[positions[i]]`), each
+    /// checked against its entry's length and id there.
+    fn group_members_into(
+        &self,
+        plain: &[u8],
+        members: &[&BlobEntry],
+        positions: &[usize],
+        dests: &mut [&mut [u8]],
+        pack: &Id,
+    ) -> Result<()> {
+        let Some(first) = members.first() else {
+            return Ok(());
+        };
+        let what = || format!("blob group at offset {} in pack {pack}", first.offset);
+        let group = crate::group::Group::parse(plain, &what())?;
+        for (m, &k) in members.iter().zip(positions) {
+            let bytes = group
+                .member(&m.id)
+                .filter(|b| b.len() == m.raw_len as usize && b.len() == dests[k].len())
+                .ok_or_else(|| {
+                    Error::corrupt(what(), format!("blob {} is not in it as indexed", m.id))
+                })?;
+            dests[k].copy_from_slice(bytes);
+            if self.keys.blob_id(dests[k]) != m.id {
+                return Err(Error::corrupt(
+                    format!("blob {} in pack {pack}", m.id),
+                    "content does not match its id",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions among `entries` of the members whose group the group cache
+    /// holds, with that group's plaintext; and the positions of the rest.
+    fn split_cached(
         &self,
         pack: &Id,
         entries: &[BlobEntry],
-        serve: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
-    ) -> Result<Vec<usize>> {
+    ) -> (CachedMembers, Vec<usize>) {
+        let mut hits = Vec::new();
         let mut rest = Vec::with_capacity(entries.len());
         for (k, e) in entries.iter().enumerate() {
             let cached = (e.compression == Compression::Grouped)
                 .then(|| self.groups.get(&(*pack, e.offset)))
                 .flatten();
             match cached {
-                Some(plain) => {
-                    let mut member = group_members(&self.keys, &plain, &[e], pack)?;
-                    serve(k, member.remove(0))?;
-                }
+                Some(plain) => hits.push((k, plain)),
                 None => rest.push(k),
             }
         }
-        Ok(rest)
+        (hits, rest)
     }
 
     /// Reads the ciphertexts of `entries` of `pack` with as few ranged reads
@@ -2258,6 +2302,10 @@ fn alone<'a>(
     }
     Ok(Some(first))
 }
+
+/// Positions of blobs whose solid group the group cache holds, each with
+/// that group's plaintext.
+type CachedMembers = Vec<(usize, Arc<Vec<u8>>)>;
 
 /// What [`Repository::read_coalesced`] calls for each distinct ciphertext:
 /// the positions of the entries it serves, and its bytes.

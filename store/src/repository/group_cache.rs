@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use crate::id::Id;
 
 /// Plaintext bytes held at most (a few groups per restore worker).
-pub const MAX_BYTES: usize = 8 << 20;
+pub const MAX_BYTES: usize = 4 << 20;
 
 /// Where a group is: its pack and its offset there.
 pub type GroupKey = (Id, u32);
