@@ -1602,11 +1602,7 @@ impl Repository {
 
     /// Positions among `entries` of the members whose group the group cache
     /// holds, with that group's plaintext; and the positions of the rest.
-    fn split_cached(
-        &self,
-        pack: &Id,
-        entries: &[BlobEntry],
-    ) -> (CachedMembers, Vec<usize>) {
+    fn split_cached(&self, pack: &Id, entries: &[BlobEntry]) -> (CachedMembers, Vec<usize>) {
         let mut hits = Vec::new();
         let mut rest = Vec::with_capacity(entries.len());
         for (k, e) in entries.iter().enumerate() {

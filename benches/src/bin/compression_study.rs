@@ -11,6 +11,13 @@
 //!   at most 64 KiB to 1 MiB, at levels 1 and 3: what a format storing
 //!   "solid" groups of blobs would gain.
 //!
+//! Environment switches for single questions (each prints its own table
+//! and stops): `STUDY_SIZES=min,avg,max` (KiB) chunks with other sizes;
+//! `STUDY_QUICK=1` prints only today's per-chunk total; `STUDY_GROUPS=1`
+//! groups as cairn's writers make them (per file, or per 1 MiB disk batch;
+//! `STUDY_CROSS=1` across files), with probe and level variants;
+//! `STUDY_DICT=1` per-chunk compression with a trained zstd dictionary.
+//!
 //! Run: `cargo run --release -p cairn-benches --bin compression_study -- disk IMAGE`
 //! (about a minute for 2 GiB here). `docs/compression-study.md` discusses
 //! the results for benches/peers.sh's data.
