@@ -801,7 +801,11 @@ impl Repository {
                     new: false,
                     stored_len: 0,
                 });
-            } else if data.len() >= 64 && worth_compressing(data) {
+            } else if (64..=crate::group::TARGET_GROUP_LEN).contains(&data.len())
+                && worth_compressing(data)
+            {
+                // Members are at most the target size, so a group stays
+                // under twice that (far below what readers accept).
                 // Placeholder, filled when its run is stored.
                 outcomes.push(SaveOutcome {
                     id,
@@ -845,13 +849,12 @@ impl Repository {
             return Ok(());
         }
         let mut results = Vec::with_capacity(run.len());
-        let plain = crate::group::encode(run);
         let level = match blob_type {
             BlobType::Data => self.config.compression_level,
             BlobType::Meta => self.config.compression_level.max(3),
         };
         let framed = if run.len() >= crate::group::MIN_MEMBERS {
-            compress_smaller(&plain, level)
+            compress_smaller(&crate::group::encode(run), level)
         } else {
             None
         };

@@ -211,3 +211,25 @@ fn copying_some_members_of_a_group_regroups_them() {
             .unwrap();
     }
 }
+
+#[test]
+fn blobs_larger_than_a_group_are_stored_alone() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = init(&backend);
+    // A chunker configured for large chunks: members past the group size
+    // must not make a group readers would refuse.
+    // Small and large (past the 8 MiB a reader accepts for a group) mixed.
+    let all: Vec<Vec<u8>> = (0..7)
+        .map(|i| text(i, if i % 3 == 1 { 9 << 20 } else { 20_000 }))
+        .collect();
+    save(&repo, &all);
+    repo.flush().unwrap();
+    for (k, b) in all.iter().enumerate() {
+        let id = repo.blob_id(b);
+        let (_, e) = repo.locate_blob(&id).unwrap().unwrap();
+        if b.len() > 1 << 20 {
+            assert_ne!(e.compression, Compression::Grouped, "blob {k}");
+        }
+        assert_eq!(&repo.load_blob(&id).unwrap(), b, "blob {k}");
+    }
+}
