@@ -142,18 +142,13 @@ impl PackWriter {
         raw_len: u32,
         stored: &[u8],
     ) -> BlobEntry {
-        let offset = self.buf.len();
-        let mut sealed = Vec::with_capacity(stored.len() + TAG_LEN);
-        sealed.extend_from_slice(stored);
-        self.cipher
-            .seal_in_place(offset as u64, &blob_aad(self.blob_type, &id), &mut sealed);
-        self.buf.extend_from_slice(&sealed);
+        let (offset, stored_len) = self.seal_and_append(&blob_aad(self.blob_type, &id), stored);
         let entry = BlobEntry {
             id,
             blob_type: self.blob_type,
             compression,
-            offset: offset as u32,
-            stored_len: sealed.len() as u32,
+            offset,
+            stored_len,
             raw_len,
         };
         self.entries.push(entry);
@@ -166,28 +161,32 @@ impl PackWriter {
     /// ciphertext. The caller checks [`Self::fits`] (for the ciphertext and
     /// one entry per member).
     pub fn add_group(&mut self, members: &[(Id, u32)], stored: &[u8]) -> Vec<BlobEntry> {
-        let offset = self.buf.len();
-        let mut sealed = Vec::with_capacity(stored.len() + TAG_LEN);
-        sealed.extend_from_slice(stored);
-        self.cipher.seal_in_place(
-            offset as u64,
-            &blob_aad(self.blob_type, &GROUP_AAD_ID),
-            &mut sealed,
-        );
-        self.buf.extend_from_slice(&sealed);
+        let (offset, stored_len) =
+            self.seal_and_append(&blob_aad(self.blob_type, &GROUP_AAD_ID), stored);
         let added: Vec<BlobEntry> = members
             .iter()
             .map(|&(id, raw_len)| BlobEntry {
                 id,
                 blob_type: self.blob_type,
                 compression: Compression::Grouped,
-                offset: offset as u32,
-                stored_len: sealed.len() as u32,
+                offset,
+                stored_len,
                 raw_len,
             })
             .collect();
         self.entries.extend_from_slice(&added);
         added
+    }
+
+    /// Seals `stored` at the end of the pack (nonce = its offset) and
+    /// appends it; returns its offset and sealed length.
+    fn seal_and_append(&mut self, aad: &[u8], stored: &[u8]) -> (u32, u32) {
+        let offset = self.buf.len();
+        let mut sealed = Vec::with_capacity(stored.len() + TAG_LEN);
+        sealed.extend_from_slice(stored);
+        self.cipher.seal_in_place(offset as u64, aad, &mut sealed);
+        self.buf.extend_from_slice(&sealed);
+        (offset as u32, sealed.len() as u32)
     }
 
     /// Reads back a blob's stored form from the unfinished pack (a session
@@ -407,11 +406,7 @@ pub fn open_stored_into(
         Compression::Grouped => {
             let plain = group_plaintext(stored, &what)?;
             let group = Group::parse(&plain, &what())?;
-            let member = group
-                .member(&entry.id)
-                .filter(|m| m.len() == dest.len())
-                .ok_or_else(|| Error::corrupt(what(), "not in its group, or another length"))?;
-            dest.copy_from_slice(member);
+            dest.copy_from_slice(group_member(&group, entry, dest.len(), &what)?);
         }
     }
     if keys.blob_id(dest) != entry.id {
@@ -457,10 +452,7 @@ pub fn decode_stored(
         Compression::Grouped => {
             let plain = group_plaintext(&stored, &what)?;
             let group = Group::parse(&plain, &what())?;
-            group
-                .member(&entry.id)
-                .ok_or_else(|| Error::corrupt(what(), "not in the group its entry names"))?
-                .to_vec()
+            group_member(&group, entry, entry.raw_len as usize, &what)?.to_vec()
         }
         Compression::Patch => {
             // Allocate only what the frame declares, within what a patch
@@ -482,6 +474,26 @@ pub fn decode_stored(
         return Err(Error::corrupt(what(), "content does not match its id"));
     }
     Ok(OpenedBlob::Whole(plain))
+}
+
+/// The bytes of `entry`'s member in a parsed group, which must be `len`
+/// long (its raw length, and its destination's); `what` names the group.
+/// Not yet checked against the id: callers hash where the bytes end up.
+pub fn group_member<'a>(
+    group: &Group<'a>,
+    entry: &BlobEntry,
+    len: usize,
+    what: &dyn Fn() -> String,
+) -> Result<&'a [u8]> {
+    group
+        .member(&entry.id)
+        .filter(|b| b.len() == entry.raw_len as usize && b.len() == len)
+        .ok_or_else(|| {
+            Error::corrupt(
+                what(),
+                format!("blob {} is not in it as the index says", entry.id),
+            )
+        })
 }
 
 /// Decompresses a solid group's stored form (its zstd frame), which may
@@ -558,12 +570,7 @@ pub fn group_members(
     members
         .iter()
         .map(|m| {
-            let bytes = group
-                .member(&m.id)
-                .filter(|b| b.len() == m.raw_len as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(what(), format!("blob {} is not in it as indexed", m.id))
-                })?;
+            let bytes = group_member(&group, m, m.raw_len as usize, &what)?;
             if keys.blob_id(bytes) != m.id {
                 return Err(Error::corrupt(
                     format!("blob {} in pack {pack}", m.id),

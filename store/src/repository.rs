@@ -23,8 +23,8 @@ use crate::keyfile::{Credential, KdfParams, KeyFile, KeyFileInfo, KeyListing, se
 use crate::lock::{LockInfo, RepoLock};
 use crate::object::{FORMAT_VERSION, HEADER_LEN, ObjectHeader};
 use crate::pack::{
-    FinishedPack, OpenedBlob, PackWriter, decode_trailer, entry_aad, group_members, open_group,
-    open_group_plain, open_stored, open_stored_into, read_trailer, trailer_start,
+    FinishedPack, OpenedBlob, PackWriter, decode_trailer, entry_aad, group_member, group_members,
+    open_group, open_group_plain, open_stored, open_stored_into, read_trailer, trailer_start,
 };
 use crate::patch::{Patch, PatchOp};
 use crate::plan::PrunePlan;
@@ -1586,13 +1586,7 @@ impl Repository {
         let what = || format!("blob group at offset {} in pack {pack}", first.offset);
         let group = crate::group::Group::parse(plain, &what())?;
         for (m, &k) in members.iter().zip(positions) {
-            let bytes = group
-                .member(&m.id)
-                .filter(|b| b.len() == m.raw_len as usize && b.len() == dests[k].len())
-                .ok_or_else(|| {
-                    Error::corrupt(what(), format!("blob {} is not in it as indexed", m.id))
-                })?;
-            dests[k].copy_from_slice(bytes);
+            dests[k].copy_from_slice(group_member(&group, m, dests[k].len(), &what)?);
             if self.keys.blob_id(dests[k]) != m.id {
                 return Err(Error::corrupt(
                     format!("blob {} in pack {pack}", m.id),
@@ -1803,9 +1797,7 @@ impl Repository {
         let cipher =
             ObjectHeader::decode(&bytes, ObjectKind::Pack, &name)?.cipher(&self.keys, &name)?;
         // Members of a solid group share one ciphertext, opened once.
-        let mut shared_runs =
-            entries.chunk_by(|a, b| (a.offset, a.stored_len) == (b.offset, b.stored_len));
-        let mut check_run = |run: &[BlobEntry]| -> Result<()> {
+        for run in entries.chunk_by(|a, b| (a.offset, a.stored_len) == (b.offset, b.stored_len)) {
             let first = &run[0];
             let start = first.offset as usize;
             let sealed = bytes
@@ -1818,9 +1810,7 @@ impl Repository {
                 let members: Vec<&BlobEntry> = run.iter().collect();
                 open_group(&cipher, &self.keys, &members, &mut sealed.to_vec(), pack)?;
             }
-            Ok(())
-        };
-        shared_runs.try_for_each(&mut check_run)?;
+        }
         for entry in &entries {
             let indexed = lock(&self.cache).lookup(&entry.id)?;
             if let Some((indexed_pack, indexed)) = indexed
