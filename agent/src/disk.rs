@@ -23,7 +23,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use cairn_chunker::Chunker;
-use cairn_store::group::TARGET_GROUP_LEN;
+use cairn_store::group::DISK_GROUP_LEN;
 use cairn_store::repository::SaveOutcome;
 use cairn_store::{BlobType, Id, Repository};
 use serde::{Deserialize, Serialize};
@@ -705,7 +705,7 @@ fn process_batch(
                 None => {
                     whole.push((id, bytes));
                     whole_bytes += len;
-                    if whole_bytes >= TARGET_GROUP_LEN {
+                    if whole_bytes >= DISK_GROUP_LEN {
                         save_whole(repo, &mut whole, &mut stats)?;
                         whole_bytes = 0;
                     }
@@ -734,7 +734,7 @@ fn save_whole(
     if whole.is_empty() {
         return Ok(());
     }
-    let saved = repo.save_group(BlobType::Data, whole)?;
+    let saved = repo.save_group(BlobType::Data, whole, DISK_GROUP_LEN)?;
     for (s, (_, data)) in saved.iter().zip(whole.iter()) {
         stats.add_saved(s, data.len());
     }

@@ -1106,7 +1106,7 @@ impl GroupQueue {
                 (id, &self.bytes[at - len..at])
             })
             .collect();
-        let saved = repo.save_group(BlobType::Data, &members)?;
+        let saved = repo.save_group(BlobType::Data, &members, TARGET_GROUP_LEN)?;
         for (saved, (_, data)) in saved.iter().zip(&members) {
             if saved.new {
                 stats.chunks_new += 1;

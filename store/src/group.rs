@@ -23,15 +23,26 @@ pub const MIN_MEMBERS: usize = 2;
 /// Most members a group may hold.
 pub const MAX_MEMBERS: usize = 4096;
 
-/// Largest group plaintext a reader accepts: writers aim at
-/// [`TARGET_GROUP_LEN`], a group closes once it passes that, and one
-/// member may be as large as the file chunker's largest chunk.
+/// Largest group plaintext a reader accepts: writers aim at most at
+/// [`DISK_GROUP_LEN`], a group closes once it passes its target, and no
+/// member is larger than [`MAX_MEMBER_LEN`].
 pub const MAX_GROUP_LEN: u64 = 8 << 20;
 
-/// The size writers aim at: large enough for zstd to find the matches
-/// between neighbouring chunks (256 KiB gains 94% of what 1 MiB does), small
-/// enough that reading one member costs at most one such frame.
+/// The size file backups (and copy and prune) aim at: large enough for zstd
+/// to find the matches between neighbouring chunks, small enough that
+/// reading one small file's chunk costs at most one such frame (a files
+/// restore asks for blobs file by file).
 pub const TARGET_GROUP_LEN: usize = 256 << 10;
+
+/// The size disk backups aim at: a disk is restored front to back, whole
+/// groups at a time, and 1 MiB stores 1.4% less than 256 KiB on a disk
+/// image (docs/compression-study.md).
+pub const DISK_GROUP_LEN: usize = 1 << 20;
+
+/// Largest blob a writer puts in a group: a larger one gains little from
+/// its neighbours and is stored alone (it also keeps every group far below
+/// [`MAX_GROUP_LEN`], whatever chunk sizes a repository uses).
+pub const MAX_MEMBER_LEN: usize = 256 << 10;
 
 /// Bytes of the member table for `n` members.
 fn table_len(n: usize) -> usize {

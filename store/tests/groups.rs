@@ -3,6 +3,7 @@
 //! API: every way of reading a member, damage, prune's re-grouping copy.
 
 use cairn_store::backend::MemoryBackend;
+use cairn_store::group::TARGET_GROUP_LEN;
 use cairn_store::repository::{InitOptions, OpenOptions, Repository};
 use cairn_store::{Backend, BlobEntry, BlobType, Compression, Credential, Error, Id, SeededRandom};
 use std::collections::BTreeMap;
@@ -56,7 +57,8 @@ fn stream() -> Vec<Vec<u8>> {
 
 fn save(repo: &Repository, blobs: &[Vec<u8>]) -> Vec<cairn_store::repository::SaveOutcome> {
     let members: Vec<(Id, &[u8])> = blobs.iter().map(|b| (repo.blob_id(b), &b[..])).collect();
-    repo.save_group(BlobType::Data, &members).unwrap()
+    repo.save_group(BlobType::Data, &members, TARGET_GROUP_LEN)
+        .unwrap()
 }
 
 fn by_pack(repo: &Repository, ids: &[Id]) -> BTreeMap<Id, Vec<BlobEntry>> {
@@ -116,12 +118,17 @@ fn grouped_blobs_read_back_every_way_and_store_less() {
         assert_eq!(e.raw_len as usize, b.len());
         grouped += usize::from(e.compression == Compression::Grouped);
     }
-    // The random blob and the tiny one are stored alone; the text in groups.
+    // The tiny one is stored alone; the rest in groups, the random blob too
+    // (members are not probed: zstd stores its bytes as they are).
     assert_eq!(
-        repo.locate_blob(&ids[7]).unwrap().unwrap().1.compression,
+        repo.locate_blob(&ids[20]).unwrap().unwrap().1.compression,
         Compression::None
     );
-    assert!(grouped >= 35, "{grouped}");
+    assert_eq!(
+        repo.locate_blob(&ids[7]).unwrap().unwrap().1.compression,
+        Compression::Grouped
+    );
+    assert!(grouped >= 37, "{grouped}");
     for (pack, entries) in by_pack(&repo, &ids) {
         let verified = repo.verify_pack(&pack).unwrap();
         assert_eq!(verified.len(), entries.len());
@@ -232,4 +239,51 @@ fn blobs_larger_than_a_group_are_stored_alone() {
         }
         assert_eq!(&repo.load_blob(&id).unwrap(), b, "blob {k}");
     }
+}
+
+#[test]
+fn incompressible_members_are_stored_alone_and_raw() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = init(&backend);
+    let blobs: Vec<Vec<u8>> = (0..12).map(|i| random(100 + i, 30000)).collect();
+    let outcomes = save(&repo, &blobs);
+    assert!(outcomes.iter().all(|o| o.new));
+    repo.flush().unwrap();
+    for b in &blobs {
+        let id = repo.blob_id(b);
+        let (_, e) = repo.locate_blob(&id).unwrap().unwrap();
+        // The group did not shrink: each member is stored as it is.
+        assert_eq!(e.compression, Compression::None);
+        assert_eq!(&repo.load_blob(&id).unwrap(), b);
+    }
+    let stored: u64 = outcomes.iter().map(|o| o.stored_len).sum();
+    let raw: u64 = blobs.iter().map(|b| b.len() as u64).sum();
+    assert!(stored <= raw + 64 * blobs.len() as u64, "{stored} vs {raw}");
+}
+
+#[test]
+fn the_target_length_sets_how_many_members_share_a_group() {
+    use cairn_store::group::DISK_GROUP_LEN;
+    let blobs: Vec<Vec<u8>> = (0..60).map(|i| text(1000 + i, 16 * 1024)).collect();
+    let groups_for = |target: usize| {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let repo = init(&backend);
+        let members: Vec<(Id, &[u8])> = blobs.iter().map(|b| (repo.blob_id(b), &b[..])).collect();
+        repo.save_group(BlobType::Data, &members, target).unwrap();
+        repo.flush().unwrap();
+        let places: std::collections::BTreeSet<(Id, u32)> = members
+            .iter()
+            .map(|m| {
+                let (pack, e) = repo.locate_blob(&m.0).unwrap().unwrap();
+                assert_eq!(e.compression, Compression::Grouped);
+                (pack, e.offset)
+            })
+            .collect();
+        places.len()
+    };
+    // 960 KiB of members: four groups at 256 KiB, one at the disk target.
+    assert_eq!(groups_for(TARGET_GROUP_LEN), 4);
+    assert_eq!(groups_for(DISK_GROUP_LEN), 1);
+    // A target past what readers accept is held to the disk target.
+    assert_eq!(groups_for(usize::MAX), 1);
 }

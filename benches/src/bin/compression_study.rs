@@ -15,7 +15,9 @@
 //! and stops): `STUDY_SIZES=min,avg,max` (KiB) chunks with other sizes;
 //! `STUDY_QUICK=1` prints only today's per-chunk total; `STUDY_GROUPS=1`
 //! groups as cairn's writers make them (per file, or per 1 MiB disk batch;
-//! `STUDY_CROSS=1` across files), with probe and level variants;
+//! `STUDY_CROSS=1` across files), with probe and level variants
+//! (`STUDY_VARIANTS=level:probe_level:keep_permille:group_kib,...`, probe
+//! level 0 for none, chooses them);
 //! `STUDY_DICT=1` per-chunk compression with a trained zstd dictionary.
 //!
 //! Run: `cargo run --release -p cairn-benches --bin compression_study -- disk IMAGE`
@@ -149,7 +151,28 @@ fn main() {
             Vec::new()
         };
         let files = if cross { &joined } else { &files };
-        for &(level, plevel, keep) in &[(3, -5, 980), (3, 1, 995), (5, -5, 980)] {
+        // STUDY_VARIANTS="level:probe_level:keep_permille:group_kib,..."
+        // (probe level 0: no probe) overrides the variants measured.
+        let variants: Vec<(i32, i32, usize, usize)> = match std::env::var("STUDY_VARIANTS") {
+            Ok(v) => v
+                .split(',')
+                .map(|t| {
+                    let f: Vec<i64> = t.split(':').map(|x| x.parse().expect("number")).collect();
+                    (
+                        f[0] as i32,
+                        f[1] as i32,
+                        f[2] as usize,
+                        (f[3] as usize) << 10,
+                    )
+                })
+                .collect(),
+            Err(_) => vec![
+                (3, -5, 980, 256 << 10),
+                (3, 1, 995, 256 << 10),
+                (5, -5, 980, 256 << 10),
+            ],
+        };
+        for &(level, plevel, keep, group) in &variants {
             let mut probe = zstd::bulk::Compressor::new(plevel).expect("probe");
             let mut c = zstd::bulk::Compressor::new(level).expect("c");
             let (mut total, mut rejected) = (0usize, 0usize);
@@ -159,15 +182,14 @@ fn main() {
                 let mut batch = 0usize;
                 for ch in f {
                     batch += ch.len();
-                    if !worth(ch, &mut probe, keep) {
+                    if plevel != 0 && !worth(ch, &mut probe, keep) {
                         total += ch.len();
                         rejected += ch.len();
                     } else {
                         buf.extend_from_slice(ch);
                     }
-                    let batch_end = kind == "disk" && batch >= 1 << 20;
-                    let _ = cross;
-                    if buf.len() >= 256 << 10 || (batch_end && !buf.is_empty()) {
+                    let batch_end = kind == "disk" && batch >= group.max(1 << 20);
+                    if buf.len() >= group || (batch_end && !buf.is_empty()) {
                         total += stored_len(&mut c, &buf);
                         buf.clear();
                     }
@@ -180,7 +202,8 @@ fn main() {
                 }
             }
             println!(
-                "groups as written, level {level} probe {plevel}/{keep}: {total:>12} ({:.4}); rejected {rejected} {:.1}s",
+                "groups of {} KiB, level {level} probe {plevel}/{keep}: {total:>12} ({:.4}); rejected {rejected} {:.1}s",
+                group >> 10,
                 total as f64 / raw as f64,
                 t.elapsed().as_secs_f64()
             );

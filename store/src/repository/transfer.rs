@@ -153,7 +153,12 @@ impl Repository {
             }
         }
         let members: Vec<(Id, &[u8])> = plain.iter().map(|&(_, m)| m).collect();
-        let saved = self.store_group(BlobType::Data, &members, Dedup::Repository)?;
+        let saved = self.store_group(
+            BlobType::Data,
+            &members,
+            crate::group::TARGET_GROUP_LEN,
+            Dedup::Repository,
+        )?;
         for ((k, _), outcome) in plain.iter().zip(saved) {
             outcomes[*k] = Some(outcome);
         }
@@ -167,6 +172,7 @@ mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
     use crate::crypto::MasterKeys;
+    use crate::group::TARGET_GROUP_LEN;
     use crate::keyfile::Credential;
     use crate::patch::PatchOp;
     use crate::random::SeededRandom;
@@ -259,7 +265,8 @@ mod tests {
             })
             .collect();
         let members: Vec<(Id, &[u8])> = blobs.iter().map(|d| (a.blob_id(d), &d[..])).collect();
-        a.save_group(BlobType::Data, &members).unwrap();
+        a.save_group(BlobType::Data, &members, TARGET_GROUP_LEN)
+            .unwrap();
         a.flush().unwrap();
         let stored: Vec<StoredBlob> = members
             .iter()
