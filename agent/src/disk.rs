@@ -383,7 +383,7 @@ fn advise_sequential(file: &File) {
 
 /// Bytes read from the source per window (more when the maximum chunk size
 /// asks for it).
-const WINDOW: usize = 4 << 20;
+const WINDOW: usize = 2 << 20;
 
 /// Chunks of one window handed to a worker: the window's bytes, the disk
 /// offset of its first byte, the chunks as (offset in window, length), and
