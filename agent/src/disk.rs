@@ -416,7 +416,7 @@ fn run_pipeline(
     stats: &mut DiskBackupStats,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), DiskError> {
-    let (work_tx, work_rx) = sync_channel::<Batch>(threads * 2);
+    let (work_tx, work_rx) = sync_channel::<Batch>(threads);
     let (done_tx, done_rx) = sync_channel::<Result<BatchResult, DiskError>>(threads * 4);
     let work_rx = Mutex::new(work_rx);
     // Set on the first failure: the reader stops, workers drain the queue
