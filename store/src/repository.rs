@@ -850,6 +850,8 @@ impl Repository {
         let mut outcomes = Vec::with_capacity(members.len());
         let mut run: Vec<(Id, &[u8])> = Vec::new();
         let mut run_len = 0;
+        // The run's id prefixes, which must differ within a group.
+        let mut run_prefixes = HashSet::new();
         let mut skip = HashSet::new();
         for &(id, data) in members {
             let raw_len = u32::try_from(data.len()).map_err(|_| {
@@ -868,6 +870,14 @@ impl Repository {
                     stored_len: 0,
                 });
             } else if (64..=crate::group::MAX_MEMBER_LEN).contains(&data.len()) {
+                // Two ids sharing a prefix (about once in 2^50 groups) go
+                // into different groups.
+                if !run_prefixes.insert(crate::group::id_prefix(&id)) {
+                    self.store_run(blob_type, &mut run, dedup, &mut outcomes)?;
+                    run_len = 0;
+                    run_prefixes.clear();
+                    run_prefixes.insert(crate::group::id_prefix(&id));
+                }
                 // A group closes once past its target, so it stays under
                 // the target plus one member (far below what readers accept).
                 // Placeholder, filled when its run is stored.
@@ -881,6 +891,7 @@ impl Repository {
                 if run_len >= target_len || run.len() == crate::group::MAX_MEMBERS {
                     self.store_run(blob_type, &mut run, dedup, &mut outcomes)?;
                     run_len = 0;
+                    run_prefixes.clear();
                 }
             } else {
                 outcomes.push(self.append_pending(
