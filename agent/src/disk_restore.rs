@@ -24,7 +24,7 @@
 //! block is aligned. File systems that refuse `O_DIRECT` (tmpfs) get the
 //! same writes through the page cache.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::ops::Range;
@@ -34,14 +34,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use cairn_store::{BlobEntry, Id, Repository};
+use cairn_store::pack::OpenedBlob;
+use cairn_store::{BlobEntry, Compression, Id, Repository};
 
 use crate::chunklist::{Extent, ListError, ListReader};
 use crate::disk::{
     DiskError, DiskImage, DiskRestoreOptions, DiskRestoreStats, io_err, is_zero, lock,
 };
 use crate::disk_read::{DIRECT_ALIGN, reopen_direct};
-use crate::fetch::{MAX_GAP, MAX_READ, load_grouped, locate};
+use crate::fetch::{MAX_GAP, MAX_READ, locate};
 use crate::parallel::on_threads;
 
 /// Disk bytes assembled per window. Two windows are in memory (one being
@@ -545,87 +546,187 @@ impl Filler<'_> {
     /// Fetches `blobs` into their places in `buf`: a few MiB of a pack per
     /// job, on the workers, each blob decompressed straight into its first
     /// place (the buffer is cut into one disjoint slice per blob), then
-    /// copied to its other places; patched blobs after, with their bases
-    /// fetched together.
+    /// copied to its other places.
+    ///
+    /// Patched blobs go first: their encodings are small, and they name
+    /// their bases, which are then fetched in the same jobs as the window's
+    /// whole blobs. A base is the chunk the previous snapshot had at the
+    /// same disk offsets, so it usually shares a solid group with chunks of
+    /// this window: fetched together, the group is opened once. (Fetched
+    /// after the window, the group had left the group cache, and every base
+    /// cost a 1 MiB group's decryption and decompression again.)
     fn fetch_into(
         &self,
-        mut blobs: Vec<Located>,
+        blobs: Vec<Located>,
         buf: &mut [u8],
         stats: &mut DiskRestoreStats,
     ) -> Result<(), DiskError> {
         let (repo, threads) = (self.repo, self.threads);
         stats.blobs_fetched += blobs.len() as u64;
-        // Pack by pack, in pack order; each pack cut into groups.
-        blobs.sort_by_key(|b| (b.pack, b.entry.offset));
-        let firsts: Vec<Placement> = blobs.iter().map(|b| b.places[0]).collect();
-        let mut slices = carve(buf, &firsts)
-            .ok_or_else(|| io_err(self.out.path, "restore", "internal error: places overlap"))?
-            .into_iter();
-        let mut jobs: Vec<Vec<(&Located, &mut [u8])>> = Vec::new();
-        let mut bytes = 0u64;
-        for b in &blobs {
-            let Some(slice) = slices.next() else { break };
-            let same_group = jobs
-                .last()
-                .and_then(|g| g.first())
-                .is_some_and(|(first, _)| first.pack == b.pack && bytes < GROUP_BYTES);
-            if !same_group {
-                jobs.push(Vec::new());
-                bytes = 0;
-            }
-            bytes += u64::from(b.entry.raw_len);
-            if let Some(group) = jobs.last_mut() {
-                group.push((b, slice));
-            }
-        }
-        // In disk order, so that the window fills front to back.
-        jobs.sort_by_key(|group| group.iter().map(|(b, _)| b.places[0].at).min());
-        stats.packs_read += jobs.len() as u64;
-        let deferred = Mutex::new(Vec::new());
-        on_threads::<_, DiskError>(threads, jobs, |group| {
-            let entries: Vec<BlobEntry> = group.iter().map(|(b, _)| b.entry).collect();
-            let (located, mut dests): (Vec<&Located>, Vec<&mut [u8]>) = group.into_iter().unzip();
-            let patches =
-                repo.load_pack_into(&located[0].pack, &entries, &mut dests, MAX_GAP, MAX_READ)?;
-            for (b, patch) in located.into_iter().zip(patches) {
-                if let Some(encoding) = patch {
-                    lock(&deferred).push((b, encoding));
+        let (patches, blobs): (Vec<Located>, Vec<Located>) = blobs
+            .into_iter()
+            .partition(|b| b.entry.compression == Compression::Patch);
+        let encodings = self.patch_encodings(&patches, stats)?;
+        // Bases not among the window's blobs, each fetched into its own
+        // stretch of `base_buf`.
+        let in_window: HashMap<Id, usize> = blobs
+            .iter()
+            .enumerate()
+            .map(|(k, b)| (b.entry.id, k))
+            .collect();
+        let mut wanted: Vec<Id> = Vec::new();
+        for (p, encoding) in patches.iter().zip(&encodings) {
+            for base in repo.patch_encoding_bases(&p.entry, encoding)? {
+                if !in_window.contains_key(&base) && !wanted.contains(&base) {
+                    wanted.push(base);
                 }
             }
-            Ok(())
-        })?;
-        let deferred = deferred.into_inner().unwrap_or_else(|e| e.into_inner());
-        let patched: HashSet<Id> = deferred.iter().map(|(b, _)| b.entry.id).collect();
+        }
+        let bases: Vec<Located> = wanted
+            .iter()
+            .map(|id| {
+                let (pack, entry) = locate(repo, id)?;
+                Ok(Located {
+                    pack,
+                    entry,
+                    places: Vec::new(),
+                })
+            })
+            .collect::<Result<_, DiskError>>()?;
+        let mut base_buf = vec![0u8; bases.iter().map(|b| b.entry.raw_len as usize).sum()];
+        {
+            let firsts: Vec<Placement> = blobs.iter().map(|b| b.places[0]).collect();
+            let window_slices = carve(buf, &firsts).ok_or_else(|| {
+                io_err(self.out.path, "restore", "internal error: places overlap")
+            })?;
+            let mut base_slices = Vec::with_capacity(bases.len());
+            let mut rest = base_buf.as_mut_slice();
+            for b in &bases {
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(b.entry.raw_len as usize);
+                base_slices.push(mine);
+                rest = tail;
+            }
+            let mut items: Vec<(&Located, &mut [u8])> = blobs
+                .iter()
+                .zip(window_slices)
+                .chain(bases.iter().zip(base_slices))
+                .collect();
+            // Pack by pack, in pack order; each pack cut into jobs.
+            items.sort_by_key(|(b, _)| (b.pack, b.entry.offset));
+            let mut jobs: Vec<Vec<(&Located, &mut [u8])>> = Vec::new();
+            let mut bytes = 0u64;
+            for (b, slice) in items {
+                let same_job = jobs
+                    .last()
+                    .and_then(|g| g.first())
+                    .is_some_and(|(first, _)| first.pack == b.pack && bytes < GROUP_BYTES);
+                if !same_job {
+                    jobs.push(Vec::new());
+                    bytes = 0;
+                }
+                bytes += u64::from(b.entry.raw_len);
+                if let Some(job) = jobs.last_mut() {
+                    job.push((b, slice));
+                }
+            }
+            // In disk order (bases last), so that the window fills front
+            // to back.
+            jobs.sort_by_key(|job| {
+                job.iter()
+                    .map(|(b, _)| b.places.first().map_or(u64::MAX, |p| p.at as u64))
+                    .min()
+            });
+            stats.packs_read += jobs.len() as u64;
+            on_threads::<_, DiskError>(threads, jobs, |job| {
+                let entries: Vec<BlobEntry> = job.iter().map(|(b, _)| b.entry).collect();
+                let (located, mut dests): (Vec<&Located>, Vec<&mut [u8]>) = job.into_iter().unzip();
+                let patches =
+                    repo.load_pack_into(&located[0].pack, &entries, &mut dests, MAX_GAP, MAX_READ)?;
+                match located.iter().zip(patches).find(|(_, p)| p.is_some()) {
+                    // A base is stored whole (no chains) and the window's
+                    // patches were taken out above.
+                    Some((b, _)) => Err(cairn_store::Error::corrupt(
+                        format!("blob {} in pack {}", b.entry.id, b.pack),
+                        "opened as a patch where a whole blob was expected",
+                    )
+                    .into()),
+                    None => Ok(()),
+                }
+            })?;
+        }
         // A blob met more than once in the window: copied from its first place.
-        for b in blobs.iter().filter(|b| !patched.contains(&b.entry.id)) {
+        for b in &blobs {
             let first = b.places[0];
             for p in &b.places[1..] {
                 buf.copy_within(first.at..first.at + first.len, p.at);
             }
         }
-        if deferred.is_empty() {
+        if patches.is_empty() {
             return Ok(());
         }
-        let mut wanted: HashSet<Id> = HashSet::new();
-        for (b, encoding) in &deferred {
-            wanted.extend(repo.patch_encoding_bases(&b.entry, encoding)?);
+        let mut base_plain: HashMap<Id, Vec<u8>> = HashMap::new();
+        let mut at = 0;
+        for b in &bases {
+            let len = b.entry.raw_len as usize;
+            base_plain.insert(b.entry.id, base_buf[at..at + len].to_vec());
+            at += len;
         }
-        let located = wanted
-            .iter()
-            .map(|id| locate(repo, id))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (bases, packs) = load_grouped(repo, located, threads)?;
-        stats.packs_read += packs as u64;
+        for (p, encoding) in patches.iter().zip(&encodings) {
+            for base in repo.patch_encoding_bases(&p.entry, encoding)? {
+                if let Some(&k) = in_window.get(&base) {
+                    let first = blobs[k].places[0];
+                    base_plain
+                        .entry(base)
+                        .or_insert_with(|| buf[first.at..first.at + first.len].to_vec());
+                }
+            }
+        }
         let shared = Mutex::new(buf);
-        let per_thread = deferred.len().div_ceil(threads).max(1);
-        on_threads::<_, DiskError>(threads, deferred.chunks(per_thread).collect(), |part| {
+        let work: Vec<(&Located, &Vec<u8>)> = patches.iter().zip(&encodings).collect();
+        let per_thread = work.len().div_ceil(threads).max(1);
+        on_threads::<_, DiskError>(threads, work.chunks(per_thread).collect(), |part| {
             for (b, encoding) in part {
-                let plain = repo.apply_patch(&b.entry, encoding, &bases)?;
+                let plain = repo.apply_patch(&b.entry, encoding, &base_plain)?;
                 place(&mut lock(&shared), &b.entry, &plain, &b.places)?;
             }
             Ok(())
         })?;
         Ok(())
+    }
+
+    /// The encodings of the window's patched blobs (in order), fetched pack
+    /// by pack on the workers.
+    fn patch_encodings(
+        &self,
+        patches: &[Located],
+        stats: &mut DiskRestoreStats,
+    ) -> Result<Vec<Vec<u8>>, DiskError> {
+        let mut by_pack: HashMap<Id, Vec<usize>> = HashMap::new();
+        for (k, p) in patches.iter().enumerate() {
+            by_pack.entry(p.pack).or_default().push(k);
+        }
+        stats.packs_read += by_pack.len() as u64;
+        let found = Mutex::new(vec![Vec::new(); patches.len()]);
+        on_threads::<_, DiskError>(self.threads, by_pack.into_iter().collect(), |(pack, ks)| {
+            let entries: Vec<BlobEntry> = ks.iter().map(|&k| patches[k].entry).collect();
+            let opened = self
+                .repo
+                .load_pack_opened(&pack, &entries, MAX_GAP, MAX_READ)?;
+            for (&k, blob) in ks.iter().zip(opened) {
+                match blob {
+                    OpenedBlob::Patch(encoding) => lock(&found)[k] = encoding,
+                    OpenedBlob::Whole(_) => {
+                        return Err(cairn_store::Error::corrupt(
+                            format!("blob {} in pack {pack}", patches[k].entry.id),
+                            "indexed as a patch but opened whole",
+                        )
+                        .into());
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(found.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
