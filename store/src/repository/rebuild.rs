@@ -11,10 +11,12 @@
 use super::{Repository, lock};
 use crate::backend::{Handle, ObjectKind};
 use crate::error::{Error, Result};
+use crate::group::Group;
 use crate::id::Id;
-use crate::index::{BlobEntry, IndexFile, PackBlobs};
+use crate::index::{BlobEntry, Compression, IndexFile, PackBlobs};
 use crate::object::ObjectHeader;
-use crate::pack::open_stored;
+use crate::pack::{group_member, open_group_plain, open_stored};
+use std::collections::BTreeMap;
 
 /// Most packs one rebuilt index file names (bounds each file's size).
 const PACKS_PER_INDEX: usize = 4096;
@@ -135,7 +137,16 @@ impl Repository {
             Err(e) => return Ok(all(e.to_string())),
         };
         let mut damaged = Vec::new();
+        // The members of a solid group are checked from one opening of it.
+        let mut groups: BTreeMap<(u32, u32), Vec<&BlobEntry>> = BTreeMap::new();
         for entry in entries {
+            if entry.compression == Compression::Grouped {
+                groups
+                    .entry((entry.offset, entry.stored_len))
+                    .or_default()
+                    .push(entry);
+                continue;
+            }
             let start = entry.offset as usize;
             let checked = bytes
                 .get(start..start + entry.stored_len as usize)
@@ -144,16 +155,58 @@ impl Repository {
                 .and_then(|opened| {
                     self.finish_opened(entry, opened, &format!("blob {} in {name}", entry.id))
                 });
-            match checked {
-                Ok(_) => {}
-                Err(e) if e.is_damage() => damaged.push(PackDamage {
-                    id: entry.id,
-                    reason: e.to_string(),
-                }),
-                Err(e) => return Err(e),
+            record(&mut damaged, &[entry], checked.map(|_| ()))?;
+        }
+        for ((offset, stored_len), members) in groups {
+            let what = || format!("blob group at offset {offset} in {name}");
+            let group_plain = bytes
+                .get(offset as usize..offset as usize + stored_len as usize)
+                .ok_or_else(|| Error::corrupt(what(), "outside the pack"))
+                .and_then(|sealed| open_group_plain(&cipher, &members, &mut sealed.to_vec(), pack));
+            let parsed = group_plain.and_then(|plain| {
+                Group::parse(&plain, &what())?;
+                Ok(plain)
+            });
+            let plain = match parsed {
+                Ok(plain) => plain,
+                Err(e) => {
+                    record(&mut damaged, &members, Err(e))?;
+                    continue;
+                }
+            };
+            let group = Group::parse(&plain, &what())?;
+            for m in members {
+                let checked = group_member(&group, m, m.raw_len as usize, &what).and_then(|b| {
+                    if self.keys.blob_id(b) == m.id {
+                        Ok(())
+                    } else {
+                        Err(Error::corrupt(
+                            format!("blob {} in {name}", m.id),
+                            "content does not match its id",
+                        ))
+                    }
+                });
+                record(&mut damaged, &[m], checked)?;
             }
         }
         Ok(damaged)
+    }
+}
+
+/// Notes `blobs` as damaged when `checked` failed with damage; any other
+/// failure (of the target or the cache) is returned.
+fn record(damaged: &mut Vec<PackDamage>, blobs: &[&BlobEntry], checked: Result<()>) -> Result<()> {
+    match checked {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_damage() => {
+            let reason = e.to_string();
+            damaged.extend(blobs.iter().map(|b| PackDamage {
+                id: b.id,
+                reason: reason.clone(),
+            }));
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -234,5 +287,39 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn damage_to_a_group_names_every_member_and_only_them() {
+        let backend = Arc::new(MemoryBackend::new());
+        let r = repo(backend.clone(), false);
+        let alone = r.save_blob(BlobType::Data, &[7u8; 5000]).unwrap().id;
+        let texts: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| format!("member {i} of a group; ").repeat(300).into_bytes())
+            .collect();
+        let members: Vec<(Id, &[u8])> = texts.iter().map(|t| (r.blob_id(t), &t[..])).collect();
+        r.save_group(BlobType::Data, &members, crate::group::TARGET_GROUP_LEN)
+            .unwrap();
+        r.flush().unwrap();
+        let (pack, group_entry) = r.locate_blob(&members[0].0).unwrap().unwrap();
+        assert_eq!(group_entry.compression, Compression::Grouped);
+        let mut entries = vec![r.locate_blob(&alone).unwrap().unwrap().1];
+        for (id, _) in &members {
+            entries.push(r.locate_blob(id).unwrap().unwrap().1);
+        }
+        assert!(r.damaged_blobs_in_pack(&pack, &entries).unwrap().is_empty());
+        let handle = Handle::new(ObjectKind::Pack, &pack);
+        let mut bytes = backend.read(&handle).unwrap();
+        bytes[group_entry.offset as usize + 5] ^= 0xff;
+        backend.delete(&handle).unwrap();
+        backend.write_new(&handle, &bytes).unwrap();
+        let damaged: Vec<Id> = r
+            .damaged_blobs_in_pack(&pack, &entries)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        let expected: Vec<Id> = members.iter().map(|m| m.0).collect();
+        assert_eq!(damaged, expected);
     }
 }
