@@ -33,6 +33,18 @@ const SEALED_SNAPSHOT: &str = concat!(
     "17a477aba9b3ab175a73ba66"
 );
 
+/// `group::encode(&[(Id([0x11; 32]), b"ab"), (Id([0x22; 32]), b"cde")])`:
+/// a solid group's plaintext before compression (§2.5.2): the member
+/// count, each member's 8-byte id prefix and length, then the members.
+const GROUP_PLAIN: &str = concat!(
+    "02000000",
+    "1111111111111111",
+    "02000000",
+    "2222222222222222",
+    "03000000",
+    "6162636465"
+);
+
 /// The master keys of the vectors.
 fn keys() -> MasterKeys {
     MasterKeys::generate(&SeededRandom::new(b"vector")).unwrap()
@@ -115,6 +127,25 @@ fn sealed_metadata_object() {
     );
 }
 
+fn group_vector() -> Vec<u8> {
+    cairn_store::group::encode(&[
+        (cairn_store::Id([0x11; 32]), b"ab"),
+        (cairn_store::Id([0x22; 32]), b"cde"),
+    ])
+}
+
+#[test]
+fn solid_group_plaintext() {
+    let plain = group_vector();
+    assert_eq!(hex::encode(&plain), GROUP_PLAIN);
+    let pinned = hex::decode(GROUP_PLAIN).unwrap();
+    let group = cairn_store::group::Group::parse(&pinned, "v").unwrap();
+    assert_eq!(
+        group.member(&cairn_store::Id([0x22; 32])),
+        Some(&b"cde"[..])
+    );
+}
+
 /// Prints the vectors (computed, not the constants) for docs/format.md.
 #[test]
 #[ignore = "prints the vectors for docs/format.md; run with --ignored --nocapture"]
@@ -142,5 +173,7 @@ fn print_vectors_for_docs() {
     );
     println!("seal_metadata(Snapshot, {{\"x\":1}}, keys, SeededRandom(\"vector-salt\"))");
     println!("  = {}", hex::encode(sealed_snapshot_vector()));
+    println!("group::encode([(11 x32, \"ab\"), (22 x32, \"cde\")])");
+    println!("  = {}", hex::encode(group_vector()));
     println!("```");
 }
