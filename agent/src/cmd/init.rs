@@ -8,21 +8,17 @@ use cairn_objstore::Location;
 use cairn_store::RandomSource;
 use cairn_store::backend::{CreateOnly, ProbeError, probe_create_only};
 use cairn_store::keyfile::KeyFileInfo;
-use cairn_store::{ChunkSizes, ChunkerConfig, InitOptions, KdfParams, Repository};
+use cairn_store::{ChunkSizes, ChunkerConfig, InitOptions, Repository};
 
-use super::common::{RepoArgs, print, print_json};
+use super::common::{KdfArgs, RepoArgs, print, print_json};
 
 /// Options of `cairn init`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     repo: RepoArgs,
-    /// Argon2id memory for the password's key file, in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 64)]
-    kdf_memory: u32,
-    /// Argon2id passes over that memory.
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    kdf_iterations: u32,
+    #[command(flatten)]
+    kdf: KdfArgs,
     /// Target pack size in MiB.
     #[arg(long, value_name = "MiB", default_value_t = 16)]
     pack_size: u32,
@@ -86,12 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         init.chunker = chunker;
         init.share_ids_with = Some(keys);
     }
-    init.kdf = KdfParams {
-        memory_kib: args.kdf_memory.saturating_mul(1024),
-        iterations: args.kdf_iterations,
-        parallelism: 1,
-    };
-    init.kdf.validate()?;
+    init.kdf = args.kdf.params()?;
     init.pack_size = args.pack_size.saturating_mul(1 << 20);
     init.compression_level = args.compression;
     init.key_info = KeyFileInfo {

@@ -9,38 +9,15 @@
 use cairn::exit::Outcome;
 use cairn::repo::{hostname, read_new_password, username};
 use cairn::units::format_time;
-use cairn_store::{KdfParams, KeyFileInfo};
+use cairn_store::KeyFileInfo;
 
-use super::common::{RepoArgs, print, print_json};
+use super::common::{KdfArgs, RepoArgs, print, print_json};
 
 /// Options of `cairn key`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
     action: Action,
-}
-
-/// Argon2id cost of a new password's key file.
-#[derive(Debug, Clone, clap::Args)]
-struct KdfArgs {
-    /// Argon2id memory for the new key file, in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 64)]
-    kdf_memory: u32,
-    /// Argon2id passes over that memory.
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    kdf_iterations: u32,
-}
-
-impl KdfArgs {
-    fn params(&self) -> anyhow::Result<KdfParams> {
-        let p = KdfParams {
-            memory_kib: self.kdf_memory.saturating_mul(1024),
-            iterations: self.kdf_iterations,
-            parallelism: 1,
-        };
-        p.validate()?;
-        Ok(p)
-    }
 }
 
 #[derive(Debug, clap::Subcommand)]
