@@ -198,7 +198,8 @@ pub fn restore_files(
         failure: Mutex::new(None),
         abort: AtomicBool::new(false),
     };
-    let top = Arc::new(OpenDir::new(&shared, top));
+    let top_is_empty = is_empty_dir(&top).map_err(target_err)?;
+    let top = Arc::new(OpenDir::new(&shared, top, top_is_empty));
     let (tx, rx) = sync_channel::<FileJob<'_, '_>>(threads * 4);
     let rx = Mutex::new(rx);
     let walked = std::thread::scope(|scope| {
@@ -276,15 +277,23 @@ impl Shared<'_> {
 /// the work is spread over the workers instead of a serial pass at the end.
 struct OpenDir<'a, 's> {
     fd: OwnedFd,
+    /// Made by this restore (or found empty at its start): a tree's names
+    /// are unique, so nothing in it needs to be looked for, replaced or
+    /// checked before an entry is created, which saves two `statat` per
+    /// file. Creation stays exclusive (`O_EXCL`, `mkdirat`, `symlinkat`):
+    /// an entry another process puts there meanwhile is refused with a
+    /// warning, never followed or overwritten.
+    fresh: bool,
     shared: &'a Shared<'s>,
     /// The directory's path and node, set once the walker has listed it.
     meta: Mutex<Option<(Vec<u8>, Node)>>,
 }
 
 impl<'a, 's> OpenDir<'a, 's> {
-    fn new(shared: &'a Shared<'s>, fd: OwnedFd) -> Self {
+    fn new(shared: &'a Shared<'s>, fd: OwnedFd, fresh: bool) -> Self {
         OpenDir {
             fd,
+            fresh,
             shared,
             meta: Mutex::new(None),
         }
@@ -328,7 +337,7 @@ fn file_worker(shared: &Shared<'_>, queue: &Mutex<Receiver<FileJob<'_, '_>>>) {
         if shared.abort.load(Ordering::Relaxed) {
             continue;
         }
-        if let Err(e) = restore_file(shared, &job.dir.fd, &job.rel, &job.node) {
+        if let Err(e) = restore_file(shared, &job.dir.fd, job.dir.fresh, &job.rel, &job.node) {
             shared.fail(e);
         }
     }
@@ -397,11 +406,11 @@ impl<'a, 's> RestoreWalker<'a, 's> {
                 let Some(sub) = node.subtree else {
                     return Ok(());
                 };
-                let Some(fd) = open_child_dir(shared, &dir.fd, child, &node.name, true) else {
+                let Some((fd, created)) = open_child_dir(shared, &dir.fd, child, &node.name) else {
                     return Ok(());
                 };
                 shared.count(|s| s.dirs += 1);
-                let open = Arc::new(OpenDir::new(shared, fd));
+                let open = Arc::new(OpenDir::new(shared, fd, created));
                 let has_hardlinks = self.restore_dir(&open, child, &sub)?;
                 // Without search and write permission for us, the directory
                 // could not be reopened for the hardlinks made at the end.
@@ -424,33 +433,31 @@ impl<'a, 's> RestoreWalker<'a, 's> {
             }
             NodeKind::Hardlink => self.hardlinks.push((rel.to_vec(), node)),
             NodeKind::Socket => {}
-            _ => restore_special(shared, &dir.fd, child, &node),
+            _ => restore_special(shared, &dir.fd, dir.fresh, child, &node),
         }
         Ok(())
     }
 }
 
 /// Creates (if needed) and opens the directory `name` in `dir` without
-/// following a symlink; `None` (with a warning) when that is impossible.
+/// following a symlink, and says whether this call created it; `None`
+/// (with a warning) when that is impossible.
 fn open_child_dir(
     shared: &Shared<'_>,
     dir: &OwnedFd,
     rel: &[u8],
     name: &[u8],
-    create: bool,
-) -> Option<OwnedFd> {
-    if create {
-        match rustix::fs::mkdirat(dir, name, Mode::RWXU) {
-            Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::EXIST => {}
-            Err(e) => {
-                shared.warn(rel, format!("cannot create directory: {e}"));
-                return None;
-            }
+) -> Option<(OwnedFd, bool)> {
+    let created = match rustix::fs::mkdirat(dir, name, Mode::RWXU) {
+        Ok(()) => true,
+        Err(e) if e == rustix::io::Errno::EXIST => false,
+        Err(e) => {
+            shared.warn(rel, format!("cannot create directory: {e}"));
+            return None;
         }
-    }
+    };
     match rustix::fs::openat(dir, name, dir_flags(), Mode::empty()) {
-        Ok(fd) => Some(fd),
+        Ok(fd) => Some((fd, created)),
         Err(e) => {
             shared.warn(
                 rel,
@@ -480,9 +487,20 @@ fn clear_entry(shared: &Shared<'_>, dir: &OwnedFd, rel: &[u8], name: &[u8]) -> b
     }
 }
 
-/// Symlinks, fifos and device nodes.
-fn restore_special(shared: &Shared<'_>, dir: &OwnedFd, rel: &[u8], node: &Node) {
-    if !clear_entry(shared, dir, rel, &node.name) {
+/// Whether the directory open at `dir` holds no entries.
+fn is_empty_dir(dir: &OwnedFd) -> io::Result<bool> {
+    let mut entries = rustix::fs::Dir::read_from(dir)?;
+    while let Some(entry) = entries.read() {
+        if !matches!(entry?.file_name().to_bytes(), b"." | b"..") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Symlinks, fifos and device nodes (`fresh`: see [`OpenDir::fresh`]).
+fn restore_special(shared: &Shared<'_>, dir: &OwnedFd, fresh: bool, rel: &[u8], node: &Node) {
+    if !fresh && !clear_entry(shared, dir, rel, &node.name) {
         return;
     }
     let mode = Mode::from_raw_mode(node.mode & 0o7777);
@@ -604,16 +622,18 @@ fn apply_dir_meta(shared: &Shared<'_>, top: &OwnedFd, rel: &[u8], node: &Node) {
     }
 }
 
-/// Writes one regular file (or skips it when a rerun finds it correct).
+/// Writes one regular file (or skips it when a rerun finds it correct);
+/// in a `fresh` directory ([`OpenDir::fresh`]) nothing is looked for first.
 fn restore_file(
     shared: &Shared<'_>,
     dir: &OwnedFd,
+    fresh: bool,
     rel: &[u8],
     node: &Node,
 ) -> Result<(), RestoreError> {
     let name = node.name.as_slice();
     let content = node.content.clone().unwrap_or_else(Content::empty);
-    if already_restored(shared, dir, name, node, &content)? {
+    if !fresh && already_restored(shared, dir, name, node, &content)? {
         // Its content was just hashed against the snapshot: verified too.
         shared.count(|s| {
             s.files += 1;
@@ -622,7 +642,7 @@ fn restore_file(
         });
         return Ok(());
     }
-    if !clear_entry(shared, dir, rel, name) {
+    if !fresh && !clear_entry(shared, dir, rel, name) {
         return Ok(());
     }
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -710,8 +730,9 @@ impl From<cairn_store::Error> for WriteError {
     }
 }
 
-/// Writes the extents at their offsets; holes are skipped and the size set
-/// at the end, so they stay sparse. Returns the bytes written.
+/// Writes the extents at their offsets into `file`, created empty; holes
+/// are skipped and a trailing one made by setting the size, so they stay
+/// sparse. Returns the bytes written.
 ///
 /// Reads are planned by pack: the file's extents are taken a few MiB at a
 /// time, grouped by the pack holding each blob, and each group is fetched
@@ -725,9 +746,12 @@ fn write_content(repo: &Repository, file: &File, content: &Content) -> Result<u6
     // Where the batch being collected starts: writeback is started for
     // each written batch's range alone, not the whole file again.
     let mut batch_from = 0u64;
+    // Where the last blob ends: the file's size once the batches are written.
+    let mut data_end = 0u64;
     content.for_each_extent(repo, |e| {
         if let Some(id) = e.blob {
             batch.push((offset, id, e.len));
+            data_end = offset.saturating_add(e.len);
             batch_bytes = batch_bytes.saturating_add(e.len);
             if batch_bytes >= FETCH_BATCH_BYTES || batch.len() >= FETCH_BATCH_BLOBS {
                 written += write_batch(repo, file, &std::mem::take(&mut batch))?;
@@ -741,7 +765,9 @@ fn write_content(repo: &Repository, file: &File, content: &Content) -> Result<u6
         Ok::<(), WriteError>(())
     })?;
     written += write_batch(repo, file, &batch)?;
-    file.set_len(offset)?;
+    if offset > data_end {
+        file.set_len(offset)?;
+    }
     if written >= WRITEBACK_FROM {
         start_writeback(file, batch_from, offset.saturating_sub(batch_from));
     }
@@ -946,7 +972,7 @@ fn restore_unlinked_copy(
         Some(first) if first.kind == NodeKind::File => {
             let mut copy = first;
             copy.name = node.name.clone();
-            restore_file(shared, dir, rel, &copy)
+            restore_file(shared, dir, false, rel, &copy)
         }
         _ => {
             shared.warn(

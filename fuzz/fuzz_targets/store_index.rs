@@ -28,12 +28,12 @@ fn sample() -> &'static (IndexFile, Vec<u8>, Vec<u8>) {
     SAMPLE.get_or_init(|| {
         let entry = |i: u8| BlobEntry {
             id: Id([i; 32]),
-            blob_type: if i % 2 == 0 {
+            blob_type: if i.is_multiple_of(2) {
                 BlobType::Data
             } else {
                 BlobType::Meta
             },
-            compression: if i % 3 == 0 {
+            compression: if i.is_multiple_of(3) {
                 Compression::None
             } else {
                 Compression::Zstd

@@ -153,7 +153,7 @@ impl Repository {
                 .ok_or_else(|| Error::corrupt(&name, "blob outside the pack"))
                 .and_then(|sealed| open_stored(&cipher, &self.keys, entry, sealed.to_vec(), pack))
                 .and_then(|opened| {
-                    self.finish_opened(entry, opened, &format!("blob {} in {name}", entry.id))
+                    self.finish_opened(entry, opened, || format!("blob {} in {name}", entry.id))
                 });
             record(&mut damaged, &[entry], checked.map(|_| ()))?;
         }

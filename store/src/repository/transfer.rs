@@ -107,7 +107,7 @@ impl Repository {
             ));
         }
         let opened = decode_stored(&self.keys, &entry, blob.stored.clone(), &what)?;
-        self.finish_opened(&entry, opened, &what)?;
+        self.finish_opened(&entry, opened, || what)?;
         if blob.compression == Compression::None {
             // Plaintext (a group member travels so): compressed here when
             // that pays.
