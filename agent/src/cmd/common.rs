@@ -18,10 +18,10 @@ use std::sync::Arc;
 #[derive(Debug, Clone, clap::Args)]
 pub struct KdfArgs {
     /// Argon2id memory for the new key file, in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 64)]
+    #[arg(long, value_name = "MiB", default_value_t = KdfParams::DEFAULT.memory_kib / 1024)]
     pub kdf_memory: u32,
     /// Argon2id passes over that memory.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.iterations)]
     pub kdf_iterations: u32,
     /// Argon2id lanes (computed in parallel, one per core).
     #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.parallelism)]
