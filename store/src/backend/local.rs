@@ -17,12 +17,17 @@
 //!
 //! cairn runs as root on guests, so files are created mode 0600 and
 //! directories 0700: repository objects are never world-readable.
+//!
+//! On a local disk, packs are written around the page cache ([`direct`]).
+
+mod direct;
 
 use super::{Backend, BackendError, Handle, ObjectInfo, ObjectKind};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// The prefix of temp files; it can never start a valid object name.
@@ -36,6 +41,8 @@ const DIR_MODE: u32 = 0o700;
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Present where large objects are written with direct I/O.
+    direct: Option<Arc<direct::DirectWriter>>,
 }
 
 impl LocalBackend {
@@ -60,7 +67,7 @@ impl LocalBackend {
                 .map_err(|e| io_err("create directory", dir.display(), e))?;
         }
         sync_dir(&root)?;
-        Ok(LocalBackend { root })
+        Ok(LocalBackend::at(root))
     }
 
     /// Opens the repository directory `root`, which must exist
@@ -72,7 +79,12 @@ impl LocalBackend {
             let e = io::Error::new(ErrorKind::NotADirectory, "not a directory");
             return Err(io_err("open", root.display(), e));
         }
-        Ok(LocalBackend { root })
+        Ok(LocalBackend::at(root))
+    }
+
+    fn at(root: PathBuf) -> LocalBackend {
+        let direct = direct::DirectWriter::for_dir(&root).map(Arc::new);
+        LocalBackend { root, direct }
     }
 
     /// The repository directory.
@@ -183,8 +195,11 @@ impl LocalBackend {
             other => other,
         }
         .map_err(|e| io_err("create temp file", tmp.display(), e))?;
-        let result = (&file)
-            .write_all(data)
+        let written = match &self.direct {
+            Some(direct) => direct.write_all(&file, data).map(drop),
+            None => (&file).write_all(data),
+        };
+        let result = written
             .and_then(|()| file.sync_all())
             .map_err(|e| io_err("write", tmp.display(), e));
         if let Err(e) = result {
