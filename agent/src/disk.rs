@@ -30,9 +30,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::chunklist::{Extent, ListError, ListRoot, ListWriter};
+use crate::direct_io::DIRECT_ALIGN;
 use crate::disk_cut::{Cut, Cutter, Known};
 use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_as_patch};
-use crate::disk_read::{DIRECT_ALIGN, DirectFile, ReadAt, Unreadable, read_tolerant};
+use crate::disk_read::{DirectFile, ReadAt, Unreadable, read_tolerant};
 use crate::parallel::split_by_bytes;
 
 /// The root blob of a disk snapshot: the disks it holds.

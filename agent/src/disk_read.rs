@@ -22,12 +22,13 @@
 //! up. Reads that are not aligned, and file systems that refuse `O_DIRECT`
 //! (tmpfs), go through the page cache as before.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::direct_io::{direct_aligned, reopen_direct};
 
 /// Granularity of the retry after a read error, and of what is zeroed:
 /// one file-system block (a failed 512-byte sector costs its 4 KiB block;
@@ -46,12 +47,8 @@ impl ReadAt for File {
     }
 }
 
-/// What `O_DIRECT` asks to be aligned to: buffer address, offset and
-/// length (the largest logical block size of disks in use).
-pub const DIRECT_ALIGN: usize = 4096;
-
 /// A source file read with `O_DIRECT` where a read is aligned to
-/// [`DIRECT_ALIGN`], through the page cache otherwise.
+/// [`DIRECT_ALIGN`](crate::direct_io::DIRECT_ALIGN), through the page cache otherwise.
 pub struct DirectFile<'a> {
     plain: &'a File,
     /// The same open file again with `O_DIRECT`, if the file system takes it.
@@ -77,27 +74,6 @@ impl<'a> DirectFile<'a> {
     pub fn is_direct(&self) -> bool {
         self.usable.load(Ordering::Relaxed)
     }
-}
-
-/// `file` opened again with `O_DIRECT` (for writing too if `write`): the
-/// very file it has open, through `/proc/self/fd`, not its path, which may
-/// name another file by now. `None` where the file system refuses direct
-/// I/O (tmpfs).
-pub fn reopen_direct(file: &File, write: bool) -> Option<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(libc::O_DIRECT)
-        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .ok()
-}
-
-/// Whether a read of `buf` at `offset` meets `O_DIRECT`'s alignment.
-fn direct_aligned(buf: &[u8], offset: u64) -> bool {
-    !buf.is_empty()
-        && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
-        && offset.is_multiple_of(DIRECT_ALIGN as u64)
-        && buf.len().is_multiple_of(DIRECT_ALIGN)
 }
 
 impl ReadAt for DirectFile<'_> {
@@ -196,6 +172,7 @@ fn salvage(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::direct_io::DIRECT_ALIGN;
 
     /// A source of `len` bytes (`byte(offset)`) whose bytes in `bad` fail
     /// with `EIO`, or with `other` when given.

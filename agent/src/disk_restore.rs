@@ -31,17 +31,16 @@ use std::ops::Range;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use cairn_store::pack::OpenedBlob;
 use cairn_store::{BlobEntry, Compression, Id, Repository};
 
 use crate::chunklist::{Extent, ListError, ListReader};
+use crate::direct_io::{AlignedBuf, DIRECT_ALIGN, DirectFileIo};
 use crate::disk::{
     DiskError, DiskImage, DiskRestoreOptions, DiskRestoreStats, io_err, is_zero, lock,
 };
-use crate::disk_read::{DIRECT_ALIGN, reopen_direct};
 use crate::fetch::{MAX_GAP, MAX_READ, locate};
 use crate::parallel::on_threads;
 
@@ -178,35 +177,6 @@ fn restore_into(
         }));
     }
     Ok(stats)
-}
-
-/// A byte buffer whose usable part starts on a [`DIRECT_ALIGN`] boundary
-/// (`Vec` promises no alignment; the slack at its front is skipped).
-#[derive(Default)]
-struct AlignedBuf {
-    vec: Vec<u8>,
-    pad: usize,
-}
-
-impl AlignedBuf {
-    /// Makes room for `len` aligned bytes (the contents are not kept).
-    fn reserve(&mut self, len: usize) {
-        if self.pad + len <= self.vec.len() {
-            return;
-        }
-        // Zeroed allocations are mapped lazily: untouched room costs no memory.
-        let vec = vec![0u8; len + len / 8 + DIRECT_ALIGN];
-        let pad = (DIRECT_ALIGN - vec.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
-        *self = AlignedBuf { vec, pad };
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.vec[self.pad..]
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.vec[self.pad..]
-    }
 }
 
 /// Where a blob goes in a window's buffer.
@@ -832,91 +802,35 @@ fn write_windows(
     Ok(())
 }
 
-/// The file or device restored to, written directly where it can be.
+/// The file or device restored to, written directly where it can be;
+/// errors name it.
 struct Target<'a> {
-    plain: &'a File,
-    /// The same open file again with `O_DIRECT`, if the file system takes it.
-    direct: Option<File>,
-    /// Cleared when a direct write is refused (`EINVAL`): the rest go plain.
-    usable: AtomicBool,
+    io: DirectFileIo<'a>,
     path: &'a Path,
 }
 
 impl<'a> Target<'a> {
     fn new(plain: &'a File, path: &'a Path) -> Self {
-        let direct = reopen_direct(plain, true);
         Target {
-            plain,
-            usable: AtomicBool::new(direct.is_some()),
-            direct,
+            io: DirectFileIo::new(plain),
             path,
         }
     }
 
-    /// The direct handle, if `buf` at `offset` may use it.
-    fn direct_for(&self, buf: &[u8], offset: u64) -> Option<&File> {
-        let aligned = !buf.is_empty()
-            && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
-            && offset.is_multiple_of(DIRECT_ALIGN as u64)
-            && buf.len().is_multiple_of(DIRECT_ALIGN);
-        self.direct
-            .as_ref()
-            .filter(|_| aligned && self.usable.load(Ordering::Relaxed))
-    }
-
     /// Writes all of `buf` at `offset`: the aligned part directly, the
     /// rest (the disk's last partial block) through the page cache.
-    fn write_all(&self, mut buf: &[u8], mut offset: u64) -> Result<(), DiskError> {
-        while !buf.is_empty() {
-            let whole = buf.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-            let n = match self.direct_for(&buf[..whole], offset) {
-                Some(direct) => match direct.write_at(&buf[..whole], offset) {
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        self.usable.store(false, Ordering::Relaxed);
-                        continue;
-                    }
-                    other => other,
-                },
-                None => self.plain.write_at(buf, offset),
-            };
-            match n {
-                Ok(0) => return Err(io_err(self.path, "write", io::ErrorKind::WriteZero)),
-                Ok(n) => {
-                    buf = &buf[n..];
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(self.path, "write", e)),
-            }
-        }
-        Ok(())
+    fn write_all(&self, buf: &[u8], offset: u64) -> Result<(), DiskError> {
+        self.io
+            .write_all(buf, offset)
+            .map_err(|e| io_err(self.path, "write", e))
     }
 
     /// Fills `buf` from `offset`, directly where aligned.
-    fn read_exact(&self, mut buf: &mut [u8], mut offset: u64) -> Result<(), DiskError> {
-        while !buf.is_empty() {
-            let whole = buf.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-            let n = match self.direct_for(&buf[..whole], offset) {
-                Some(direct) => match direct.read_at(&mut buf[..whole], offset) {
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        self.usable.store(false, Ordering::Relaxed);
-                        continue;
-                    }
-                    other => other,
-                },
-                None => self.plain.read_at(buf, offset),
-            };
-            match n {
-                Ok(0) => return Err(io_err(self.path, "read", "the target is too short")),
-                Ok(n) => {
-                    buf = &mut buf[n..];
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(self.path, "read", e)),
-            }
-        }
-        Ok(())
+    fn read_exact(&self, buf: &mut [u8], offset: u64) -> Result<(), DiskError> {
+        self.io.read_exact(buf, offset).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => io_err(self.path, "read", "the target is too short"),
+            _ => io_err(self.path, "read", e),
+        })
     }
 }
 

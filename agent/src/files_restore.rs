@@ -31,11 +31,11 @@
 //! Each file's reads are planned by pack (see `write_content`); small files
 //! are still fetched one by one, in parallel over the workers.
 
-use crate::fetch::{MAX_GAP, MAX_READ};
+use crate::direct_io::AlignedBuf;
+use crate::file_content::{DIRECT_FROM, WriteError, content_matches, write_content};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -328,6 +328,8 @@ struct FileJob<'a, 's> {
 }
 
 fn file_worker(shared: &Shared<'_>, queue: &Mutex<Receiver<FileJob<'_, '_>>>) {
+    // Where file content is assembled, kept from file to file.
+    let mut buf = AlignedBuf::default();
     loop {
         let job = match queue.lock() {
             Ok(q) => q.recv(),
@@ -337,7 +339,8 @@ fn file_worker(shared: &Shared<'_>, queue: &Mutex<Receiver<FileJob<'_, '_>>>) {
         if shared.abort.load(Ordering::Relaxed) {
             continue;
         }
-        if let Err(e) = restore_file(shared, &job.dir.fd, job.dir.fresh, &job.rel, &job.node) {
+        let (dir, rel) = (&job.dir, job.rel.as_slice());
+        if let Err(e) = restore_file(shared, &dir.fd, dir.fresh, rel, &job.node, &mut buf) {
             shared.fail(e);
         }
     }
@@ -622,14 +625,16 @@ fn apply_dir_meta(shared: &Shared<'_>, top: &OwnedFd, rel: &[u8], node: &Node) {
     }
 }
 
-/// Writes one regular file (or skips it when a rerun finds it correct);
-/// in a `fresh` directory ([`OpenDir::fresh`]) nothing is looked for first.
+/// Writes one regular file (or skips it when a rerun finds it correct),
+/// assembling its content in `buf`; in a `fresh` directory
+/// ([`OpenDir::fresh`]) nothing is looked for first.
 fn restore_file(
     shared: &Shared<'_>,
     dir: &OwnedFd,
     fresh: bool,
     rel: &[u8],
     node: &Node,
+    buf: &mut AlignedBuf,
 ) -> Result<(), RestoreError> {
     let name = node.name.as_slice();
     let content = node.content.clone().unwrap_or_else(Content::empty);
@@ -653,7 +658,8 @@ fn restore_file(
             return Ok(());
         }
     };
-    let written = match write_content(shared.repo, &file, &content) {
+    let direct = node.size >= DIRECT_FROM;
+    let written = match write_content(shared.repo, &file, &content, direct, buf) {
         Ok(n) => n,
         Err(WriteError::Tree(e)) => return Err(e.into()),
         Err(e) => {
@@ -708,206 +714,6 @@ fn already_restored(
         Err(WriteError::Tree(e)) => Err(e.into()),
         Err(_) => Ok(false),
     }
-}
-
-#[derive(Debug, Error)]
-enum WriteError {
-    #[error(transparent)]
-    Io(#[from] io::Error),
-    #[error(transparent)]
-    Tree(#[from] TreeError),
-    #[error("blob {0} does not have its extent's length")]
-    Length(Id),
-    #[error("content differs")]
-    Mismatch,
-    #[error("the extents add up to more than 2^64 bytes")]
-    Overflow,
-}
-
-impl From<cairn_store::Error> for WriteError {
-    fn from(e: cairn_store::Error) -> Self {
-        WriteError::Tree(TreeError::Store(e))
-    }
-}
-
-/// Writes the extents at their offsets into `file`, created empty; holes
-/// are skipped and a trailing one made by setting the size, so they stay
-/// sparse. Returns the bytes written.
-///
-/// Reads are planned by pack: the file's extents are taken a few MiB at a
-/// time, grouped by the pack holding each blob, and each group is fetched
-/// with coalesced ranged reads (one request for a run of neighbouring
-/// blobs, which is what a file's chunks usually are).
-fn write_content(repo: &Repository, file: &File, content: &Content) -> Result<u64, WriteError> {
-    let mut offset = 0u64;
-    let mut written = 0u64;
-    let mut batch: Vec<(u64, Id, u64)> = Vec::new();
-    let mut batch_bytes = 0u64;
-    // Where the batch being collected starts: writeback is started for
-    // each written batch's range alone, not the whole file again.
-    let mut batch_from = 0u64;
-    // Where the last blob ends: the file's size once the batches are written.
-    let mut data_end = 0u64;
-    content.for_each_extent(repo, |e| {
-        if let Some(id) = e.blob {
-            batch.push((offset, id, e.len));
-            data_end = offset.saturating_add(e.len);
-            batch_bytes = batch_bytes.saturating_add(e.len);
-            if batch_bytes >= FETCH_BATCH_BYTES || batch.len() >= FETCH_BATCH_BLOBS {
-                written += write_batch(repo, file, &std::mem::take(&mut batch))?;
-                batch_bytes = 0;
-                let end = offset.saturating_add(e.len);
-                start_writeback(file, batch_from, end - batch_from);
-                batch_from = end;
-            }
-        }
-        offset = offset.checked_add(e.len).ok_or(WriteError::Overflow)?;
-        Ok::<(), WriteError>(())
-    })?;
-    written += write_batch(repo, file, &batch)?;
-    if offset > data_end {
-        file.set_len(offset)?;
-    }
-    if written >= WRITEBACK_FROM {
-        start_writeback(file, batch_from, offset.saturating_sub(batch_from));
-    }
-    Ok(written)
-}
-
-/// Files with at least this much data written have their writeback started
-/// when done (small files are left to the kernel: a call per file costs
-/// more than it saves).
-const WRITEBACK_FROM: u64 = 1 << 20;
-
-/// Starts writing `len` bytes of a file from `from` to disk now, without
-/// waiting, and lets go of pages already written (`POSIX_FADV_DONTNEED`). The kernel
-/// otherwise starts writeback only when dirty pages pile up, so the whole
-/// restore waited in the final sync (0.42 s after a 1.45 s restore of an
-/// 850 MB tree); started early, the writes overlap the fetching, and a
-/// restore does not push the guest's own data out of the page cache.
-/// A hint: failure changes nothing.
-fn start_writeback(file: &File, from: u64, len: u64) {
-    if let Some(len) = std::num::NonZeroU64::new(len) {
-        let _ = rustix::fs::fadvise(file, from, Some(len), rustix::fs::Advice::DontNeed);
-    }
-}
-
-/// Plaintext fetched at once by one restore worker.
-const FETCH_BATCH_BYTES: u64 = 8 << 20;
-/// Blobs fetched at once by one restore worker.
-const FETCH_BATCH_BLOBS: usize = 1024;
-
-/// Fetches a batch of (file offset, blob, length) pack by pack and writes
-/// each blob where it goes; returns the bytes written.
-fn write_batch(
-    repo: &Repository,
-    file: &File,
-    batch: &[(u64, Id, u64)],
-) -> Result<u64, WriteError> {
-    let mut by_pack: std::collections::BTreeMap<Id, Vec<(u64, u64, cairn_store::BlobEntry)>> =
-        Default::default();
-    let mut written = 0;
-    for &(offset, id, len) in batch {
-        match repo.locate_blob(&id)? {
-            Some((pack, entry)) => by_pack.entry(pack).or_default().push((offset, len, entry)),
-            // Not in a pack yet (saved in this session): load it directly.
-            None => {
-                let bytes = repo.load_blob(&id)?;
-                if bytes.len() as u64 != len {
-                    return Err(WriteError::Length(id));
-                }
-                file.write_all_at(&bytes, offset)?;
-                written += len;
-            }
-        }
-    }
-    for (pack, blobs) in by_pack {
-        let entries: Vec<cairn_store::BlobEntry> = blobs.iter().map(|b| b.2).collect();
-        let data = repo.load_pack_blobs(&pack, &entries, MAX_GAP, MAX_READ)?;
-        for ((offset, len, entry), bytes) in blobs.iter().zip(data) {
-            if bytes.len() as u64 != *len {
-                return Err(WriteError::Length(entry.id));
-            }
-            file.write_all_at(&bytes, *offset)?;
-            written += len;
-        }
-    }
-    Ok(written)
-}
-
-/// Whether `file` holds exactly `content` (hashing each extent).
-///
-/// Memory stays bounded whatever lengths a (hostile) tree claims: a blob
-/// extent is read only when its length is the blob's real length (from
-/// the index), and a hole is compared in pieces of [`ZERO_PIECE`] bytes.
-fn content_matches(repo: &Repository, file: &File, content: &Content) -> Result<bool, WriteError> {
-    let mut offset = 0u64;
-    let mut buf = Vec::new();
-    let matched = content.for_each_extent(repo, |e| {
-        let same = match e.blob {
-            Some(id) => {
-                let real = repo.locate_blob(&id)?.map(|(_, entry)| entry.raw_len);
-                if real.map(u64::from) != Some(e.len) {
-                    return Err(WriteError::Mismatch);
-                }
-                let len = usize::try_from(e.len).map_err(|_| WriteError::Mismatch)?;
-                buf.resize(len, 0);
-                read_exact_or_mismatch(file, &mut buf, offset)?;
-                repo.blob_id(&buf) == id
-            }
-            None => is_zero_run(file, offset, e.len, &mut buf)?,
-        };
-        offset = offset.checked_add(e.len).ok_or(WriteError::Mismatch)?;
-        if same {
-            Ok(())
-        } else {
-            Err(WriteError::Mismatch)
-        }
-    });
-    match matched {
-        Ok(()) => Ok(file.metadata()?.len() == offset),
-        Err(WriteError::Mismatch) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Bytes of a hole compared at once.
-const ZERO_PIECE: u64 = 1 << 20;
-
-/// Whether `len` bytes of `file` from `offset` are all zero: the file's
-/// holes are skipped (`SEEK_DATA`), its data read in pieces of at most
-/// [`ZERO_PIECE`] bytes.
-fn is_zero_run(file: &File, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<bool, WriteError> {
-    let mut done = 0u64;
-    while done < len {
-        match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(offset + done)) {
-            // Only a hole from here to the end of the file.
-            Err(rustix::io::Errno::NXIO) => return Ok(true),
-            Ok(data) if data > offset + done => {
-                done = (data - offset).min(len);
-                continue;
-            }
-            // At data, or the file system cannot tell: read.
-            _ => {}
-        }
-        let n = (len - done).min(ZERO_PIECE) as usize;
-        buf.resize(n, 0);
-        read_exact_or_mismatch(file, buf, offset + done)?;
-        if !crate::disk::is_zero(buf) {
-            return Ok(false);
-        }
-        done += n as u64;
-    }
-    Ok(true)
-}
-
-/// `read_exact_at`, with a file too short being a mismatch, not an error.
-fn read_exact_or_mismatch(file: &File, buf: &mut [u8], offset: u64) -> Result<(), WriteError> {
-    file.read_exact_at(buf, offset)
-        .map_err(|err| match err.kind() {
-            io::ErrorKind::UnexpectedEof => WriteError::Mismatch,
-            _ => WriteError::Io(err),
-        })
 }
 
 /// Makes a hardlink `parent/name` to the snapshot path `node.link`.
@@ -972,7 +778,7 @@ fn restore_unlinked_copy(
         Some(first) if first.kind == NodeKind::File => {
             let mut copy = first;
             copy.name = node.name.clone();
-            restore_file(shared, dir, false, rel, &copy)
+            restore_file(shared, dir, false, rel, &copy, &mut AlignedBuf::default())
         }
         _ => {
             shared.warn(

@@ -168,6 +168,12 @@ mod tests {
             .collect()
     }
 
+    /// A temp dir on disk: /tmp may be tmpfs (the tests then cover only
+    /// the fallback through the page cache).
+    fn disk_tempdir() -> tempfile::TempDir {
+        tempfile::tempdir_in("/var/tmp").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+    }
+
     fn new_file(dir: &Path, name: &str) -> File {
         OpenOptions::new()
             .read(true)
@@ -183,7 +189,7 @@ mod tests {
     /// went directly.
     #[test]
     fn every_length_and_source_alignment_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_tempdir();
         let local_disk = DirectWriter::for_dir(dir.path()).is_some();
         let writer = DirectWriter::default();
         let lengths = [
@@ -223,7 +229,7 @@ mod tests {
     /// continues through the page cache from the same offset.
     #[test]
     fn a_refused_direct_write_falls_back_to_the_page_cache() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_tempdir();
         let data = bytes(3 * PIECE, 9);
         let file = new_file(dir.path(), "f");
         let mut bounce = vec![0u8; PIECE + ALIGN + 1];
