@@ -6,8 +6,11 @@
 //! takes every entry's metadata and decides what needs reading: a regular
 //! file whose size, mtime, ctime, inode and device match the parent
 //! snapshot's node keeps that node's content without being opened. Files to
-//! read go over a bounded channel to `threads` *workers*, which chunk, hash
-//! and store them, each answering on the file's own one-shot channel. When a
+//! read go over a bounded channel to `threads` *workers*, which read, chunk
+//! and hash them, each answering on the file's own one-shot channel; new
+//! chunks go, a group at a time, to `threads` *compressors* that compress,
+//! encrypt and store them, so that every core compresses to the end even
+//! when one large file is left to read. When a
 //! directory's listing is done, the walker hands it, with those pending
 //! answers, to one *finalizer* over another bounded channel; directories
 //! arrive there in post-order (children before parents), so the finalizer
@@ -312,10 +315,21 @@ pub fn backup_files(
         after_open: opts.after_open.clone(),
         abort: &abort,
     };
+    let (group_tx, group_rx) = sync_channel::<PendingGroup>(threads * 2);
+    let group_rx = Mutex::new(group_rx);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| scope.spawn(|| worker(&ctx, &work_rx)))
+        let compressors: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(|| compressor(repo, &group_rx, &abort)))
             .collect();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (ctx, work_rx, to_compress) = (&ctx, &work_rx, group_tx.clone());
+                scope.spawn(move || worker(ctx, work_rx, to_compress))
+            })
+            .collect();
+        // The workers hold the only senders: the compressors stop once
+        // every worker is done.
+        drop(group_tx);
         let finalizer = scope.spawn(|| finalize(repo, dir_rx, &abort));
         for _ in 0..dir_ahead::HELPERS {
             scope.spawn(|| ahead.run());
@@ -340,17 +354,28 @@ pub fn backup_files(
         let finished = finalizer
             .join()
             .map_err(|_| BackupError::Internal("the finalizer panicked".into()))?;
-        // A finalizer error (the repository failed) explains a walker error
-        // (its channel closed), so it takes precedence.
+        for w in workers {
+            w.join()
+                .map_err(|_| BackupError::Internal("a file reader panicked".into()))?;
+        }
+        let mut compressed = ChunkStats::default();
+        let mut compress_failed = None;
+        for c in compressors {
+            match c.join() {
+                Ok(Ok(stats)) => compressed.add(&stats),
+                Ok(Err(e)) => compress_failed = compress_failed.or(Some(e)),
+                Err(_) => return Err(BackupError::Internal("a compressor panicked".into())),
+            }
+        }
+        // A failed save explains the errors it caused elsewhere (workers
+        // stopped answering, the finalizer's channel closed, the walker's
+        // too), so it takes precedence, then the finalizer's.
+        if let Some(e) = compress_failed {
+            return Err(e.into());
+        }
         let (root_id, mut fin) = finished?;
         walked?;
-        // The chunks the workers still held when their queue closed.
-        for w in workers {
-            let left = w
-                .join()
-                .map_err(|_| BackupError::Internal("a file reader panicked".into()))??;
-            fin.add_chunks(&left);
-        }
+        fin.add_chunks(&compressed);
         Ok(merge_summary(summary, root_id, fin))
     })
 }
@@ -422,6 +447,16 @@ struct ChunkStats {
     bytes_stored: u64,
     chunks: u64,
     chunks_new: u64,
+}
+
+impl ChunkStats {
+    fn add(&mut self, c: &ChunkStats) {
+        self.bytes_read += c.bytes_read;
+        self.bytes_new += c.bytes_new;
+        self.bytes_stored += c.bytes_stored;
+        self.chunks += c.chunks;
+        self.chunks_new += c.chunks_new;
+    }
 }
 
 /// User and group names by id, resolved once.
@@ -883,26 +918,26 @@ struct WorkerCtx<'a> {
     abort: &'a AtomicBool,
 }
 
-/// Reads files from the queue until it closes, then saves the chunks it
-/// still holds; returns what that saved.
+/// Reads files from the queue until it closes, then hands the chunks it
+/// still holds to the compressors.
 fn worker(
     ctx: &WorkerCtx<'_>,
     queue: &Mutex<Receiver<FileJob>>,
-) -> Result<ChunkStats, cairn_store::Error> {
+    compressors: SyncSender<PendingGroup>,
+) {
     let mut stream: Option<StreamChunker<'_, File>> = None;
     let mut buf = Vec::new();
-    let mut groups = GroupQueue::default();
+    let mut groups = GroupQueue::new(compressors);
     loop {
         let job = match queue.lock() {
             Ok(q) => q.recv(),
             Err(poisoned) => poisoned.into_inner().recv(),
         };
         let Ok(job) = job else {
-            let mut stats = ChunkStats::default();
             if !ctx.abort.load(Ordering::Relaxed) {
-                groups.save(ctx.repo, &mut stats)?;
+                groups.send();
             }
-            return Ok(stats);
+            return;
         };
         if ctx.abort.load(Ordering::Relaxed) {
             continue;
@@ -1058,66 +1093,113 @@ fn read_large<'c>(
 }
 
 /// New chunks a worker has not saved yet, across the files it reads: once
-/// about [`TARGET_GROUP_LEN`] have gathered they are saved together, since
-/// neighbouring chunks (of one file, or of small files read one after
-/// another) compress better as one solid group than alone. The worker
-/// saves what is left when its queue closes, before the backup returns
-/// (trees may name queued chunks meanwhile: no snapshot is written before).
-#[derive(Default)]
+/// about [`TARGET_GROUP_LEN`] have gathered they go to the compressors
+/// ([`compressor`]) as one group, since neighbouring chunks (of one file,
+/// or of small files read one after another) compress better as one solid
+/// group than alone. The worker sends what is left when its queue closes;
+/// the compressors have saved everything before the backup returns (trees
+/// may name queued chunks meanwhile: no snapshot is written before).
 struct GroupQueue {
-    /// Ids and lengths of the queued chunks, whose bytes lie back to back
-    /// in `bytes`.
+    group: PendingGroup,
+    compressors: SyncSender<PendingGroup>,
+}
+
+/// Chunks to save as one group: ids and lengths, the bytes back to back.
+#[derive(Default)]
+struct PendingGroup {
     chunks: Vec<(Id, usize)>,
     bytes: Vec<u8>,
 }
 
 impl GroupQueue {
-    /// Queues a new chunk; saves the queue once it is large enough.
-    fn push(
-        &mut self,
-        repo: &Repository,
-        id: Id,
-        data: &[u8],
-        stats: &mut ChunkStats,
-    ) -> Result<(), cairn_store::Error> {
-        self.chunks.push((id, data.len()));
-        self.bytes.extend_from_slice(data);
-        if self.bytes.len() >= TARGET_GROUP_LEN {
-            self.save(repo, stats)?;
+    fn new(compressors: SyncSender<PendingGroup>) -> Self {
+        GroupQueue {
+            group: PendingGroup::default(),
+            compressors,
         }
-        Ok(())
     }
 
-    /// Saves the queued chunks, grouped, and counts the new ones in `stats`.
-    fn save(
-        &mut self,
-        repo: &Repository,
-        stats: &mut ChunkStats,
-    ) -> Result<(), cairn_store::Error> {
-        if self.chunks.is_empty() {
-            return Ok(());
+    /// Queues a new chunk; hands the group over once it is large enough.
+    fn push(&mut self, id: Id, data: &[u8]) {
+        self.group.chunks.push((id, data.len()));
+        self.group.bytes.extend_from_slice(data);
+        if self.group.bytes.len() >= TARGET_GROUP_LEN {
+            self.send();
         }
-        let mut at = 0;
-        let members: Vec<(Id, &[u8])> = self
-            .chunks
-            .iter()
-            .map(|&(id, len)| {
-                at += len;
-                (id, &self.bytes[at - len..at])
-            })
-            .collect();
-        let saved = repo.save_group(BlobType::Data, &members, TARGET_GROUP_LEN)?;
-        for (saved, (_, data)) in saved.iter().zip(&members) {
-            if saved.new {
-                stats.chunks_new += 1;
-                stats.bytes_new += data.len() as u64;
-                stats.bytes_stored += saved.stored_len;
-            }
-        }
-        self.chunks.clear();
-        self.bytes.clear();
-        Ok(())
     }
+
+    /// Hands the queued chunks to a compressor (waiting while all are busy
+    /// and the channel is full).
+    fn send(&mut self) {
+        if self.group.chunks.is_empty() {
+            return;
+        }
+        let group = std::mem::take(&mut self.group);
+        // Fails only if every compressor is gone, which only a panic does
+        // (a failed save keeps draining): the join reports it.
+        let _ = self.compressors.send(group);
+    }
+}
+
+/// Saves the groups the workers hand over until every worker is done;
+/// returns the counts of new chunks. Compression is most of a first
+/// backup's CPU: done on the workers, a large file kept its worker busy
+/// alone at the end while the others had nothing left to read (perf: one
+/// worker ran 1 s after the other on an 850 MB tree); as a pool of its own,
+/// every core compresses until the last group. After a failure (its own,
+/// or `abort` set by another thread) it drains the channel without saving,
+/// so no worker waits on it forever, and returns its first error.
+fn compressor(
+    repo: &Repository,
+    groups: &Mutex<Receiver<PendingGroup>>,
+    abort: &AtomicBool,
+) -> Result<ChunkStats, cairn_store::Error> {
+    let mut stats = ChunkStats::default();
+    let mut failed = None;
+    loop {
+        let group = match groups.lock() {
+            Ok(g) => g.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok(group) = group else { break };
+        if failed.is_some() || abort.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Err(e) = save_group(repo, &group, &mut stats) {
+            abort.store(true, Ordering::Relaxed);
+            failed = Some(e);
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
+}
+
+/// Saves one group and counts the new chunks in `stats`.
+fn save_group(
+    repo: &Repository,
+    group: &PendingGroup,
+    stats: &mut ChunkStats,
+) -> Result<(), cairn_store::Error> {
+    let mut at = 0;
+    let members: Vec<(Id, &[u8])> = group
+        .chunks
+        .iter()
+        .map(|&(id, len)| {
+            at += len;
+            (id, &group.bytes[at - len..at])
+        })
+        .collect();
+    let saved = repo.save_group(BlobType::Data, &members, TARGET_GROUP_LEN)?;
+    for (saved, (_, data)) in saved.iter().zip(&members) {
+        if saved.new {
+            stats.chunks_new += 1;
+            stats.bytes_new += data.len() as u64;
+            stats.bytes_stored += saved.stored_len;
+        }
+    }
+    Ok(())
 }
 
 /// Stores chunks and collects a file's extents (new chunks go through the
@@ -1153,7 +1235,7 @@ impl<'r, 'q> ChunkSink<'r, 'q> {
         }
         let id = self.repo.blob_id(data);
         if !self.repo.has_blob(&id) {
-            self.queue.push(self.repo, id, data, &mut self.stats)?;
+            self.queue.push(id, data);
         }
         self.extents.push(Extent {
             len,
