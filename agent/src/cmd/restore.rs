@@ -41,10 +41,23 @@ pub struct Args {
     /// Re-read everything written and check it against the snapshot.
     #[arg(long)]
     verify: bool,
-    /// Worker threads (0 = one per core, and at least as many as
-    /// --transfers: restores wait on downloads).
+    /// Worker threads (0 = one per core, two for a files restore, and at
+    /// least as many as --transfers: restores wait on downloads and writes).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
+}
+
+/// Workers of a files restore: `requested`, or else two per core (and at
+/// least `io`). A worker waits on its direct writes (`file_content`) as
+/// well as on downloads; with one per core a core idled while its worker
+/// waited (tree restore, 5 interleaved cold runs: wall median 3.06 s with
+/// 2 workers, 2.51 s with 4, RSS +8 MB).
+fn files_restore_threads(requested: usize, io: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    io.max(2 * cores)
 }
 
 /// Runs `cairn restore`.
@@ -108,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         (SnapshotKind::Files, _, Some(target)) => {
             let opts = RestoreOptions {
                 verify: args.verify,
-                threads,
+                threads: files_restore_threads(args.threads, threads),
             };
             let summary =
                 files_restore::restore_files(&repo, snap.root, target, &args.includes, &opts)
