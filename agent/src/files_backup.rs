@@ -375,7 +375,7 @@ pub fn backup_files(
         }
         let (root_id, mut fin) = finished?;
         walked?;
-        fin.add_chunks(&compressed);
+        fin.chunks.add(&compressed);
         Ok(merge_summary(summary, root_id, fin))
     })
 }
@@ -391,11 +391,11 @@ impl Drop for StopOnDrop<'_> {
 
 fn merge_summary(mut s: FileBackupSummary, root: Id, fin: FinalStats) -> FileBackupSummary {
     s.root = root;
-    s.bytes_read += fin.bytes_read;
-    s.bytes_new += fin.bytes_new;
-    s.bytes_stored += fin.bytes_stored;
-    s.chunks += fin.chunks;
-    s.chunks_new += fin.chunks_new;
+    s.bytes_read += fin.chunks.bytes_read;
+    s.bytes_new += fin.chunks.bytes_new;
+    s.bytes_stored += fin.chunks.bytes_stored;
+    s.chunks += fin.chunks.chunks;
+    s.chunks_new += fin.chunks.chunks_new;
     s.files = s.files.saturating_sub(fin.omitted);
     s.warnings.extend(fin.warnings);
     s.warnings.sort_by(|a, b| a.path.cmp(&b.path));
@@ -1262,25 +1262,11 @@ impl<'r, 'q> ChunkSink<'r, 'q> {
 /// Totals gathered by the finalizer.
 #[derive(Default)]
 struct FinalStats {
-    bytes_read: u64,
-    bytes_new: u64,
-    bytes_stored: u64,
-    chunks: u64,
-    chunks_new: u64,
+    /// Chunk counters of the files read, the compressors and the trees.
+    chunks: ChunkStats,
     /// Files left out because they could not be read.
     omitted: u64,
     warnings: Vec<Warning>,
-}
-
-impl FinalStats {
-    /// Adds chunk counters (of a file, or of a worker's last group).
-    fn add_chunks(&mut self, c: &ChunkStats) {
-        self.bytes_read += c.bytes_read;
-        self.bytes_new += c.bytes_new;
-        self.bytes_stored += c.bytes_stored;
-        self.chunks += c.chunks;
-        self.chunks_new += c.chunks_new;
-    }
 }
 
 /// Completes and stores directories as they arrive (children first);
@@ -1312,7 +1298,7 @@ fn finalize_all(
             }
         }
         let (id, stored) = save_tree(repo, &tree)?;
-        stats.bytes_stored += stored;
+        stats.chunks.bytes_stored += stored;
         done.insert(job.seq, id);
         last = Some(id);
     }
@@ -1339,7 +1325,7 @@ fn complete(
             let read = answer
                 .recv()
                 .map_err(|_| BackupError::Internal("a worker stopped".into()))??;
-            stats.add_chunks(&read.stats);
+            stats.chunks.add(&read.stats);
             stats.warnings.extend(read.warning);
             let Some(content) = read.content else {
                 stats.omitted += 1;
