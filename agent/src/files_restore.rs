@@ -28,8 +28,9 @@
 //! A rerun after an interruption skips files that already have the right
 //! size and mtime and whose content hashes to the snapshot's blob ids.
 //!
-//! Each file's reads are planned by pack (see `write_content`); small files
-//! are still fetched one by one, in parallel over the workers.
+//! Each file's reads are planned by pack, and a large file's writes go
+//! around the page cache (`crate::file_content`); small files are still
+//! fetched one by one, in parallel over the workers.
 
 use crate::direct_io::AlignedBuf;
 use crate::file_content::{DIRECT_FROM, WriteError, content_matches, write_content};
