@@ -9,7 +9,7 @@
 //! of touching extents are laid out so that every byte sits as far from a
 //! 4 KiB boundary as its file offset does; a run is then written with one
 //! call, its whole blocks with `O_DIRECT` in a file of at least
-//! [`DIRECT_FROM`] bytes (see `direct_io`: the copy into page-cache folios
+//! [`DIRECT_FROM`] bytes on a local disk (see `direct_io`: the copy into page-cache folios
 //! was 46% of a tree restore's CPU on our guests), its partial first and
 //! last blocks through the page cache. Holes are skipped and stay holes.
 

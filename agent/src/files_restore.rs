@@ -195,6 +195,7 @@ pub fn restore_files(
         root,
         verify: opts.verify,
         as_root: rustix::process::geteuid().is_root(),
+        direct: cairn_store::backend::local::on_local_disk(target),
         summary: Mutex::new(RestoreSummary::default()),
         failure: Mutex::new(None),
         abort: AtomicBool::new(false),
@@ -249,6 +250,9 @@ struct Shared<'a> {
     root: Id,
     verify: bool,
     as_root: bool,
+    /// Whether large files may be written with direct I/O: the target is
+    /// on a local disk (on NFS or SMB a direct write waits on the server).
+    direct: bool,
     summary: Mutex<RestoreSummary>,
     failure: Mutex<Option<RestoreError>>,
     abort: AtomicBool,
@@ -659,7 +663,7 @@ fn restore_file(
             return Ok(());
         }
     };
-    let direct = node.size >= DIRECT_FROM;
+    let direct = shared.direct && node.size >= DIRECT_FROM;
     let written = match write_content(shared.repo, &file, &content, direct, buf) {
         Ok(n) => n,
         Err(WriteError::Tree(e)) => return Err(e.into()),

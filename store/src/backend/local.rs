@@ -22,6 +22,8 @@
 
 mod direct;
 
+pub use direct::on_local_disk;
+
 use super::{Backend, BackendError, Handle, ObjectInfo, ObjectKind};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};

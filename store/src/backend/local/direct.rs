@@ -44,6 +44,15 @@ const MIN_DIRECT: usize = 256 << 10;
 /// we rely on: ext2/3/4, XFS, Btrfs and F2FS.
 const LOCAL_DISK_FILESYSTEMS: [u64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010];
 
+/// Whether `dir` is on a local disk file system whose direct I/O we rely
+/// on (false where it cannot be told).
+pub fn on_local_disk(dir: &Path) -> bool {
+    rustix::fs::statfs(dir)
+        .ok()
+        .and_then(|st| u64::try_from(st.f_type).ok())
+        .is_some_and(|fs_type| LOCAL_DISK_FILESYSTEMS.contains(&fs_type))
+}
+
 /// Writes files with direct I/O through a small pool of bounce buffers
 /// (one per concurrent writer, each [`PIECE`] plus an alignment's slack).
 #[derive(Debug, Default)]
@@ -56,11 +65,7 @@ impl DirectWriter {
     /// not used: a filesystem other than a local disk's, or one that cannot
     /// be asked.
     pub(super) fn for_dir(dir: &Path) -> Option<DirectWriter> {
-        let fs_type = rustix::fs::statfs(dir).ok()?.f_type;
-        let fs_type = u64::try_from(fs_type).ok()?;
-        LOCAL_DISK_FILESYSTEMS
-            .contains(&fs_type)
-            .then(DirectWriter::default)
+        on_local_disk(dir).then(DirectWriter::default)
     }
 
     /// Writes `data` at the start of the empty `file`, directly where the
@@ -246,6 +251,14 @@ mod tests {
         file.write_all_at(&data[done..], offset(done)).unwrap();
         drop(file);
         assert_eq!(fs::read(dir.path().join("f")).unwrap(), data);
+    }
+
+    #[test]
+    fn only_local_disk_file_systems_are_written_directly() {
+        // procfs and tmpfs are not on a disk; a missing path cannot be told.
+        assert!(!on_local_disk(Path::new("/proc")));
+        assert!(!on_local_disk(Path::new("/dev/shm")));
+        assert!(!on_local_disk(Path::new("/no/such/directory")));
     }
 
     #[test]
