@@ -100,6 +100,12 @@ impl<'a> DirectFileIo<'a> {
         DirectFileIo::with_direct(plain, reopen_direct(plain, true))
     }
 
+    /// Direct reads of `plain` (opened for reading only: a disk source)
+    /// where the file system allows it.
+    pub fn reading(plain: &'a File) -> Self {
+        DirectFileIo::with_direct(plain, reopen_direct(plain, false))
+    }
+
     /// I/O on `plain` through the page cache only.
     pub fn plain(plain: &'a File) -> Self {
         DirectFileIo::with_direct(plain, None)
@@ -113,9 +119,16 @@ impl<'a> DirectFileIo<'a> {
         }
     }
 
-    /// Whether writes may still go direct.
+    /// Whether I/O may still go direct (tests check the fallback).
     pub fn is_direct(&self) -> bool {
         self.usable.load(Ordering::Relaxed)
+    }
+
+    /// Whether the direct handle could be opened (tests compare it with
+    /// [`Self::is_direct`]: no direct I/O was refused).
+    #[cfg(test)]
+    pub(crate) fn opened_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// The direct handle, if `buf` at `offset` may use it.
@@ -160,22 +173,29 @@ impl<'a> DirectFileIo<'a> {
         Ok(())
     }
 
-    /// Fills `buf` from `offset`, directly where aligned; `UnexpectedEof`
-    /// if the file ends first.
+    /// Reads into `buf` from `offset` (maybe fewer bytes; 0 at the end):
+    /// directly if `buf` and `offset` are aligned and the file system
+    /// takes it, through the page cache otherwise.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if let Some(direct) = self.direct_for(buf, offset) {
+            match direct.read_at(buf, offset) {
+                Err(e) if is_refused(&e) => self.usable.store(false, Ordering::Relaxed),
+                other => return other,
+            }
+        }
+        self.plain.read_at(buf, offset)
+    }
+
+    /// Fills `buf` from `offset`, whole blocks directly where aligned;
+    /// `UnexpectedEof` if the file ends first.
     pub fn read_exact(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
             let whole = buf.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-            let n = match self.direct_for(&buf[..whole], offset) {
-                Some(direct) => match direct.read_at(&mut buf[..whole], offset) {
-                    Err(e) if is_refused(&e) => {
-                        self.usable.store(false, Ordering::Relaxed);
-                        continue;
-                    }
-                    other => other,
-                },
-                None => self.plain.read_at(buf, offset),
+            let part = match self.direct_for(&buf[..whole], offset) {
+                Some(_) => whole,
+                None => buf.len(),
             };
-            match n {
+            match self.read_at(&mut buf[..part], offset) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => {
                     buf = &mut buf[n..];

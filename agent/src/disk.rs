@@ -30,10 +30,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::chunklist::{Extent, ListError, ListRoot, ListWriter};
-use crate::direct_io::DIRECT_ALIGN;
+use crate::direct_io::{DIRECT_ALIGN, DirectFileIo};
 use crate::disk_cut::{Cut, Cutter, Known};
 use crate::disk_patch::{ParentCursor, ParentExtent, PatchCounters, save_as_patch};
-use crate::disk_read::{DirectFile, ReadAt, Unreadable, read_tolerant};
+use crate::disk_read::{ReadAt, Unreadable, read_tolerant};
 use crate::parallel::split_by_bytes;
 
 /// The root blob of a disk snapshot: the disks it holds.
@@ -258,7 +258,7 @@ fn backup_disk_reading(
     let mut writer = ListWriter::new(repo);
     if size > 0 {
         advise_sequential(&file);
-        let direct = DirectFile::new(&file);
+        let direct = DirectFileIo::reading(&file);
         let source = Source {
             file: &file,
             reader: reader.unwrap_or(&direct),

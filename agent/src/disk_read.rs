@@ -13,7 +13,7 @@
 //! front of an ordinary file.
 //!
 //! # Direct reads
-//! [`DirectFile`] reads with `O_DIRECT` wherever buffer, offset and length
+//! [`DirectFileIo::reading`] reads with `O_DIRECT` wherever buffer, offset and length
 //! allow it. In the guests this agent runs in, the page cache is the slow
 //! part of reading a disk: fio on a virtio disk, 4 MiB sequential reads
 //! after dropping the cache, gave 663-697 MiB/s buffered and 2004-2231
@@ -26,9 +26,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::direct_io::{direct_aligned, reopen_direct};
+use crate::direct_io::DirectFileIo;
 
 /// Granularity of the retry after a read error, and of what is zeroed:
 /// one file-system block (a failed 512-byte sector costs its 4 KiB block;
@@ -47,49 +46,11 @@ impl ReadAt for File {
     }
 }
 
-/// A source file read with `O_DIRECT` where a read is aligned to
-/// [`DIRECT_ALIGN`](crate::direct_io::DIRECT_ALIGN), through the page cache otherwise.
-pub struct DirectFile<'a> {
-    plain: &'a File,
-    /// The same open file again with `O_DIRECT`, if the file system takes it.
-    direct: Option<File>,
-    /// Cleared when a direct read is refused (`EINVAL`): the rest go plain.
-    usable: AtomicBool,
-}
-
-impl<'a> DirectFile<'a> {
-    /// Reads `plain`, directly where possible. The direct handle reopens
-    /// the very file `plain` has open (through `/proc/self/fd`), not its
-    /// path, which may name another file by now.
-    pub fn new(plain: &'a File) -> DirectFile<'a> {
-        let direct = reopen_direct(plain, false);
-        DirectFile {
-            plain,
-            usable: AtomicBool::new(direct.is_some()),
-            direct,
-        }
-    }
-
-    /// Whether reads may go direct (tests check the fallback).
-    pub fn is_direct(&self) -> bool {
-        self.usable.load(Ordering::Relaxed)
-    }
-}
-
-impl ReadAt for DirectFile<'_> {
+/// A source read with `O_DIRECT` where a read is aligned
+/// ([`DirectFileIo::reading`]), through the page cache otherwise.
+impl ReadAt for DirectFileIo<'_> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        if let Some(direct) = &self.direct
-            && self.usable.load(Ordering::Relaxed)
-            && direct_aligned(buf, offset)
-        {
-            match FileExt::read_at(direct, buf, offset) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.usable.store(false, Ordering::Relaxed);
-                }
-                other => return other,
-            }
-        }
-        FileExt::read_at(self.plain, buf, offset)
+        DirectFileIo::read_at(self, buf, offset)
     }
 }
 
@@ -284,7 +245,7 @@ pub(crate) mod tests {
         let data: Vec<u8> = (0..len as u64).map(byte).collect();
         std::fs::write(&path, &data).unwrap();
         let file = File::open(&path).unwrap();
-        let direct = DirectFile::new(&file);
+        let direct = DirectFileIo::reading(&file);
         // Aligned and not: buffer skew, offset, length; the tail past EOF.
         let cases = [
             (0usize, 0u64, 1usize << 20),
@@ -309,6 +270,6 @@ pub(crate) mod tests {
         }
         // Where the file system takes O_DIRECT, the aligned reads used it
         // and were not refused.
-        assert_eq!(direct.is_direct(), direct.direct.is_some());
+        assert_eq!(direct.is_direct(), direct.opened_direct());
     }
 }

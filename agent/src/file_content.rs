@@ -13,7 +13,8 @@
 //! was 46% of a tree restore's CPU on our guests), its partial first and
 //! last blocks through the page cache. Holes are skipped and stay holes.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -188,7 +189,7 @@ fn lay_out(
 ) -> Result<(Vec<Placed>, Vec<Run>, usize), WriteError> {
     let mut placed: Vec<Placed> = Vec::with_capacity(batch.len());
     let mut runs: Vec<Run> = Vec::new();
-    let mut first_of: std::collections::HashMap<Id, usize> = Default::default();
+    let mut first_of: HashMap<Id, usize> = HashMap::new();
     let mut end = 0usize;
     for (k, &(offset, id, len)) in batch.iter().enumerate() {
         let (source, real_len) = match repo.locate_blob(&id)? {
@@ -217,8 +218,8 @@ fn lay_out(
         };
         end = at + len;
         let copy_of = match first_of.entry(id) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
-            std::collections::hash_map::Entry::Vacant(e) => {
+            Entry::Occupied(e) => Some(*e.get()),
+            Entry::Vacant(e) => {
                 e.insert(k);
                 None
             }
