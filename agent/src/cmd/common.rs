@@ -11,10 +11,10 @@ use cairn_store::backend::RetryStats;
 use std::sync::Arc;
 
 /// Argon2id cost of a new password's key file (`init`, `key add`, `key
-/// passwd`). The defaults are RFC 9106's second recommended option: 64 MiB,
-/// 3 passes, 4 lanes; the lanes are computed in parallel, so a key file
-/// opens in about half the time of one lane on two cores at the same
-/// memory and work.
+/// passwd`). The defaults ([`KdfParams::DEFAULT`]: 32 MiB, 6 passes, 4
+/// lanes) keep the KDF below the working set of a backup; the lanes are
+/// computed in parallel, so a key file opens in about half the time of one
+/// lane on two cores at the same memory and work.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KdfArgs {
     /// Argon2id memory for the new key file, in MiB.
