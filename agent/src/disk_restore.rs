@@ -21,8 +21,10 @@
 //!
 //! Windows start on a 4 KiB boundary; the partial block at a window's end
 //! is carried into the next window, so every write but the disk's last
-//! block is aligned. File systems that refuse `O_DIRECT` (tmpfs) get the
-//! same writes through the page cache.
+//! block is aligned. Images on file systems other than a local disk's
+//! (NFS, SMB, tmpfs), and any that refuse `O_DIRECT` after all, get the
+//! same writes through the page cache; block devices are always written
+//! directly.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -33,6 +35,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
+use cairn_store::backend::local::on_local_disk;
 use cairn_store::pack::OpenedBlob;
 use cairn_store::{BlobEntry, Compression, Id, Repository};
 
@@ -47,7 +50,9 @@ use crate::parallel::on_threads;
 /// Disk bytes assembled per window. Two windows are in memory (one being
 /// fetched, one being written); a window's blobs are fetched together, so
 /// a larger window coalesces the reads of a fragmented snapshot better.
-pub const WINDOW: usize = 16 << 20;
+/// 16 MiB windows were 5% faster on the churned peers image and peaked
+/// 20 MiB higher (83 against 63 MiB), above restic's restore (74 MiB).
+pub const WINDOW: usize = 8 << 20;
 /// Plaintext bytes of one pack fetched by one worker at a time: a window
 /// of a first full often lies in one pack, and this splits it over the
 /// workers.
@@ -132,7 +137,7 @@ fn restore_into(
     opts: &DiskRestoreOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<DiskRestoreStats, DiskError> {
-    let out = Target::new(file, target);
+    let out = Target::new(file, target, mode == Mode::Whole || on_local_disk(target));
     let mut reader = ListReader::new(repo, &image.extents)?;
     let threads = opts.threads.max(1);
     let (planned, covered) = std::thread::scope(|s| {
@@ -810,9 +815,17 @@ struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    fn new(plain: &'a File, path: &'a Path) -> Self {
+    /// The target `plain`, written directly if `direct`: a block device, or
+    /// an image on a local disk's file system (the pack writer's allow-list:
+    /// on a network file system a direct write is a synchronous round trip,
+    /// and tmpfs refuses it).
+    fn new(plain: &'a File, path: &'a Path, direct: bool) -> Self {
         Target {
-            io: DirectFileIo::new(plain),
+            io: if direct {
+                DirectFileIo::new(plain)
+            } else {
+                DirectFileIo::plain(plain)
+            },
             path,
         }
     }
