@@ -23,6 +23,11 @@ mod options;
 mod posix_rename;
 
 pub use backend::SftpBackend;
+/// Entry points of the fuzz targets in `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::posix_rename::rename_against_replies;
+}
 pub use location::{InvalidLocation, SftpLocation};
 pub use options::{
     ENV_ACCEPT_NEW_HOST_KEY, ENV_CONNECTIONS, ENV_KEY_FILE, ENV_KNOWN_HOSTS, ENV_NO_AGENT,

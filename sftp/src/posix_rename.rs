@@ -109,6 +109,34 @@ pub(crate) fn posix_rename(
     Err(RenameError::Status { code, message })
 }
 
+/// Runs the exchange against a server that sends `replies` (its packets
+/// back to back) and ignores what it is sent: the entry of the fuzz target
+/// `sftp_rename`, which plays hostile servers. Any input ends in `Ok` or
+/// an error, never a panic or an allocation above [`MAX_PACKET`].
+pub fn rename_against_replies(replies: &[u8]) -> Result<(), String> {
+    let mut server = Replies(replies);
+    posix_rename(&mut server, "/repo/.tmp-fuzz", "/repo/config").map_err(|e| e.to_string())
+}
+
+/// A channel whose reads come from fixed bytes and whose writes vanish.
+struct Replies<'a>(&'a [u8]);
+
+impl Read for Replies<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Replies<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether a VERSION body (after the type byte) lists the extension at
 /// the version this module speaks.
 fn offers_posix_rename(body: &[u8]) -> Result<bool, RenameError> {
@@ -334,5 +362,18 @@ mod tests {
         let mut server = Scripted::new(&[]);
         let e = posix_rename(&mut server, "a", "b").unwrap_err();
         assert!(matches!(e, RenameError::Io(_)), "{e:?}");
+    }
+
+    #[test]
+    fn the_fuzz_entry_plays_the_replies_as_a_server() {
+        let mut ok = Vec::new();
+        for (kind, body) in [version(OPENSSH), status(1, 0, "Success")] {
+            ok.extend_from_slice(&(body.len() as u32 + 1).to_be_bytes());
+            ok.push(kind);
+            ok.extend_from_slice(&body);
+        }
+        assert_eq!(rename_against_replies(&ok), Ok(()));
+        assert!(rename_against_replies(&ok[..ok.len() - 1]).is_err());
+        assert!(rename_against_replies(&[0, 0, 0, 0]).is_err());
     }
 }
