@@ -733,6 +733,13 @@ impl Repository {
         self.known().contains(id) || lock(&self.session).pending.contains_key(id)
     }
 
+    /// The most pack buffers this session held in memory at once: packs
+    /// open, or finished and not yet uploaded. At most
+    /// [`OpenOptions::transfers`], plus an open pack of the other blob type.
+    pub fn pack_buffers_peak(&self) -> usize {
+        self.uploads.peak_in_memory()
+    }
+
     /// Counters of this session.
     pub fn session_stats(&self) -> SessionStats {
         let c = &self.counters;
@@ -1077,9 +1084,10 @@ impl Repository {
                 return Ok(outcomes);
             }
         }
-        // Wait for room before the blob is marked as in the open pack: a
-        // reader looking for it there only retries briefly.
-        self.uploads.wait_for_room();
+        // The open pack's slot is held from marking the members as in it to
+        // appending them: a reader that sees one marked waits for the slot
+        // and then finds it there.
+        let mut slot = lock(&self.packers[packer_slot(blob_type)]);
         let mut fresh: Vec<(usize, (Id, u32))> = Vec::with_capacity(members.len());
         {
             let mut session = lock(&self.session);
@@ -1095,34 +1103,42 @@ impl Repository {
             return Ok(outcomes);
         }
         let fresh_members: Vec<(Id, u32)> = fresh.iter().map(|&(_, m)| m).collect();
+        let unmark = |e: Error| {
+            let mut session = lock(&self.session);
+            for (id, _) in &fresh_members {
+                session.pending.remove(id);
+            }
+            e
+        };
         let (entries, full) = {
-            let mut slot = lock(&self.packers[packer_slot(blob_type)]);
-            let mut finished_early = None;
             if slot
                 .as_ref()
                 .is_some_and(|p| !p.fits_entries(stored.len(), fresh.len()))
+                && let Some(p) = slot.take()
             {
-                finished_early = slot.take().map(|p| self.hand_over(p));
+                // Started here, before the wait below, which may need it
+                // to finish.
+                let early = self.hand_over(p);
+                self.upload_pack(early).map_err(unmark)?;
             }
             let packer = match slot.as_mut() {
                 Some(p) => p,
-                None => match PackWriter::with_buffer(
-                    blob_type,
-                    &self.keys,
-                    self.rng.as_ref(),
-                    self.uploads.spare_buffer().unwrap_or_else(|| {
+                None => {
+                    // A new pack opens only while fewer than `transfers`
+                    // finished ones are in memory, checked with the slot
+                    // held: at most `transfers` pack buffers are alive (the
+                    // check before the slot let two workers pass it at once
+                    // and a third pack open).
+                    self.uploads.wait_for_room();
+                    let buf = self.uploads.spare_buffer().unwrap_or_else(|| {
                         Vec::with_capacity(self.config.pack_size as usize + (1 << 20))
-                    }),
-                ) {
-                    Ok(p) => slot.insert(p),
-                    Err(e) => {
-                        let mut session = lock(&self.session);
-                        for (id, _) in &fresh_members {
-                            session.pending.remove(id);
-                        }
-                        return Err(e);
-                    }
-                },
+                    });
+                    let packer =
+                        PackWriter::with_buffer(blob_type, &self.keys, self.rng.as_ref(), buf)
+                            .map_err(unmark)?;
+                    self.uploads.opened();
+                    slot.insert(packer)
+                }
             };
             let entries = if compression == Compression::Grouped {
                 packer.add_group(&fresh_members, stored)
@@ -1135,11 +1151,9 @@ impl Repository {
             } else {
                 None
             };
-            (
-                entries,
-                finished_early.into_iter().chain(full).collect::<Vec<_>>(),
-            )
+            (entries, full)
         };
+        drop(slot);
         let sealed_len = u64::from(entries[0].stored_len);
         let fresh_raw: u64 = fresh_members.iter().map(|&(_, l)| u64::from(l)).sum();
         self.counters
@@ -1162,14 +1176,11 @@ impl Repository {
             outcomes[k].new = true;
             outcomes[k].stored_len = share;
         }
-        // Start every pack handed over, even after a failure: a pack left
-        // unstarted would hold its place in the uploads for good.
-        let mut started = Ok(());
-        for pack in full {
-            let result = self.upload_pack(pack);
-            started = started.and(result);
+        // Start the pack handed over (a pack left unstarted would hold its
+        // place in the uploads for good).
+        if let Some(pack) = full {
+            self.upload_pack(pack)?;
         }
-        started?;
         Ok(outcomes)
     }
 

@@ -5,14 +5,16 @@
 //! At most `limit` packs upload at once ([`OpenOptions::transfers`], the
 //! agent's `--transfers`): on a remote target, where one upload mostly
 //! waits on round trips, several in flight keep the link busy without
-//! tying up the CPU workers. Memory is bounded by `limit` packs handed over
-//! and not yet uploaded, plus the open ones: a worker about to add a blob
-//! waits while that many are in memory ([`Uploads::wait_for_room`]). A
-//! worker's wait for a slot in [`Uploads::start`] alone bounded them
-//! before, and each worker blocked there held a full pack while the others
-//! filled the next: five 16 MiB data packs alive at once on 2 cores,
-//! against three with the wait before the append (heaptrack,
-//! BENCHMARKS.md).
+//! tying up the CPU workers. Memory is bounded by `limit` pack buffers,
+//! open or handed over and not yet uploaded, plus the open pack of the
+//! other blob type: a new pack opens only while fewer than `limit` finished
+//! ones are in memory, checked with its slot held
+//! ([`Uploads::wait_for_room`]). A worker's wait for a slot in
+//! [`Uploads::start`] alone bounded them before, and each worker blocked
+//! there held a full pack while the others filled the next: five 16 MiB
+//! data packs alive at once on 2 cores; a wait before each append, outside
+//! the slot, let two workers pass it at once and a third pack open
+//! (heaptrack, BENCHMARKS.md).
 //!
 //! The session records an upload (its blobs are then in an uploaded pack,
 //! waiting for an index file) the next time a pack is handed over or the
@@ -73,6 +75,17 @@ struct State {
     finished: Vec<Finished>,
     /// Buffers of uploaded packs, for the next packs to be written in.
     spare: Vec<Vec<u8>>,
+    /// Packs opened and not yet handed over.
+    open: usize,
+    /// The most pack buffers in memory at once: open, or handed over and
+    /// not uploaded.
+    peak_in_memory: usize,
+}
+
+impl State {
+    fn note_in_memory(&mut self) {
+        self.peak_in_memory = self.peak_in_memory.max(self.open + self.unfinished);
+    }
 }
 
 impl Uploads {
@@ -94,20 +107,36 @@ impl Uploads {
     pub(super) fn register(&self, pack: FinishedPack) -> Arc<FinishedPack> {
         let pack = Arc::new(pack);
         let mut s = self.state();
+        s.open = s.open.saturating_sub(1);
         s.unfinished += 1;
+        s.note_in_memory();
         s.packs.insert(pack.id, HeldPack::InMemory(pack.clone()));
         pack
     }
 
     /// Waits while `limit` packs handed over are not uploaded yet. Called
-    /// before a blob is added to an open pack, by a caller that holds no
-    /// pack of its own waiting to start: every pack it waits on is
-    /// uploading or about to be, so the wait ends.
+    /// before a new pack is opened, with its slot held, by a caller that
+    /// has started every pack it handed over: every pack it waits on is
+    /// uploading or about to be started by a thread that needs no slot, so
+    /// the wait ends.
     pub(super) fn wait_for_room(&self) {
         let mut s = self.state();
         while s.unfinished >= self.limit {
             s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Notes that a pack was opened (its buffer is in memory until the
+    /// pack is handed over and uploaded).
+    pub(super) fn opened(&self) {
+        let mut s = self.state();
+        s.open += 1;
+        s.note_in_memory();
+    }
+
+    /// The most pack buffers that were in memory at once.
+    pub(super) fn peak_in_memory(&self) -> usize {
+        self.state().peak_in_memory
     }
 
     /// Waits until fewer than `limit` uploads run, then uploads `pack` on a
@@ -209,5 +238,55 @@ fn upload(backend: &dyn Backend, pack: &FinishedPack) -> Result<(), BackendError
     match backend.write_new(&Handle::new(ObjectKind::Pack, &pack.id), &pack.bytes) {
         Err(BackendError::AlreadyExists { .. }) => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{FaultPlan, FaultyBackend, MemoryBackend};
+    use crate::index::BlobType;
+    use crate::keyfile::Credential;
+    use crate::repository::{InitOptions, OpenOptions, Repository};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Incompressible bytes, different for every (thread, blob).
+    fn blob(thread: u8, n: u16) -> Vec<u8> {
+        let mut seed = blake3::Hasher::new();
+        seed.update(&[thread]).update(&n.to_le_bytes());
+        let mut out = vec![0u8; 64 << 10];
+        seed.finalize_xof().fill(&mut out);
+        out
+    }
+
+    #[test]
+    fn no_more_pack_buffers_than_transfers_are_in_memory() {
+        for transfers in [1, 2, 3] {
+            // Slow uploads, so that finished packs pile up if they may.
+            let plan = FaultPlan::new(7).delay(1.0, Duration::from_millis(4));
+            let backend = Arc::new(FaultyBackend::new(Arc::new(MemoryBackend::new()), plan));
+            let mut open = OpenOptions::new(None);
+            open.transfers = transfers;
+            let pw = Credential::Password(b"pw");
+            let repo = Repository::init(backend, &pw, &InitOptions::for_tests(), open).unwrap();
+            // Four writers, 1 MiB test packs: a pack fills every 16 blobs.
+            std::thread::scope(|s| {
+                for t in 0..4u8 {
+                    let repo = &repo;
+                    s.spawn(move || {
+                        for n in 0..48u16 {
+                            repo.save_blob(BlobType::Data, &blob(t, n)).unwrap();
+                        }
+                    });
+                }
+            });
+            repo.flush().unwrap();
+            assert_eq!(repo.session_stats().blobs_new, 4 * 48);
+            let peak = repo.pack_buffers_peak();
+            assert!(
+                (1..=transfers).contains(&peak),
+                "{peak} pack buffers with transfers {transfers}"
+            );
+        }
     }
 }
