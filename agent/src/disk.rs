@@ -321,7 +321,13 @@ impl Source<'_> {
     /// Fills `buf` from `offset`; short only at the end of the source. The
     /// holes of an image file are zero-filled here instead of being read
     /// through the kernel's page cache.
-    fn read_window(&self, buf: &mut [u8], offset: u64) -> Result<usize, DiskError> {
+    /// The disk ranges zero-filled for holes are added to `holes`.
+    fn read_window(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        holes: &mut Vec<(u64, u64)>,
+    ) -> Result<usize, DiskError> {
         if !self.sparse {
             return self.read_at(buf, offset);
         }
@@ -333,11 +339,15 @@ impl Source<'_> {
                 // `next_data` says "all data" and this is not reached).
                 self.hole_bytes.fetch_add(end - pos, Ordering::Relaxed);
                 buf[(pos - offset) as usize..].fill(0);
+                holes.push((pos, end));
                 break;
             };
             self.hole_bytes.fetch_add(data - pos, Ordering::Relaxed);
             let (from, to) = ((data - offset) as usize, (hole - offset) as usize);
             buf[(pos - offset) as usize..from].fill(0);
+            if data > pos {
+                holes.push((pos, data));
+            }
             let got = self.read_at(&mut buf[from..to], data)?;
             if got < to - from {
                 return Ok(from + got);
@@ -480,6 +490,8 @@ struct Segment {
     got: usize,
     /// Whether this read reached the end of the source.
     last: bool,
+    /// Disk ranges of the image's holes in this read (zero-filled).
+    holes: Vec<(u64, u64)>,
 }
 
 /// Reads the source front to back into recycled buffers, one window ahead
@@ -511,14 +523,16 @@ fn read_ahead(
             buf.resize(head + want, 0);
         }
         buf.truncate(head + want);
+        let mut holes = Vec::new();
         let segment = source
-            .read_window(&mut buf[head..], pos)
+            .read_window(&mut buf[head..], pos, &mut holes)
             .map(|got| Segment {
                 last: got < want || pos + got as u64 >= source.size,
                 buf,
                 head,
                 pos,
                 got,
+                holes,
             });
         let stop = match &segment {
             Ok(s) => {
@@ -561,6 +575,7 @@ fn read_and_cut(
         let free_ref = &free;
         s.spawn(move || read_ahead(source, head, window_len, free_ref, &seg_tx, abort));
         let mut carry: Vec<u8> = Vec::new();
+        let mut holes: Vec<(u64, u64)> = Vec::new();
         let mut seq = 0u64;
         let mut sent: VecDeque<Arc<Vec<u8>>> = VecDeque::new();
         for segment in seg_rx {
@@ -573,15 +588,24 @@ fn read_and_cut(
                 pos,
                 got,
                 last,
+                holes: read_holes,
             } = segment?;
             let start = head - carry.len();
             buf[start..head].copy_from_slice(&carry);
             buf.truncate(head + got);
             // Disk offset of buf[start].
             let base = pos - carry.len() as u64;
+            // The holes still in reach: the carried bytes may lie in one.
+            holes.retain(|h| h.1 > base);
+            for h in read_holes {
+                match holes.last_mut() {
+                    Some(prev) if prev.1 == h.0 => prev.1 = h.1,
+                    _ => holes.push(h),
+                }
+            }
             let (chunks, consumed) = match cutter.as_mut() {
                 Some(cutter) => {
-                    let (cuts, used) = cutter.cut(&buf[start..], base, last)?;
+                    let (cuts, used) = cutter.cut(&buf[start..], base, last, &holes)?;
                     let chunks: Vec<Cut> = cuts
                         .into_iter()
                         .map(|(o, l, k)| (start + o, l, k))
@@ -1013,6 +1037,66 @@ mod tests {
             verify: true,
         };
         restore_disk(&repo, &a, &out, &opts, &|_| {}).unwrap();
+        assert!(std::fs::read(&out).unwrap() == data);
+    }
+
+    /// Writes a sparse image of `len` bytes holding `runs` (offset, bytes)
+    /// and nothing else; returns the image's bytes.
+    fn sparse_image(path: &Path, len: usize, runs: &[(usize, &[u8])]) -> Vec<u8> {
+        let mut data = vec![0u8; len];
+        let file = File::create(path).unwrap();
+        file.set_len(len as u64).unwrap();
+        for &(at, bytes) in runs {
+            file.write_all_at(bytes, at as u64).unwrap();
+            data[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        data
+    }
+
+    #[test]
+    fn incrementals_over_holes_cut_like_a_full_backup() {
+        // The cutter takes the parent's zero runs over holes as verified
+        // without scanning them. Where data was written into a parent's
+        // hole, or a hole replaced data, the cuts must still be those of a
+        // backup without a parent.
+        let repo = crate::chunklist::tests::test_repo();
+        let chunker = crate::repo::chunker_for(&repo, true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let len = 12usize << 20;
+        const MIB: usize = 1 << 20;
+        let old = cairn_chunker::testdata::pseudo_random(1, 3 * MIB);
+        let new = cairn_chunker::testdata::pseudo_random(2, 64 << 10);
+        let before = dir.path().join("before");
+        sparse_image(&before, len, &[(MIB, &old), (7 * MIB, &old[..4096])]);
+        let after = dir.path().join("after");
+        let data = sparse_image(
+            &after,
+            len,
+            &[
+                (MIB, &old[..MIB]),
+                // [2, 3) MiB is now a hole; [3, 4) MiB is unchanged.
+                (3 * MIB, &old[2 * MIB..]),
+                // Data in the parent's hole at [4, 7) MiB.
+                (5 * MIB, &new),
+                (7 * MIB, &old[..4096]),
+            ],
+        );
+        let backup = |path: &Path, parent: Option<&DiskImage>| {
+            backup_disk_windowed(&repo, &chunker, path, parent, 2, &|_| {}, 1 << 20).unwrap()
+        };
+        let (parent, _) = backup(&before, None);
+        let (same, _) = backup(&before, Some(&parent));
+        assert_eq!(same.extents, parent.extents);
+        let (full, _) = backup(&after, None);
+        let (incremental, _) = backup(&after, Some(&parent));
+        assert_eq!(incremental.extents, full.extents);
+        repo.flush().unwrap();
+        let out = dir.path().join("restored");
+        let opts = DiskRestoreOptions {
+            threads: 2,
+            verify: true,
+        };
+        restore_disk(&repo, &incremental, &out, &opts, &|_| {}).unwrap();
         assert!(std::fs::read(&out).unwrap() == data);
     }
 

@@ -16,7 +16,9 @@
 //! cut every `zero_len` bytes (the chunker's first cut in zeros), so a zero
 //! run that starts at a cut has cuts at every multiple of `zero_len` from its
 //! start, and a zero run of the parent is verified `zero_len` bytes at a
-//! time.
+//! time. Over an image's holes (which the reader zero-fills instead of reading)
+//! the zeros are known, so a parent's zero run there is verified without
+//! scanning the bytes.
 //!
 //! The result is exactly the cuts of chunking the whole disk, which the
 //! tests check against the chunker run from the start.
@@ -25,6 +27,7 @@ use std::collections::VecDeque;
 
 use cairn_chunker::Chunker;
 use cairn_store::{Id, Repository};
+use rayon::prelude::*;
 
 use crate::chunklist::{ListError, ListReader, ListRoot};
 use crate::disk::is_zero;
@@ -83,6 +86,12 @@ impl ParentWalk<'_> {
     }
 }
 
+/// Whether `[start, end)` lies inside one of `ranges` (sorted, merged).
+fn within(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let k = ranges.partition_point(|r| r.1 <= start);
+    ranges.get(k).is_some_and(|r| r.0 <= start && end <= r.1)
+}
+
 /// Whether cutting is verifying the parent's cuts or searching for cuts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -108,6 +117,10 @@ pub struct Cutter<'r> {
     /// did: 4,000 scattered writes in 2 GiB hashed 16 GB).
     hashed: VecDeque<(u64, usize, Id)>,
     threads: usize,
+    /// The threads that hash a run, started once: a window's run used to
+    /// spawn its own, two thread starts per 2 MiB window of the disk.
+    /// `None` with one thread, or if the threads could not be started.
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl<'r> Cutter<'r> {
@@ -134,6 +147,15 @@ impl<'r> Cutter<'r> {
             parent_len: parent.bytes,
             hashed: VecDeque::new(),
             threads: threads.max(1),
+            pool: (threads > 1)
+                .then(|| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .thread_name(|i| format!("cairn-verify-{i}"))
+                        .build()
+                        .ok()
+                })
+                .flatten(),
         })
     }
 
@@ -153,11 +175,16 @@ impl<'r> Cutter<'r> {
     /// the chunks of its first `consumed` bytes; the rest (a chunk the
     /// region's end may have cut short) must start the next region. With
     /// `last`, the region ends the disk and is consumed whole.
+    ///
+    /// `holes` are disk ranges known to hold zeros (an image's holes, which
+    /// were not read but zero-filled), sorted and merged: the parent's zero
+    /// runs over them are taken as verified without scanning the bytes.
     pub fn cut(
         &mut self,
         region: &[u8],
         base: u64,
         last: bool,
+        holes: &[(u64, u64)],
     ) -> Result<(Vec<Cut>, usize), ListError> {
         let mut cuts: Vec<Cut> = Vec::new();
         let mut i = 0usize;
@@ -168,7 +195,7 @@ impl<'r> Cutter<'r> {
                 self.hashed.pop_front();
             }
             let progress = match self.mode {
-                Mode::Verify => self.verify(region, base, last, &mut i, &mut cuts)?,
+                Mode::Verify => self.verify(region, base, last, holes, &mut i, &mut cuts)?,
                 Mode::Search => self.search(region, base, last, &mut i, &mut cuts)?,
             };
             if !progress {
@@ -185,6 +212,7 @@ impl<'r> Cutter<'r> {
         region: &[u8],
         base: u64,
         last: bool,
+        holes: &[(u64, u64)],
         i: &mut usize,
         cuts: &mut Vec<Cut>,
     ) -> Result<bool, ListError> {
@@ -259,7 +287,9 @@ impl<'r> Cutter<'r> {
                     if unit_end > region.len() {
                         break;
                     }
-                    if !real_cut(base + unit_end as u64) || !is_zero(&region[j..unit_end]) {
+                    let zeros = within(holes, base + j as u64, base + unit_end as u64)
+                        || is_zero(&region[j..unit_end]);
+                    if !real_cut(base + unit_end as u64) || !zeros {
                         differs = true;
                         break;
                     }
@@ -339,24 +369,33 @@ impl<'r> Cutter<'r> {
 
     /// The keyed hashes of the run's chunks, on the cutter's threads.
     fn hash_all(&self, region: &[u8], run: &[(usize, usize, Id)]) -> Vec<Id> {
-        let hash = |part: &[(usize, usize, Id)]| -> Vec<Id> {
-            part.iter()
-                .map(|&(o, l, _)| self.repo.blob_id(&region[o..o + l]))
-                .collect()
-        };
-        if self.threads < 2 || run.len() < 8 {
-            return hash(run);
+        let hash = |&(o, l, _): &(usize, usize, Id)| self.repo.blob_id(&region[o..o + l]);
+        match &self.pool {
+            Some(pool) if run.len() >= 8 => pool.install(|| {
+                run.par_iter()
+                    .with_min_len(run.len().div_ceil(4 * self.threads))
+                    .map(hash)
+                    .collect()
+            }),
+            _ => run.iter().map(hash).collect(),
         }
-        let per = run.len().div_ceil(self.threads);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = run
-                .chunks(per)
-                .map(|part| s.spawn(move || hash(part)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn within_finds_the_range_that_holds_a_span() {
+        let ranges = [(0, 10), (20, 30), (40, 50)];
+        assert!(within(&ranges, 0, 10));
+        assert!(within(&ranges, 22, 28));
+        assert!(within(&ranges, 40, 50));
+        assert!(!within(&ranges, 5, 15), "crosses a range's end");
+        assert!(!within(&ranges, 15, 18), "between ranges");
+        assert!(!within(&ranges, 45, 55));
+        assert!(!within(&ranges, 60, 70));
+        assert!(!within(&[], 0, 1));
     }
 }
