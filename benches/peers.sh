@@ -4,7 +4,9 @@
 # tree inside it: first full backup, incremental after churn, unchanged
 # incremental, full restore. Wall time, CPU time (user+sys), peak RSS and the
 # repository size after every step; for the disk incremental, the bytes the
-# repository grew by against the 4 KiB blocks that really changed.
+# repository grew by against the 4 KiB blocks that really changed; and the
+# disk's own read time of the image (dd, direct reads), the floor under any
+# unchanged disk incremental.
 #
 # Usage (as root: it installs packages and drops the page cache):
 #   benches/peers.sh                 # tables on stdout, progress on stderr
@@ -315,6 +317,10 @@ for ((rep = 1; rep <= reps; rep++)); do
         order+=("${tools[(i + rep - 1) % ${#tools[@]}]}")
     done
     say "repetition $rep of $reps: ${order[*]}"
+    # The disk's own speed: the whole image read once with direct 4 MiB
+    # reads (holes cost no I/O). No tool's unchanged disk incremental can
+    # take less, so restic's time over this bounds any speed-up over it.
+    measure "$rep" floor disk read /dev/null dd if="$image" of=/dev/null bs=4M iflag=direct status=none
     for tool in "${order[@]}"; do
         for kind in "${datasets[@]}"; do
             run_dataset "$rep" "$tool" "$kind"

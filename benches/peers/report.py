@@ -197,6 +197,16 @@ def main():
     if "cairn" in tools:
         r = ratio(stored.get("cairn"), changed_bytes)
         targets.append(("disk incremental bytes stored <= 1.5x the changed 4 KiB blocks", r, r is not None and r <= 1.5))
+    floor = M("floor", "disk", "read", "wall_s")
+    if floor:
+        p(f"Disk read floor: the image read once with dd (iflag=direct, bs=4M) took {floor:.2f} s "
+          f"(median, {M('floor', 'disk', 'read', 'wall_min'):.2f}-{M('floor', 'disk', 'read', 'wall_max'):.2f}); "
+          + "; ".join(f"{t} unchanged disk {ratio(M(t, 'disk', 'same', 'wall_s'), floor):.2f}x of it"
+                      for t in tools if M(t, "disk", "same", "wall_s"))
+          + (f". No tool can be faster than the floor: restic's unchanged disk over the floor, "
+             f"{ratio(M('restic', 'disk', 'same', 'wall_s'), floor):.2f}x, is the largest speed-up over restic possible here."
+             if M("restic", "disk", "same", "wall_s") else "."))
+        p("")
     p("| target | measured | met |")
     p("|---|---:|---|")
     for name, val, ok in targets:
