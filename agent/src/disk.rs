@@ -890,13 +890,7 @@ mod tests {
         assert_eq!(stats.bytes_unreadable, zeroed.end - zeroed.start);
         assert_eq!(image.size, len);
         repo.flush().unwrap();
-        let out = dir.path().join("restored");
-        let opts = DiskRestoreOptions {
-            threads: 2,
-            verify: true,
-        };
-        restore_disk(&repo, &image, &out, &opts, &|_| {}).unwrap();
-        let restored = std::fs::read(&out).unwrap();
+        let restored = restored(&repo, &image, dir.path());
         assert_eq!(restored.len() as u64, len);
         for (i, &b) in restored.iter().enumerate() {
             let i = i as u64;
@@ -990,16 +984,10 @@ mod tests {
             backup_disk_windowed(&repo, &chunker, &path, Some(&second), 2, &|_| {}, 1 << 20)
                 .unwrap();
         repo.flush().unwrap();
-        let out = dir.path().join("restored");
-        let opts = DiskRestoreOptions {
-            threads: 2,
-            verify: true,
-        };
-        restore_disk(&repo, &third, &out, &opts, &|_| {}).unwrap();
-        assert!(std::fs::read(&out).unwrap() == data);
-        restore_disk(&repo, &first, &out, &opts, &|_| {}).unwrap();
+        assert!(restored(&repo, &third, dir.path()) == data);
         assert!(
-            std::fs::read(&out).unwrap() == cairn_chunker::testdata::pseudo_random(11, 8 << 20)
+            restored(&repo, &first, dir.path())
+                == cairn_chunker::testdata::pseudo_random(11, 8 << 20)
         );
     }
 
@@ -1011,15 +999,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (sparse, dense) = (dir.path().join("sparse"), dir.path().join("dense"));
         let len = 12usize << 20;
-        let mut data = vec![0u8; len];
-        let file = File::create(&sparse).unwrap();
-        file.set_len(len as u64).unwrap();
-        for (at, n) in [(1 << 20, 300_000), (5 << 20, 4096), (9 << 20, 2 << 20)] {
-            let bytes = cairn_chunker::testdata::pseudo_random(at as u64, n);
-            file.write_all_at(&bytes, at as u64).unwrap();
-            data[at..at + n].copy_from_slice(&bytes);
-        }
-        drop(file);
+        let runs: Vec<(usize, Vec<u8>)> = [(1 << 20, 300_000), (5 << 20, 4096), (9 << 20, 2 << 20)]
+            .into_iter()
+            .map(|(at, n)| (at, cairn_chunker::testdata::pseudo_random(at as u64, n)))
+            .collect();
+        let runs: Vec<(usize, &[u8])> = runs.iter().map(|(at, b)| (*at, b.as_slice())).collect();
+        let data = sparse_image(&sparse, len, &runs);
         std::fs::write(&dense, &data).unwrap();
         let (a, sa) =
             backup_disk_windowed(&repo, &chunker, &sparse, None, 2, &|_| {}, 1 << 20).unwrap();
@@ -1031,13 +1016,19 @@ mod tests {
             assert!(sa.bytes_in_holes >= 6 << 20, "{sa:?}");
         }
         repo.flush().unwrap();
-        let out = dir.path().join("restored");
+        assert!(restored(&repo, &a, dir.path()) == data);
+    }
+
+    /// Restores `image` into `dir/restored` with `--verify` and returns
+    /// its bytes.
+    fn restored(repo: &Repository, image: &DiskImage, dir: &Path) -> Vec<u8> {
+        let out = dir.join("restored");
         let opts = DiskRestoreOptions {
             threads: 2,
             verify: true,
         };
-        restore_disk(&repo, &a, &out, &opts, &|_| {}).unwrap();
-        assert!(std::fs::read(&out).unwrap() == data);
+        restore_disk(repo, image, &out, &opts, &|_| {}).unwrap();
+        std::fs::read(&out).unwrap()
     }
 
     /// Writes a sparse image of `len` bytes holding `runs` (offset, bytes)
@@ -1091,13 +1082,7 @@ mod tests {
         let (incremental, _) = backup(&after, Some(&parent));
         assert_eq!(incremental.extents, full.extents);
         repo.flush().unwrap();
-        let out = dir.path().join("restored");
-        let opts = DiskRestoreOptions {
-            threads: 2,
-            verify: true,
-        };
-        restore_disk(&repo, &incremental, &out, &opts, &|_| {}).unwrap();
-        assert!(std::fs::read(&out).unwrap() == data);
+        assert!(restored(&repo, &incremental, dir.path()) == data);
     }
 
     /// A disk of random data with runs of zeros, deterministic from `seed`.
